@@ -1,0 +1,280 @@
+"""Where an LXD server is and how to talk to it safely.
+
+A `Remote` is one LXD server as the user names it: the local unix socket, or an HTTPS endpoint
+with a client certificate and the server's certificate pinned (verification is on by default).
+`LxdApi` wraps one pylxd client so that every request is logged and every failure becomes a
+`RemoteError` naming the remote and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import pylxd
+import pylxd.exceptions
+import requests
+from pylxd.client import get_session_for_url
+
+from mage_lxd.errors import NotFoundError, OptionError, RemoteError
+
+# Where Debian's package and the snap put the socket; the first one that exists is used.
+LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
+DEFAULT_TIMEOUT = 10.0
+REMOTE_KEYS = frozenset(
+    {"name", "url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout"}
+)
+
+Log = Callable[[str], None]
+
+
+def _no_log(_message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One LXD server: a name for groups and messages, where it is, and how we authenticate."""
+
+    name: str = "local"
+    url: str = ""
+    client_cert: str | None = None
+    client_key: str | None = None
+    server_cert: str | None = None
+    validate_certs: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def is_https(self) -> bool:
+        """True when the remote is reached over HTTPS rather than a unix socket."""
+        return self.url.startswith("https://")
+
+    def describe(self) -> str:
+        """The remote as messages name it: `'local' (unix:/var/lib/lxd/unix.socket)`."""
+        return f"'{self.name}' ({self.url or 'unix:' + local_socket_path('')})"
+
+
+def local_socket_path(url: str) -> str:
+    """The unix socket path for `url` ('', 'unix:', 'unix:/path' or '/path')."""
+    path = url.removeprefix("unix://").removeprefix("unix:")
+    if path:
+        return path
+    for candidate in LOCAL_SOCKETS:
+        if os.path.exists(candidate):
+            return candidate
+    return LOCAL_SOCKETS[0]
+
+
+def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remote:
+    """Validate one remote as written in YAML and return it; unknown keys are refused."""
+    unknown = sorted(set(data) - REMOTE_KEYS)
+    if unknown:
+        raise OptionError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(REMOTE_KEYS))}"
+        )
+    name = str(data.get("name") or "local")
+    url = str(data.get("url") or "")
+    if url and not (url.startswith(("https://", "unix:", "/"))):
+        raise OptionError(
+            f"{where} '{name}': url '{url}' is neither https://HOST[:PORT] nor a unix socket "
+            "(unix:/path or /path)"
+        )
+    if url.startswith("https://") and not urlparse(url).hostname:
+        raise OptionError(f"{where} '{name}': url '{url}' has no host name")
+    timeout = data.get("timeout", DEFAULT_TIMEOUT)
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise OptionError(f"{where} '{name}': timeout '{timeout}' is not a number of seconds") from None
+    if timeout <= 0:
+        raise OptionError(f"{where} '{name}': timeout must be more than 0 seconds")
+    remote = Remote(
+        name=name,
+        url=url,
+        client_cert=_optional_path(data.get("client_cert")),
+        client_key=_optional_path(data.get("client_key")),
+        server_cert=_optional_path(data.get("server_cert")),
+        validate_certs=_as_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs"),
+        timeout=timeout,
+    )
+    _check_files(remote, where)
+    return remote
+
+
+def _optional_path(value: Any) -> str | None:
+    return os.path.expanduser(str(value)) if value else None
+
+
+def _as_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise OptionError(f"{what}: '{value}' is not a boolean (true/false)")
+
+
+def _check_files(remote: Remote, where: str) -> None:
+    if bool(remote.client_cert) != bool(remote.client_key):
+        raise OptionError(f"{where} '{remote.name}': client_cert and client_key go together; give both")
+    for option in ("client_cert", "client_key", "server_cert"):
+        path = getattr(remote, option)
+        if path and not os.path.isfile(path):
+            raise OptionError(f"{where} '{remote.name}': {option} file '{path}' does not exist")
+    if remote.is_https and not remote.client_cert:
+        raise OptionError(
+            f"{where} '{remote.name}': an HTTPS remote needs client_cert and client_key "
+            "(a certificate the server trusts: lxc config trust add CERT)"
+        )
+
+
+def unique_remotes(remotes: Iterable[Remote]) -> list[Remote]:
+    """Refuse two remotes with the same name: hostvars and groups are keyed by it."""
+    seen: dict[str, Remote] = {}
+    for remote in remotes:
+        if remote.name in seen:
+            raise OptionError(f"remotes: the name '{remote.name}' is used twice; give each remote its own name")
+        seen[remote.name] = remote
+    return list(seen.values())
+
+
+@dataclass
+class LxdApi:
+    """One connected LXD server. Every call is logged and every failure names the remote."""
+
+    remote: Remote
+    session: requests.Session | None = None
+    log: Log = _no_log
+    client: pylxd.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        endpoint = self._endpoint()
+        if self.session is None:
+            self.session = make_session(self.remote, endpoint)
+        cert = (self.remote.client_cert, self.remote.client_key) if self.remote.client_cert else None
+        self.log(f"mage_lxd: connecting to LXD remote {self.remote.describe()}")
+        with self._errors("connect"):
+            self.client = pylxd.Client(
+                endpoint=endpoint, cert=cert, timeout=self.remote.timeout, session=self.session
+            )
+        if self.remote.is_https and not self.client.trusted:
+            raise RemoteError(
+                f"LXD remote {self.remote.describe()} does not trust the client certificate "
+                f"'{self.remote.client_cert}'. Fix: on the server run "
+                f"'lxc config trust add {os.path.basename(self.remote.client_cert or 'client.crt')}' "
+                "(or add a trust token), then retry."
+            )
+
+    def _endpoint(self) -> str:
+        if self.remote.is_https:
+            return self.remote.url.rstrip("/")
+        path = local_socket_path(self.remote.url)
+        if not os.path.exists(path):
+            raise RemoteError(
+                f"LXD remote {self.remote.describe()}: the socket {path} does not exist. Fix: start "
+                "LXD (lab/up.sh does it here), or set the remote's url to the right socket or an "
+                "https:// endpoint."
+            )
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise RemoteError(
+                f"LXD remote {self.remote.describe()}: no permission on {path}. Fix: run as root or "
+                "as a member of the 'lxd' group."
+            )
+        return path
+
+    @property
+    def server_version(self) -> str:
+        """The LXD server version string, e.g. '5.0.2'."""
+        return str(self.client.host_info.get("environment", {}).get("server_version", ""))
+
+    @property
+    def clustered(self) -> bool:
+        """True when the server is a member of an LXD cluster."""
+        return bool(self.client.host_info.get("environment", {}).get("server_clustered", False))
+
+    def has_extension(self, name: str) -> bool:
+        """True when the server announces API extension `name` (probe before using it)."""
+        return name in self.client.host_info.get("api_extensions", [])
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET /1.0/<path> and return the response's metadata."""
+        node = self.client.api
+        for part in path.strip("/").split("/"):
+            node = node[part]
+        what = f"GET /1.0/{path}" + (f" {dict(params)}" if params else "")
+        self.log(f"mage_lxd: {self.remote.name}: {what}")
+        with self._errors(what):
+            response = node.get(params=dict(params or {}))
+        return response.json().get("metadata")
+
+    def _errors(self, what: str) -> _ErrorMapper:
+        return _ErrorMapper(self.remote, what)
+
+
+def make_session(remote: Remote, endpoint: str) -> requests.Session:
+    """A requests session for `remote`: unix socket, or HTTPS with the certificates it names.
+
+    TLS is verified by default: a pinned `server_cert` (LXD's self-signed certificate) when given,
+    else the system CA store; `validate_certs: false` turns it off, which only a lab should do.
+    """
+    if not remote.is_https:
+        return get_session_for_url(f"http+unix://{quote(endpoint, safe='')}")
+    verify: bool | str = remote.server_cert or True
+    if not remote.validate_certs:
+        verify = False
+    cert = (remote.client_cert, remote.client_key) if remote.client_cert else None
+    return get_session_for_url(endpoint, verify=verify, cert=cert)
+
+
+class _ErrorMapper:
+    """Context manager turning pylxd/requests failures into RemoteErrors that name the remote."""
+
+    def __init__(self, remote: Remote, what: str) -> None:
+        self.remote = remote
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: Any) -> bool:
+        if exc is None or isinstance(exc, RemoteError):
+            return False
+        where = f"LXD remote {self.remote.describe()}"
+        if isinstance(exc, requests.exceptions.SSLError):
+            hint = (
+                "Fix: set server_cert to the server's certificate (on the server: "
+                "/var/lib/lxd/server.crt, or 'lxc info' under 'certificate')"
+                if not self.remote.server_cert
+                else f"Fix: '{self.remote.server_cert}' is not this server's certificate; fetch the right one"
+            )
+            raise RemoteError(f"{where}: TLS verification failed ({_first_line(exc)}). {hint}.") from exc
+        if isinstance(exc, requests.exceptions.Timeout):
+            raise RemoteError(
+                f"{where}: no answer within {self.remote.timeout:g}s to {self.what}. Fix: check the "
+                "daemon is healthy, or raise the remote's timeout."
+            ) from exc
+        if isinstance(exc, (requests.exceptions.ConnectionError, pylxd.exceptions.ClientConnectionFailed)):
+            raise RemoteError(
+                f"{where}: cannot connect ({_first_line(exc)}). Fix: is LXD running and listening "
+                "there (core.https_address for HTTPS)? Is the url right?"
+            ) from exc
+        if isinstance(exc, pylxd.exceptions.NotFound):
+            raise NotFoundError(f"{where}: {self.what}: not found ({_api_message(exc)})") from exc
+        if isinstance(exc, pylxd.exceptions.LXDAPIException):
+            raise RemoteError(f"{where}: {self.what} failed: {_api_message(exc)}") from exc
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+def _api_message(exc: pylxd.exceptions.LXDAPIException) -> str:
+    # pylxd's str() is LXD's own error text ("Instance not found", ...).
+    return str(exc).strip()[:300] or type(exc).__name__
