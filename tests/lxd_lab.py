@@ -1,0 +1,127 @@
+"""Test-side access to the lab's real LXD: projects, instances, ansible commands.
+
+Integration tests create what they need in their own LXD projects (names start with `mage-test-`)
+and delete them afterwards; nothing outside those projects is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def lab_env() -> dict[str, str]:
+    """The lab's names and addresses from lab/lab.env."""
+    values = {}
+    for line in (REPO / "lab" / "lab.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+LAB = lab_env()
+
+
+def lxc(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the lxc client (test setup only; the plugins never need it)."""
+    result = subprocess.run(["lxc", *args], capture_output=True, text=True, input=stdin, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"lxc {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def query(path: str) -> Any:
+    """GET an LXD API path through `lxc query` and return the decoded JSON."""
+    return json.loads(lxc("query", path).stdout or "null")
+
+
+def create_project(name: str, profiles: Iterable[str] = ()) -> None:
+    """A project with its own default profile on the lab pool and bridge, plus extra profiles."""
+    delete_project(name)
+    lxc("project", "create", name, "-c", "features.images=false", "-c", "features.profiles=true")
+    lxc("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={LAB['MAGE_LAB_POOL']}",
+        "--project", name)
+    lxc("profile", "device", "add", "default", "eth0", "nic", f"network={LAB['MAGE_LAB_BRIDGE']}", "name=eth0",
+        "--project", name)
+    for profile in profiles:
+        lxc("profile", "create", profile, "--project", name)
+
+
+def _names(urls: list[str] | None) -> list[str]:
+    # LXD lists objects as URLs such as /1.0/instances/web1?project=p.
+    return [url.split("?", 1)[0].rsplit("/", 1)[-1] for url in urls or []]
+
+
+def delete_project(name: str) -> None:
+    """Delete a test project and everything in it; a missing project is fine."""
+    if lxc("project", "show", name, check=False).returncode != 0:
+        return
+    for instance in _names(query(f"/1.0/instances?project={name}")):
+        lxc("delete", "--force", instance, "--project", name)
+    for profile_name in _names(query(f"/1.0/profiles?project={name}")):
+        if profile_name != "default":
+            lxc("profile", "delete", profile_name, "--project", name)
+    lxc("project", "delete", name)
+
+
+def launch(project: str, name: str, image: str = "mage/busybox", profiles: Iterable[str] = ("default",),
+           config: dict[str, str] | None = None, start: bool = True) -> None:
+    """Create (and start) an instance in a test project."""
+    args = ["launch" if start else "init", image, name, "--project", project]
+    for profile in profiles:
+        args += ["--profile", profile]
+    for key, value in (config or {}).items():
+        args += ["--config", f"{key}={value}"]
+    lxc(*args)
+
+
+def wait_for_leases(project: str, names: Iterable[str], timeout: float = 60) -> dict[str, str]:
+    """Wait until every named instance has a DHCP lease on the lab bridge; return name -> IPv4."""
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        leases = query(f"/1.0/networks/{LAB['MAGE_LAB_BRIDGE']}/leases?project={project}") or []
+        found = {lease["hostname"]: lease["address"] for lease in leases if lease["hostname"] in wanted}
+        if set(found) == wanted:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no DHCP lease after {timeout}s for {sorted(wanted - set(found))}")
+        time.sleep(0.3)
+
+
+def ansible(tool: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run an ansible command-line tool from the project's venv with the repo's ansible.cfg."""
+    full_env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
+    result = subprocess.run([str(VENV_BIN / tool), *args], capture_output=True, text=True, cwd=cwd,
+                            env=full_env, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def inventory_list(config_path: Path, **kwargs: Any) -> dict[str, Any]:
+    """`ansible-inventory -i CONFIG --list` as decoded JSON, unsafe markers removed."""
+    return strip_unsafe(json.loads(ansible("ansible-inventory", "-i", str(config_path), "--list", **kwargs).stdout))
+
+
+def strip_unsafe(data: Any) -> Any:
+    """Replace ansible-inventory's {"__ansible_unsafe": value} markers by the value."""
+    if isinstance(data, dict):
+        if set(data) == {"__ansible_unsafe"}:
+            return data["__ansible_unsafe"]
+        return {key: strip_unsafe(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [strip_unsafe(item) for item in data]
+    return data
