@@ -228,7 +228,11 @@ def make_session(remote: Remote, endpoint: str) -> requests.Session:
     if not remote.validate_certs:
         verify = False
     cert = (remote.client_cert, remote.client_key) if remote.client_cert else None
-    return get_session_for_url(endpoint, verify=verify, cert=cert)
+    session = get_session_for_url(endpoint, verify=verify, cert=cert)
+    # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace session.verify, which would silently
+    # swap the pinned server certificate for a CA bundle; the remote's settings must win.
+    session.trust_env = False
+    return session
 
 
 class _ErrorMapper:
@@ -245,7 +249,7 @@ class _ErrorMapper:
         if exc is None or isinstance(exc, RemoteError):
             return False
         where = f"LXD remote {self.remote.describe()}"
-        if isinstance(exc, requests.exceptions.SSLError):
+        if _caused_by(exc, requests.exceptions.SSLError):
             hint = (
                 "Fix: set server_cert to the server's certificate (on the server: "
                 "/var/lib/lxd/server.crt, or 'lxc info' under 'certificate')"
@@ -268,6 +272,16 @@ class _ErrorMapper:
         if isinstance(exc, pylxd.exceptions.LXDAPIException):
             raise RemoteError(f"{where}: {self.what} failed: {_api_message(exc)}") from exc
         return False
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    # pylxd re-raises connection errors as ClientConnectionFailed; the TLS error is its context.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _first_line(exc: BaseException) -> str:
