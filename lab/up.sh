@@ -50,7 +50,7 @@ ensure_storage_and_network() {
   lxc network show "$MAGE_LAB_BRIDGE" >/dev/null 2>&1 || {
     log "creating bridge $MAGE_LAB_BRIDGE ($MAGE_LAB_SUBNET, no outbound NAT)"
     lxc network create "$MAGE_LAB_BRIDGE" ipv4.address="$MAGE_LAB_SUBNET" ipv4.nat=false \
-      ipv6.address=none ipv4.dhcp.ranges="$MAGE_LAB_DHCP_RANGE" >/dev/null
+      ipv6.address=none >/dev/null
   }
   # A fresh LXD's default profile has no disk and no NIC; fill in only what is absent.
   local profile

@@ -206,3 +206,24 @@ def test_bad_input_fails_with_one_clear_error(lab, tmp_path, body, expected):
     result = ansible("ansible-inventory", "-i", str(write_config(tmp_path, body)), "--list", check=False)
     assert result.returncode != 0
     assert expected in " ".join(result.stderr.split())
+
+
+def test_cache_serves_the_last_snapshot_until_flushed(lab, tmp_path):
+    project = "mage-test-inv-cache"
+    create_project(project)
+    try:
+        launch(project, "cached1")
+        config = write_config(tmp_path, f"""\
+            projects: [{project}]
+            cache: true
+            cache_plugin: ansible.builtin.jsonfile
+            cache_connection: {tmp_path / 'cache'}
+            cache_timeout: 3600
+            """)
+        assert set(inventory_list(config)["_meta"]["hostvars"]) == {"cached1"}
+        launch(project, "cached2")
+        assert set(inventory_list(config)["_meta"]["hostvars"]) == {"cached1"}
+        flushed = ansible("ansible-inventory", "-i", str(config), "--list", "--flush-cache").stdout
+        assert "cached2" in flushed
+    finally:
+        delete_project(project)

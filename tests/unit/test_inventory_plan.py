@@ -1,0 +1,109 @@
+"""Host names, groups and variables planned from a snapshot recorded on the lab LXD."""
+
+from __future__ import annotations
+
+import pytest
+
+from mage_lxd.errors import OptionError
+from mage_lxd.inventory import InventoryOptions, plan_inventory, preferred_address, safe_group_name
+from mage_lxd.remote import Remote
+from mage_lxd.snapshot import take_snapshot
+from recorded_api import RecordedApi
+
+PROJECTS = ["mage-rec-a", "mage-rec-b"]
+LOCAL = {"local": Remote()}
+
+
+@pytest.fixture(scope="module")
+def snapshot():
+    return take_snapshot(RecordedApi(), PROJECTS)
+
+
+def hosts(plan):
+    return {host.name: host for host in plan.hosts}
+
+
+def test_every_instance_is_in_the_default_group_which_carries_the_connection(snapshot):
+    plan = plan_inventory([snapshot], LOCAL, InventoryOptions())
+    assert all(host.groups[0] == "lxd" for host in plan.hosts)
+    assert plan.group_vars == {"lxd": {"ansible_connection": "mage_lxd"}}
+    # Set on the group, not the host: group_vars and host_vars files can override it.
+    assert all("ansible_connection" not in host.variables for host in plan.hosts)
+
+
+def test_groups_by_project_profile_status_os_release_type_network(snapshot):
+    web1 = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions()))["web1"]
+    assert web1.groups == ["lxd", "project_mage_rec_a", "profile_default", "profile_web", "status_running",
+                           "os_busybox", f"release_busybox_{web1.variables['lxd_image_release'].replace('.', '_')}",
+                           "type_container", "network_magebr0"]
+
+
+def test_group_by_is_configurable_and_remote_groups_exist_on_request(snapshot):
+    plan = plan_inventory([snapshot], LOCAL, InventoryOptions(default_group="all_lxd", group_by=("status", "remote")))
+    assert hosts(plan)["db1"].groups == ["all_lxd", "status_stopped", "remote_local"]
+
+
+def test_variables_of_a_running_instance(snapshot):
+    variables = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions()))["web1"].variables
+    assert variables["mage_lxd_instance"] == "web1"
+    assert variables["mage_lxd_project"] == "mage-rec-a"
+    assert variables["mage_lxd_remote"] == "local"
+    assert variables["lxd_status"] == "running"
+    assert variables["lxd_profiles"] == ["default", "web"]
+    assert variables["lxd_ipv4"]["eth0"] == [variables["lxd_address"]]
+    assert variables["ansible_host"] == variables["lxd_address"]
+    assert variables["lxd_config"] == {"user.role": "frontend"}
+    assert variables["mage_proxy"] == [{"name": "web1.example.org", "path": "/", "pass": 8080}]
+    assert variables["mage_nat"] == [{"extport": 8080, "intport": 80, "proto": "tcp"}]
+    # Read as data; the plugin marks it unsafe so Ansible never templates it.
+    assert variables["lxd_description"] == "{{ lookup('pipe', 'id') }}"
+
+
+def test_a_stopped_instance_has_no_address_and_no_ansible_host(snapshot):
+    variables = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions()))["db1"].variables
+    assert variables["lxd_address"] == "" and variables["lxd_ipv4"] == {}
+    assert "ansible_host" not in variables
+
+
+def test_set_ansible_host_can_be_turned_off(snapshot):
+    variables = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions(set_ansible_host=False)))["web1"].variables
+    assert "ansible_host" not in variables and variables["lxd_address"]
+
+
+def test_hostname_format_and_collisions(snapshot):
+    twice = [snapshot, {**snapshot, "remote": "other"}]
+    remotes = {"local": Remote(), "other": Remote(name="other")}
+    with pytest.raises(OptionError, match=r"gives the host name 'db1' to both instance 'db1' in project 'mage-rec-a' on 'local' and .* on 'other'\. Fix: set hostname_format"):
+        plan_inventory(twice, remotes, InventoryOptions())
+    plan = plan_inventory(twice, remotes, InventoryOptions(hostname_format="{remote}-{project}-{name}"))
+    assert "other-mage-rec-a-web1" in hosts(plan) and "local-mage-rec-a-web1" in hosts(plan)
+
+
+@pytest.mark.parametrize("fmt", ["{name.__class__}", "{name!r}", "{name:>20}", "{address}", "static", "{"])
+def test_hostname_format_allows_only_plain_fields(fmt):
+    with pytest.raises(OptionError, match="hostname_format"):
+        InventoryOptions(hostname_format=fmt)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"default_group": "lxd hosts"}, "default_group"),
+        ({"group_by": ("colour",)}, "group_by: unknown key"),
+        ({"preferred_address_family": "ipx"}, "preferred_address_family"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(OptionError, match=message):
+        InventoryOptions(**options)
+
+
+def test_safe_group_names():
+    assert safe_group_name("project_mage-rec.a") == "project_mage_rec_a"
+    assert safe_group_name("profile_{{ x }}") == "profile____x___"
+
+
+def test_preferred_address_falls_back_to_the_other_family():
+    assert preferred_address({}, {"eth0": ["fd42::5"]}, "inet") == "fd42::5"
+    assert preferred_address({"eth0": ["10.0.0.5"]}, {"eth0": ["fd42::5"]}, "inet6") == "fd42::5"
+    assert preferred_address({"eth1": ["10.0.1.5"], "eth0": ["10.0.0.5"]}, {}, "inet") == "10.0.0.5"
