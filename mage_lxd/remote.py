@@ -150,6 +150,10 @@ class LxdApi:
     remote: Remote
     session: requests.Session | None = None
     log: Log = _no_log
+    # Set for clients that act in one project (the connection); the inventory passes it per call.
+    project: str | None = None
+    # requests' (connect, read) form lets exec wait long for output while connecting stays short.
+    timeout: float | tuple[float, float | None] | None = None
     client: pylxd.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +164,11 @@ class LxdApi:
         self.log(f"mage_lxd: connecting to LXD remote {self.remote.describe()}")
         with self._errors("connect"):
             self.client = pylxd.Client(
-                endpoint=endpoint, cert=cert, timeout=self.remote.timeout, session=self.session
+                endpoint=endpoint,
+                cert=cert,
+                timeout=self.remote.timeout if self.timeout is None else self.timeout,
+                session=self.session,
+                project=self.project,
             )
         if self.remote.is_https and not self.client.trusted:
             raise RemoteError(

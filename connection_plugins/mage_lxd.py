@@ -1,0 +1,190 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mage_lxd
+short_description: Run tasks in LXD instances through the LXD API (no lxc binary)
+description:
+  - Runs commands with LXD's exec API and moves files with its files API, over the local unix socket
+    or an HTTPS remote, in any project. Only ansible-core and pylxd are needed on the controller.
+  - Pipelining is on by default for this connection (the module is sent on stdin), so a module run
+    costs one exec.
+  - The mage_lxd inventory sets everything this plugin needs (C(mage_lxd_*) host variables); each
+    can be overridden with the matching C(ansible_mage_lxd_*) variable.
+  - C(become) with sudo or su works when no password is needed; a become password cannot be typed
+    into the exec API, so it is refused with an error instead of hanging.
+author: mage-lxd developers
+requirements:
+  - pylxd >= 2.4.1 (on the controller)
+  - the mage_lxd Python package of this repository (C(pip install -e .))
+extends_documentation_fragment:
+  - mage_lxd
+options:
+  instance:
+    description: Name of the LXD instance; defaults to the inventory host name.
+    type: str
+    vars:
+      - name: inventory_hostname
+      - name: mage_lxd_instance
+      - name: ansible_mage_lxd_instance
+  remote_user:
+    description:
+      - User to run commands as inside the instance (a name or a uid); files put for it are owned by it.
+      - Default is root.
+    type: str
+    vars:
+      - name: ansible_user
+      - name: ansible_mage_lxd_user
+    keyword:
+      - name: remote_user
+  exec_environment:
+    description:
+      - Environment variables set by LXD for every command (the task's C(environment) keyword still
+        applies on top, as with any connection).
+    type: dict
+    default: {}
+    vars:
+      - name: ansible_mage_lxd_environment
+  command_timeout:
+    description:
+      - Longest time in seconds a single command may run; 0 means no limit of its own (the task's
+        C(timeout) keyword still applies).
+    type: float
+    default: 0
+    vars:
+      - name: ansible_mage_lxd_command_timeout
+  pipelining:
+    description: Send modules on stdin instead of copying them first (one exec per module).
+    type: bool
+    default: true
+    env:
+      - name: ANSIBLE_MAGE_LXD_PIPELINING
+    vars:
+      - name: ansible_pipelining
+      - name: ansible_mage_lxd_pipelining
+"""
+
+EXAMPLES = r"""
+# With the mage_lxd inventory nothing needs setting: `ansible lxd -m ansible.builtin.ping`.
+
+# A static inventory entry for an instance in another project on an HTTPS remote
+# all:
+#   hosts:
+#     web1:
+#       ansible_connection: mage_lxd
+#       ansible_mage_lxd_project: shop
+#       ansible_mage_lxd_url: https://lxd.example.org:8443
+#       ansible_mage_lxd_client_cert: ~/.config/mage-lxd/client.crt
+#       ansible_mage_lxd_client_key: ~/.config/mage-lxd/client.key
+#       ansible_mage_lxd_server_cert: ~/.config/mage-lxd/server.crt
+
+- name: Run as an unprivileged user, then as root through sudo
+  hosts: lxd
+  tasks:
+    - name: Who am I
+      ansible.builtin.command: id -un
+      remote_user: app
+      changed_when: false
+    - name: Install a package
+      ansible.builtin.apt:
+        name: curl
+      become: true
+"""
+
+import logging
+
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.plugins.connection import ConnectionBase
+from ansible.utils.display import Display
+
+from mage_lxd.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel
+from mage_lxd.plugin_errors import raised_as
+from mage_lxd.remote import remote_from_mapping
+
+display = Display()
+
+# ws4py reports closed pipes of finished commands on its own logger; they are not errors of ours.
+logging.getLogger("ws4py").setLevel(logging.CRITICAL)
+
+
+class Connection(ConnectionBase):
+    transport = "mage_lxd"
+    has_pipelining = True
+    default_user = "root"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._channel = None
+        self._user = None
+
+    def _connect(self):
+        if self._channel is None:
+            with raised_as(AnsibleConnectionFailure):
+                remote = remote_from_mapping(
+                    {key: self.get_option(key) for key in
+                     ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")}
+                    | {"name": self.get_option("remote")},
+                    where="mage_lxd connection remote",
+                )
+                self._channel = InstanceChannel(
+                    remote,
+                    project=self.get_option("project"),
+                    instance=self.get_option("instance") or self._play_context.remote_addr,
+                    command_timeout=self.get_option("command_timeout") or None,
+                    log=display.vvv,
+                )
+            self._connected = True
+        return self
+
+    def _exec_user(self):
+        # Resolved once per connection: LXD's exec API wants numeric ids.
+        if self._user is None:
+            name = self.get_option("remote_user")
+            with raised_as(AnsibleConnectionFailure):
+                self._user = ROOT if name in (None, "", "root", "0") else self._channel.lookup_user(str(name))
+        return self._user
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        if sudoable and self.become and self.become.expect_prompt():
+            raise AnsibleError(
+                f"mage_lxd: become method '{self.become.name}' on {self._channel.describe()} needs a password, "
+                "which the LXD exec API cannot type. Fix: allow it without a password (sudo NOPASSWD), "
+                "or connect as root (no become needed)."
+            )
+        with raised_as(AnsibleConnectionFailure):
+            code, stdout, stderr = self._channel.exec(
+                ["/bin/sh", "-c", cmd],
+                stdin=in_data,
+                environment=self.get_option("exec_environment"),
+                user=self._exec_user(),
+            )
+        if sudoable and self.become and self.become.success:
+            stdout = _strip_become_marker(stdout, self.become.success.encode())
+        if code == 127 and b"python" in stderr and b"not found" in stderr.lower():
+            stderr += b"\n" + PYTHON_MISSING_HINT.format(instance=self._channel.instance).encode()
+        return code, stdout, stderr
+
+    def put_file(self, in_path, out_path):
+        super().put_file(in_path, out_path)
+        with raised_as(AnsibleConnectionFailure):
+            self._channel.put_file(in_path, out_path, user=self._exec_user())
+
+    def fetch_file(self, in_path, out_path):
+        super().fetch_file(in_path, out_path)
+        with raised_as(AnsibleConnectionFailure):
+            self._channel.fetch_file(in_path, out_path)
+
+    def reset(self):
+        self.close()
+
+    def close(self):
+        self._channel = None
+        self._user = None
+        self._connected = False
+
+
+def _strip_become_marker(stdout, marker):
+    # become prints a success marker line before the command's own output.
+    head, found, tail = stdout.partition(marker)
+    return tail.lstrip(b"\r\n") if found and not head.strip() else stdout

@@ -1,0 +1,73 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Where the LXD server is and how to trust it: written once, shared by the connection and lookup
+    # plugins (the inventory's remotes[] take the same keys).
+    DOCUMENTATION = r"""
+options:
+  remote:
+    description:
+      - Name of the LXD remote, as the inventory's O(remotes[].name); used in messages.
+    type: str
+    default: local
+    vars:
+      - name: mage_lxd_remote
+      - name: ansible_mage_lxd_remote
+  url:
+    description:
+      - C(https://HOST:PORT) of the LXD server, or its unix socket as C(unix:/path) or C(/path).
+      - Empty means the local socket (C(/var/lib/lxd/unix.socket) or the snap's).
+    type: str
+    default: ""
+    env:
+      - name: MAGE_LXD_URL
+    vars:
+      - name: mage_lxd_url
+      - name: ansible_mage_lxd_url
+  client_cert:
+    description: PEM client certificate for an HTTPS remote (the server must trust it).
+    type: path
+    env:
+      - name: MAGE_LXD_CLIENT_CERT
+    vars:
+      - name: mage_lxd_client_cert
+      - name: ansible_mage_lxd_client_cert
+  client_key:
+    description: PEM key of O(client_cert).
+    type: path
+    env:
+      - name: MAGE_LXD_CLIENT_KEY
+    vars:
+      - name: mage_lxd_client_key
+      - name: ansible_mage_lxd_client_key
+  server_cert:
+    description: The server's PEM certificate, pinned (its fingerprint must match).
+    type: path
+    env:
+      - name: MAGE_LXD_SERVER_CERT
+    vars:
+      - name: mage_lxd_server_cert
+      - name: ansible_mage_lxd_server_cert
+  validate_certs:
+    description: Verify the server's TLS certificate. Only a throwaway lab should turn this off.
+    type: bool
+    default: true
+    vars:
+      - name: mage_lxd_validate_certs
+      - name: ansible_mage_lxd_validate_certs
+  project:
+    description: The LXD project of the instance.
+    type: str
+    default: default
+    vars:
+      - name: mage_lxd_project
+      - name: ansible_mage_lxd_project
+  timeout:
+    description: Seconds to wait when connecting to LXD and for metadata answers.
+    type: float
+    default: 10
+    vars:
+      - name: ansible_mage_lxd_timeout
+"""

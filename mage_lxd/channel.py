@@ -1,0 +1,164 @@
+"""Run commands in an instance and move files in and out of it, through the LXD API only.
+
+`InstanceChannel` is what the mage_lxd connection plugin drives: exec over LXD's exec API (stdin
+sent whole, stdout/stderr as bytes), files streamed through the files API in fixed-size chunks so
+a large file is never held in memory, modes and ownership kept. No `lxc` binary is involved.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pylxd.exceptions
+
+from mage_lxd.errors import NotFoundError, RemoteError
+from mage_lxd.remote import Log, LxdApi, Remote, _no_log
+
+CHUNK_SIZE = 1024 * 1024
+PYTHON_MISSING_HINT = (
+    "mage_lxd: python is not installed in instance '{instance}'. Fix: bootstrap it with the "
+    "mage_lxd_instance action (bootstrap: true), or install it with ansible.builtin.raw."
+)
+
+
+@dataclass(frozen=True)
+class ExecUser:
+    """A user inside the instance, resolved once: LXD's exec API takes numeric ids."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    def environment(self) -> dict[str, str]:
+        """The login variables LXD would otherwise leave set to root's."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+ROOT = ExecUser(name="root", uid=0, gid=0, home="/root")
+
+
+class InstanceChannel:
+    """Exec and file transfer for one instance of one project on one remote."""
+
+    def __init__(
+        self, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log
+    ) -> None:
+        self.remote = remote
+        self.project = project or "default"
+        self.instance = instance
+        self.log = log
+        # Connecting is bounded by the remote's timeout; a command may run up to command_timeout
+        # (None: as long as the task's own timeout allows).
+        self.api = LxdApi(remote, log=log, project=self.project, timeout=(remote.timeout, command_timeout))
+        self._node = self.api.client.api.instances[instance]
+
+    def describe(self) -> str:
+        """The instance as messages name it."""
+        return f"instance '{self.instance}' in project '{self.project}' on LXD remote {self.remote.describe()}"
+
+    def exec(
+        self,
+        argv: list[str],
+        stdin: bytes | None = None,
+        environment: Mapping[str, str] | None = None,
+        user: ExecUser = ROOT,
+        cwd: str | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run `argv` in the instance; return (exit code, stdout, stderr) as bytes."""
+        self.log(f"mage_lxd: exec in {self.describe()} as uid {user.uid}: {argv!r}")
+        env = {**user.environment(), **dict(environment or {})}
+        model = self._model()
+        with self._errors("exec"):
+            result = model.execute(
+                argv, environment=env, decode=False, stdin_payload=stdin or None,
+                user=user.uid, group=user.gid, cwd=cwd,
+            )
+        return int(result.exit_code), bytes(result.stdout or b""), bytes(result.stderr or b"")
+
+    def lookup_user(self, name: str) -> ExecUser:
+        """Resolve a user name or numeric uid inside the instance (getent, as root)."""
+        code, out, err = self.exec(["getent", "passwd", name])
+        if code != 0 or not out.strip():
+            raise RemoteError(
+                f"{self.describe()}: user '{name}' does not exist there "
+                f"({err.decode(errors='replace').strip() or 'getent found nothing'}). Fix: create the user, "
+                "or set ansible_user to one that exists."
+            )
+        fields = out.decode(errors="replace").splitlines()[0].split(":")
+        return ExecUser(name=fields[0], uid=int(fields[2]), gid=int(fields[3]), home=fields[5] or "/")
+
+    def put_file(self, local_path: str, remote_path: str, user: ExecUser = ROOT) -> None:
+        """Stream a local file into the instance, keeping its permission bits."""
+        mode = stat.S_IMODE(os.stat(local_path).st_mode)
+        headers = {
+            "X-LXD-type": "file",
+            "X-LXD-mode": f"{mode:04o}",
+            "X-LXD-uid": str(user.uid),
+            "X-LXD-gid": str(user.gid),
+            "X-LXD-write": "overwrite",
+        }
+        self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
+        with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
+            # A file object makes requests stream the body instead of reading it into memory.
+            self._node.files.post(params={"path": remote_path}, data=source,
+                                  headers=headers)
+
+    def fetch_file(self, remote_path: str, local_path: str) -> None:
+        """Stream a regular file out of the instance into `local_path`, in fixed-size chunks."""
+        self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path}")
+        with self._errors(f"fetch_file {remote_path}"):
+            response = self._node.files.get(params={"path": remote_path}, stream=True)
+            try:
+                if response.headers.get("X-LXD-type", "file") != "file":
+                    raise RemoteError(f"{self.describe()}: {remote_path} is a {response.headers['X-LXD-type']}, not a file")
+                partial = f"{local_path}.part"
+                with open(partial, "wb") as target:
+                    for chunk in response.iter_content(CHUNK_SIZE):
+                        target.write(chunk)
+                os.replace(partial, local_path)
+            finally:
+                response.close()
+
+    def _model(self) -> Any:
+        # pylxd's Instance model carries the exec logic (websockets for stdin/stdout/stderr).
+        with self._errors("exec"):
+            return self.api.client.instances.get(self.instance)
+
+    def _errors(self, what: str) -> _InstanceErrors:
+        return _InstanceErrors(self, what)
+
+
+class _InstanceErrors:
+    """Name the instance and say what to do when LXD refuses an operation on it."""
+
+    def __init__(self, channel: InstanceChannel, what: str) -> None:
+        self.channel = channel
+        self.what = what
+        self.inner = channel.api._errors(what)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, RemoteError):
+            return False
+        text = str(exc).strip()
+        where = self.channel.describe()
+        if isinstance(exc, pylxd.exceptions.NotFound):
+            if "instance" in text.lower() or self.what == "exec":
+                raise NotFoundError(
+                    f"{where} does not exist. Fix: create it (mage_lxd_instance), or check the project "
+                    "and instance name (ansible_mage_lxd_project, ansible_mage_lxd_instance)."
+                ) from exc
+            raise NotFoundError(f"{where}: {self.what}: {text or 'not found'}") from exc
+        lowered = text.lower()
+        if "not running" in lowered or "is stopped" in lowered:
+            raise RemoteError(f"{where} is not running. Fix: start it (lxc start, or mage_lxd_instance state=started).") from exc
+        if "frozen" in lowered:
+            raise RemoteError(f"{where} is frozen. Fix: unfreeze it (lxc start, or mage_lxd_instance state=started).") from exc
+        return self.inner.__exit__(exc_type, exc, tb)
