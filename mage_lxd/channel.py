@@ -16,9 +16,16 @@ from typing import Any
 import pylxd.exceptions
 
 from mage_lxd.errors import NotFoundError, RemoteError
+from mage_lxd.exec_stream import ExecRequest, run_exec
 from mage_lxd.remote import Log, LxdApi, Remote, _no_log
 
 CHUNK_SIZE = 1024 * 1024
+# LXD turns an exit status of 126/127 into a failed operation ("Command not executable/not found")
+# and drops the command's output. A wrapper shell reports those two statuses on stderr instead.
+EXIT_MARKER = b"\nmage_lxd_exit_status="
+EXIT_WRAPPER = (
+    '"$@"; rc=$?; case $rc in 126|127) printf "\\nmage_lxd_exit_status=%s" "$rc" >&2; exit 1;; esac; exit $rc'
+)
 PYTHON_MISSING_HINT = (
     "mage_lxd: python is not installed in instance '{instance}'. Fix: bootstrap it with the "
     "mage_lxd_instance action (bootstrap: true), or install it with ansible.builtin.raw."
@@ -40,6 +47,14 @@ class ExecUser:
 
 
 ROOT = ExecUser(name="root", uid=0, gid=0, home="/root")
+
+
+def unwrap_exit_status(code: int, stdout: bytes, stderr: bytes) -> tuple[int, bytes, bytes]:
+    """Undo EXIT_WRAPPER: restore a 126/127 status it reported on stderr."""
+    head, found, status = stderr.rpartition(EXIT_MARKER)
+    if found and code == 1 and status in (b"126", b"127"):
+        return int(status), stdout, head
+    return code, stdout, stderr
 
 
 class InstanceChannel:
@@ -72,13 +87,12 @@ class InstanceChannel:
         """Run `argv` in the instance; return (exit code, stdout, stderr) as bytes."""
         self.log(f"mage_lxd: exec in {self.describe()} as uid {user.uid}: {argv!r}")
         env = {**user.environment(), **dict(environment or {})}
-        model = self._model()
+        request = ExecRequest(
+            argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
+            uid=user.uid, gid=user.gid, cwd=cwd, stdin=stdin or b"",
+        )
         with self._errors("exec"):
-            result = model.execute(
-                argv, environment=env, decode=False, stdin_payload=stdin or None,
-                user=user.uid, group=user.gid, cwd=cwd,
-            )
-        return int(result.exit_code), bytes(result.stdout or b""), bytes(result.stderr or b"")
+            return unwrap_exit_status(*run_exec(self.api, self.instance, request))
 
     def lookup_user(self, name: str) -> ExecUser:
         """Resolve a user name or numeric uid inside the instance (getent, as root)."""
@@ -123,11 +137,6 @@ class InstanceChannel:
                 os.replace(partial, local_path)
             finally:
                 response.close()
-
-    def _model(self) -> Any:
-        # pylxd's Instance model carries the exec logic (websockets for stdin/stdout/stderr).
-        with self._errors("exec"):
-            return self.api.client.instances.get(self.instance)
 
     def _errors(self, what: str) -> _InstanceErrors:
         return _InstanceErrors(self, what)
