@@ -1,0 +1,39 @@
+"""Pure parts of the exec path: exit statuses LXD would swallow, become markers."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from mage_lxd.channel import EXIT_MARKER, ExecUser, unwrap_exit_status
+from lxd_lab import REPO
+
+
+def test_exit_status_126_and_127_are_restored_with_the_output():
+    assert unwrap_exit_status(1, b"out", b"sh: x: not found" + EXIT_MARKER + b"127") == (127, b"out", b"sh: x: not found")
+    assert unwrap_exit_status(1, b"", EXIT_MARKER + b"126") == (126, b"", b"")
+
+
+def test_other_statuses_and_lookalike_output_are_left_alone():
+    assert unwrap_exit_status(1, b"", b"plain failure") == (1, b"", b"plain failure")
+    # The marker only counts when the wrapper exited 1 and the status is one it reports.
+    assert unwrap_exit_status(0, b"", EXIT_MARKER + b"127") == (0, b"", EXIT_MARKER + b"127")
+    assert unwrap_exit_status(1, b"", EXIT_MARKER + b"2") == (1, b"", EXIT_MARKER + b"2")
+
+
+def test_exec_user_environment_replaces_roots_login_variables():
+    assert ExecUser("app", 1000, 1000, "/home/app").environment() == {
+        "HOME": "/home/app", "USER": "app", "LOGNAME": "app"}
+
+
+def _connection_module():
+    spec = importlib.util.spec_from_file_location("mage_lxd_connection", REPO / "connection_plugins" / "mage_lxd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_become_success_marker_is_stripped_only_when_it_leads():
+    strip = _connection_module()._strip_become_marker
+    assert strip(b"BECOME-SUCCESS-abc\n{\"ok\": 1}", b"BECOME-SUCCESS-abc") == b"{\"ok\": 1}"
+    assert strip(b"data BECOME-SUCCESS-abc\n", b"BECOME-SUCCESS-abc") == b"data BECOME-SUCCESS-abc\n"
+    assert strip(b"no marker", b"BECOME-SUCCESS-abc") == b"no marker"
