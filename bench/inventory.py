@@ -24,12 +24,10 @@ either way, it is a report, not a test:
 Setup. Everything happens in the LXD project `mage-bench` (created with features.images=false and
 features.profiles=false, so it uses the default project's images and default profile: root disk on
 the lab pool, eth0 on the lab bridge). Containers are named bench-001, bench-002, ...; the set grows
-from one size to the next instead of being recreated. The lab bridge's DHCP range is smaller than
-250 addresses, so the first containers get a static DHCP address below that range (ipv4.address on
-eth0, still served by LXD's dnsmasq and listed among the leases) and the rest a dynamic one; this
-also leaves the dynamic range to others as far as possible. At the end the containers and the
-project are deleted (also after an error, Ctrl-C or SIGTERM) unless --keep is given; a kept project
-is reused by the next run. Nothing outside the project is touched.
+from one size to the next instead of being recreated, and each size is measured once every
+container has its DHCP lease. At the end the containers and the project are deleted (also after an
+error, Ctrl-C or SIGTERM) unless --keep is given; a kept project is reused by the next run.
+Nothing outside the project is touched.
 
 Run it as root, from anywhere, with the project's venv and the lab up (lab/up.sh):
 
@@ -44,7 +42,6 @@ Progress goes to stderr, the results table to stdout. The first run creates benc
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import signal
@@ -66,6 +63,9 @@ PROJECT = "mage-bench"
 IMAGE = "mage/busybox"
 RUNS = 3
 LAUNCH_WORKERS = 8
+LAUNCH_ATTEMPTS = 3  # rounds of lxc commands to bring the containers to the wanted state
+LXC_TIMEOUT = 120  # seconds; an lxc command still waiting then is killed (and its work redone)
+INVENTORY_TIMEOUT = 900  # seconds for one ansible-inventory run
 ADDRESS_TIMEOUT = 300  # seconds to wait for every container's address
 TARGET_CG_OVER_OURS = 5.0
 TARGET_OURS_OVER_FLOOR = 1.5
@@ -76,7 +76,7 @@ def log(message: str) -> None:
 
 
 def lab_env() -> dict[str, str]:
-    """The lab's pool, bridge, subnet and DHCP range from lab/lab.env."""
+    """The lab's settings (pool, bridge, ...) from lab/lab.env."""
     values = {}
     for line in (REPO / "lab" / "lab.env").read_text().splitlines():
         if "=" in line and not line.startswith("#"):
@@ -90,10 +90,22 @@ BRIDGE = LAB["MAGE_LAB_BRIDGE"]
 
 
 def lxc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["lxc", *args], capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(["lxc", *args], capture_output=True, text=True, check=False, timeout=LXC_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"lxc {' '.join(args)} gave no answer in {LXC_TIMEOUT} s (killed)") from None
     if check and result.returncode != 0:
         raise RuntimeError(f"lxc {' '.join(args)} failed: {result.stderr.strip()}")
     return result
+
+
+def try_lxc(args: tuple[str, ...]) -> str | None:
+    """Run lxc ARGS; return its error message, or None when it worked."""
+    try:
+        lxc(*args)
+    except RuntimeError as error:
+        return str(error)
+    return None
 
 
 # --- community.general's virtualenv -------------------------------------------------------------
@@ -105,14 +117,14 @@ def ensure_cg_venv() -> None:
     probe = [str(python), "-c", "import ansible_collections.community.general"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         log(f"reusing {CG_VENV.relative_to(REPO)}")
-        return
-    log(f"creating {CG_VENV.relative_to(REPO)} with ansible>=12,<13 (takes a few minutes)")
-    subprocess.run(["python3", "-m", "venv", str(CG_VENV)], check=True)
+    else:
+        log(f"creating {CG_VENV.relative_to(REPO)} with ansible>=12,<13 (takes a few minutes)")
+        subprocess.run(["python3", "-m", "venv", str(CG_VENV)], check=True)
+        subprocess.run([str(CG_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        "ansible>=12,<13"], check=True)
+        subprocess.run(probe, check=True)
     # Keep the venv out of git without touching the repo's .gitignore (Python 3.13's venv does this).
     (CG_VENV / ".gitignore").write_text("*\n")
-    subprocess.run([str(CG_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                    "ansible>=12,<13"], check=True)
-    subprocess.run(probe, check=True)
 
 
 # --- the LXD project and its containers ---------------------------------------------------------
@@ -120,18 +132,6 @@ def ensure_cg_venv() -> None:
 
 def container_name(index: int) -> str:
     return f"bench-{index:03d}"
-
-
-def static_addresses() -> list[str]:
-    """Addresses of the lab subnet below the DHCP range, gateway excluded, in order."""
-    gateway = ipaddress.ip_interface(LAB["MAGE_LAB_SUBNET"])
-    first_dynamic = ipaddress.ip_address(LAB["MAGE_LAB_DHCP_RANGE"].split("-")[0])
-    return [str(host) for host in gateway.network.hosts() if host != gateway.ip and host < first_dynamic]
-
-
-def dynamic_range_size() -> int:
-    first, last = (ipaddress.ip_address(part) for part in LAB["MAGE_LAB_DHCP_RANGE"].split("-"))
-    return int(last) - int(first) + 1
 
 
 def ensure_project() -> None:
@@ -148,48 +148,49 @@ def project_instances(client: pylxd.Client) -> dict[str, str]:
     return {item["name"]: item["status"] for item in found}
 
 
-def launch(index: int, statics: list[str]) -> None:
-    args = ["launch", IMAGE, container_name(index), "--project", PROJECT]
-    if index <= len(statics):
-        args += ["--device", f"eth0,ipv4.address={statics[index - 1]}"]
-    lxc(*args)
+def pending_commands(client: pylxd.Client, count: int) -> list[tuple[str, ...]]:
+    """The lxc commands that make bench-001..bench-COUNT exist and run, and nothing else exist."""
+    existing = project_instances(client)
+    wanted = {container_name(i) for i in range(1, count + 1)}
+    commands = []
+    for name in sorted(existing):
+        if name not in wanted:
+            commands.append(("delete", "--force", name, "--project", PROJECT))
+        elif existing[name] != "Running":
+            commands.append(("start", name, "--project", PROJECT))
+    for index in range(1, count + 1):
+        if container_name(index) not in existing:
+            commands.append(("launch", IMAGE, container_name(index), "--project", PROJECT))
+    return commands
 
 
 def ensure_containers(client: pylxd.Client, count: int) -> None:
-    """Make bench-001..bench-COUNT exist and run, and nothing else be in the project."""
-    statics = static_addresses()
-    capacity = len(statics) + dynamic_range_size()
-    if count > capacity:
-        raise SystemExit(f"bench: {count} containers need more addresses than the lab bridge has ({capacity})")
-    wanted = {container_name(i) for i in range(1, count + 1)}
-    existing = project_instances(client)
-    extra = sorted(set(existing) - wanted)
-    missing = [i for i in range(1, count + 1) if container_name(i) not in existing]
-    stopped = sorted(name for name, status in existing.items() if name in wanted and status != "Running")
+    """Make bench-001..bench-COUNT exist, run and have an IPv4 lease; delete any other instance.
+
+    An lxc command that fails or hangs is not fatal at once: the project is read again and what
+    is still missing is redone, up to LAUNCH_ATTEMPTS rounds.
+    """
     started = time.perf_counter()
-    parallel(lambda name: lxc("delete", "--force", name, "--project", PROJECT), extra)
-    parallel(lambda name: lxc("start", name, "--project", PROJECT), stopped)
-    parallel(lambda index: launch(index, statics), missing)
-    log(f"{len(missing)} launched, {len(stopped)} started, {len(extra)} deleted "
-        f"in {time.perf_counter() - started:.1f} s")
-    wait_for_addresses(client, wanted)
+    attempt = 0
+    while commands := pending_commands(client, count):
+        attempt += 1
+        if attempt > LAUNCH_ATTEMPTS:
+            raise RuntimeError(f"after {LAUNCH_ATTEMPTS} rounds, still to do: "
+                               + "; ".join(" ".join(command) for command in commands[:5]))
+        log(f"round {attempt}: {len(commands)} lxc commands (launch/start/delete)")
+        for error in filter(None, parallel(try_lxc, commands)):
+            log(error)
+    log(f"{count} containers running ({time.perf_counter() - started:.1f} s)")
+    wait_for_addresses(client, {container_name(i) for i in range(1, count + 1)})
 
 
 def wait_for_addresses(client: pylxd.Client, wanted: set[str]) -> None:
-    """Wait until every container has a lease on the bridge and has taken that IPv4 address.
-
-    A static lease is listed as soon as the container exists, so the containers' state is read
-    too (once every lease is there) to be sure each one has bound its address.
-    """
+    """Wait until every container has an IPv4 lease on the lab bridge."""
     started = time.perf_counter()
     deadline = time.monotonic() + ADDRESS_TIMEOUT
     while True:
         leases = client.api.networks[BRIDGE].leases.get(params={"project": PROJECT}).json()["metadata"]
-        leased = {lease["hostname"]: lease["address"] for lease in leases if lease.get("hostname") in wanted}
-        waiting = wanted - set(leased)
-        if not waiting:
-            waiting = {name for name, address in instance_ipv4s(client).items()
-                       if name in wanted and leased[name] not in address}
+        waiting = wanted - {lease["hostname"] for lease in leases if ":" not in lease["address"]}
         if not waiting:
             log(f"all {len(wanted)} containers have their IPv4 lease ({time.perf_counter() - started:.1f} s)")
             return
@@ -197,16 +198,6 @@ def wait_for_addresses(client: pylxd.Client, wanted: set[str]) -> None:
             raise RuntimeError(f"no IPv4 address after {ADDRESS_TIMEOUT} s for {len(waiting)} containers: "
                                f"{', '.join(sorted(waiting)[:10])}")
         time.sleep(1)
-
-
-def instance_ipv4s(client: pylxd.Client) -> dict[str, list[str]]:
-    """{name: IPv4 addresses on eth0}, from the state of every instance (recursion=2)."""
-    found = client.api.instances.get(params={"recursion": "2", "project": PROJECT}).json()["metadata"]
-    addresses = {}
-    for item in found:
-        eth0 = ((item.get("state") or {}).get("network") or {}).get("eth0") or {}
-        addresses[item["name"]] = [a["address"] for a in eth0.get("addresses") or [] if a["family"] == "inet"]
-    return addresses
 
 
 def parallel(function, items) -> list:
@@ -223,7 +214,8 @@ def delete_project(client: pylxd.Client) -> None:
         return
     names = list(project_instances(client))
     log(f"deleting {len(names)} containers and the project {PROJECT}")
-    parallel(lambda name: lxc("delete", "--force", name, "--project", PROJECT), names)
+    for error in filter(None, parallel(try_lxc, [("delete", "--force", name, "--project", PROJECT) for name in names])):
+        log(error)
     lxc("project", "delete", PROJECT)
 
 
@@ -259,7 +251,7 @@ class InventoryCommand:
 
     def run(self, stdout=subprocess.DEVNULL) -> subprocess.CompletedProcess:
         result = subprocess.run(self.args, cwd=self.cwd, env=self.env, stdout=stdout,
-                                stderr=subprocess.PIPE, text=True, check=False)
+                                stderr=subprocess.PIPE, text=True, check=False, timeout=INVENTORY_TIMEOUT)
         if result.returncode != 0:
             raise RuntimeError(f"{self.label}: {' '.join(self.args)} exited {result.returncode}:\n"
                                f"{result.stderr.strip()}")
