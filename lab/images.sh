@@ -89,7 +89,12 @@ EOF
   cat >"$root/etc/udhcpc.sh" <<'EOF'
 #!/bin/sh
 case "$1" in
-  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface" ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    # The default route carries replies to NAT clients on other host interfaces.
+    [ -z "$router" ] || ip route replace default via "${router%% *}" dev "$interface"
+    ;;
 esac
 EOF
   chmod +x "$root/etc/udhcpc.sh"
@@ -111,7 +116,8 @@ ensure_image() { # alias builder [builder args]
     return 0
   fi
   log "importing $alias"
-  [ -z "$have" ] || lxc image alias delete "$alias"
+  # The older build goes; instances made from it keep their own copy of its files.
+  [ -z "$have" ] || lxc image delete "$have"
   if lxc image info "$want" >/dev/null 2>&1; then
     lxc image alias create "$alias" "$want"
   else
