@@ -60,17 +60,22 @@ def unwrap_exit_status(code: int, stdout: bytes, stderr: bytes) -> tuple[int, by
 class InstanceChannel:
     """Exec and file transfer for one instance of one project on one remote."""
 
-    def __init__(
-        self, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log
-    ) -> None:
-        self.remote = remote
-        self.project = project or "default"
+    def __init__(self, api: LxdApi, instance: str) -> None:
+        self.api = api
+        self.remote = api.remote
+        self.project = api.project or "default"
         self.instance = instance
-        self.log = log
-        # Connecting is bounded by the remote's timeout; a command may run up to command_timeout
-        # (None: as long as the task's own timeout allows).
-        self.api = LxdApi(remote, log=log, project=self.project, timeout=(remote.timeout, command_timeout))
-        self._node = self.api.client.api.instances[instance]
+        self.log = api.log
+        self._node = api.client.api.instances[instance]
+
+    @classmethod
+    def connect(
+        cls, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log
+    ) -> InstanceChannel:
+        """A channel with its own client: connecting is bounded by the remote's timeout, a command
+        by `command_timeout` (None: only the task's own timeout applies)."""
+        api = LxdApi(remote, log=log, project=project or "default", timeout=(remote.timeout, command_timeout))
+        return cls(api, instance)
 
     def describe(self) -> str:
         """The instance as messages name it."""

@@ -211,14 +211,52 @@ class LxdApi:
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET /1.0/<path> and return the response's metadata."""
-        node = self.client.api
-        for part in path.strip("/").split("/"):
-            node = node[part]
+        return self.get_with_etag(path, params)[0]
+
+    def post(self, path: str, body: Any, params: Mapping[str, str] | None = None) -> Any:
+        """POST /1.0/<path>; waits for the operation when LXD answers with one."""
+        return self._write("post", path, body, params)
+
+    def put(self, path: str, body: Any, params: Mapping[str, str] | None = None,
+            etag: str | None = None) -> Any:
+        """PUT /1.0/<path> (If-Match `etag` when given); waits for the operation when there is one."""
+        return self._write("put", path, body, params, {"If-Match": etag} if etag else None)
+
+    def delete(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """DELETE /1.0/<path>; waits for the operation when there is one."""
+        return self._write("delete", path, None, params)
+
+    def get_with_etag(self, path: str, params: Mapping[str, str] | None = None) -> tuple[Any, str]:
+        """GET /1.0/<path>; return (metadata, ETag) so a later PUT can refuse a concurrent change."""
+        node = self._node(path)
         what = f"GET /1.0/{path}" + (f" {dict(params)}" if params else "")
         self.log(f"mage_lxd: {self.remote.name}: {what}")
         with self._errors(what):
             response = node.get(params=dict(params or {}))
-        return response.json().get("metadata")
+        return response.json().get("metadata"), response.headers.get("ETag", "")
+
+    def _write(self, method: str, path: str, body: Any, params: Mapping[str, str] | None,
+               headers: Mapping[str, str] | None = None) -> Any:
+        what = f"{method.upper()} /1.0/{path}"
+        self.log(f"mage_lxd: {self.remote.name}: {what}" + (f" {dict(params)}" if params else ""))
+        kwargs: dict[str, Any] = {"params": dict(params or {})}
+        if body is not None:
+            kwargs["json"] = body
+        if headers:
+            kwargs["headers"] = dict(headers)
+        with self._errors(what):
+            response = getattr(self._node(path), method)(**kwargs)
+            data = response.json()
+            if data.get("type") == "async":
+                operation = self.client.operations.wait_for_operation(data["operation"])
+                return getattr(operation, "metadata", None)
+        return data.get("metadata")
+
+    def _node(self, path: str) -> Any:
+        node = self.client.api
+        for part in path.strip("/").split("/"):
+            node = node[part]
+        return node
 
     def _errors(self, what: str) -> _ErrorMapper:
         return _ErrorMapper(self.remote, what)

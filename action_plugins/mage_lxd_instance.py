@@ -1,0 +1,122 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Documentation: library/mage_lxd_instance.py (ansible-doc -t module mage_lxd_instance).
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from mage_lxd.errors import MageLxdError
+from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
+from mage_lxd.plugin_errors import raised_as
+from mage_lxd.provision import converge
+from mage_lxd.remote import LxdApi, remote_from_mapping
+
+display = Display()
+
+REMOTE_ARGS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
+TASK_ARGS = frozenset({*REMOTE_ARGS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
+                       "operation_timeout"})
+DEFAULTABLE = (SPEC_KEYS - {"name"}) | {"image_server", "nat_backend"}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        with raised_as(AnsibleActionFail):
+            unknown = sorted(set(args) - SPEC_KEYS - TASK_ARGS)
+            if unknown:
+                raise MageLxdError(f"mage_lxd_instance: unknown option(s) {', '.join(unknown)}")
+            remote = remote_from_mapping(
+                {key: args[key] for key in REMOTE_ARGS if args.get(key) is not None} | {"name": args.get("remote") or "local"},
+                where="mage_lxd_instance remote",
+            )
+            specs = self._specs(args)
+        operation_timeout = float(args.get("operation_timeout") or 300)
+        check_mode = bool(self._task.check_mode)
+
+        def one(spec):
+            try:
+                api = LxdApi(remote, log=display.vvv, project=spec.project,
+                             timeout=(remote.timeout, operation_timeout))
+                return converge(api, spec, check_mode=check_mode).as_dict()
+            except MageLxdError as exc:
+                return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
+
+        # Each instance's LXD operations wait on the server; a bounded pool runs them side by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(int(args.get("forks") or 4), len(specs)))) as pool:
+            results = list(pool.map(one, specs))
+        return self._report(results, remote, args, "instances" in args, task_vars or {})
+
+    def _specs(self, args):
+        # Task-level options are defaults for every entry of `instances` (the seed's list form).
+        defaults = {key: value for key, value in args.items() if key in DEFAULTABLE}
+        if "instances" in args:
+            if "name" in args:
+                raise MageLxdError("mage_lxd_instance: give either name or instances, not both")
+            entries = args["instances"] or []
+            if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+                raise MageLxdError("mage_lxd_instance: instances must be a list of mappings (lxd_provisioning_inventory)")
+        else:
+            entries = [{"name": args.get("name")}]
+        specs = [parse_spec(entry, defaults) for entry in entries]
+        names = [(spec.project, spec.name) for spec in specs]
+        duplicates = sorted({f"{name} (project {project})" for project, name in names if names.count((project, name)) > 1})
+        if duplicates:
+            raise MageLxdError(f"mage_lxd_instance: instance declared twice: {', '.join(duplicates)}")
+        check_unique_host_ports(specs)
+        return specs
+
+    def _report(self, results, remote, args, as_list, task_vars):
+        groups = list(args.get("groups") or ["lxd"])
+        for item in results:
+            if not item.get("failed") and item.get("status") not in ("absent", None):
+                host_vars = self._host_vars(item, remote)
+                # Ansible counts an add_host that changes nothing as a change; skip it for a host the
+                # inventory already has exactly so (the mage_lxd inventory on a second run).
+                if not _already_known(task_vars, item["name"], groups, host_vars):
+                    item["add_host"] = {"host_name": item["name"], "groups": groups, "host_vars": host_vars}
+            for warning in item.get("warnings") or []:
+                display.warning(warning)
+        failed = [item for item in results if item.get("failed")]
+        report = {"changed": any(item.get("changed") for item in results)}
+        if as_list:
+            report["instances"] = results
+            report["diff"] = [item["diff"] for item in results if "diff" in item]
+        else:
+            report.update(results[0])
+        if failed:
+            report["failed"] = True
+            report["msg"] = "; ".join(item["msg"] for item in failed)
+        return report
+
+    @staticmethod
+    def _host_vars(item, remote):
+        host_vars = {
+            "ansible_connection": "mage_lxd",
+            "mage_lxd_instance": item["name"],
+            "mage_lxd_project": item["project"],
+            "mage_lxd_remote": remote.name,
+            "mage_lxd_url": remote.url,
+        }
+        for option in ("client_cert", "client_key", "server_cert"):
+            if getattr(remote, option):
+                host_vars[f"mage_lxd_{option}"] = getattr(remote, option)
+        if item.get("address"):
+            host_vars["ansible_host"] = item["address"]
+        return host_vars
+
+
+def _already_known(task_vars, name, groups, host_vars):
+    known = (task_vars.get("hostvars") or {}).get(name)
+    if not known:
+        return False
+    return all(group in known.get("group_names", []) for group in groups) and all(
+        known.get(key) == value for key, value in host_vars.items()
+    )

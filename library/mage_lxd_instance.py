@@ -1,0 +1,240 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Documentation only: the work is done on the controller by action_plugins/mage_lxd_instance.py.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mage_lxd_instance
+short_description: Create, configure, start and publish LXD instances, and bootstrap python in them
+description:
+  - Converges one instance (O(name)) or a list (O(instances), the seed's C(lxd_provisioning_inventory))
+    to its desired state through the LXD API; a list is handled concurrently (O(forks)).
+  - Idempotent; a second identical run reports no change and makes no write call. Only config keys and
+    devices this module set are ever removed (they are listed in the instance's C(user.mage.managed)).
+  - Waits for an address (IPv4 by default) and fails, naming the instance and what it has, when none
+    comes within O(address_timeout).
+  - Installs python with the instance's own package manager when it has none (O(bootstrap)), then
+    returns C(add_host) so later plays in the same run reach it through the mage_lxd connection.
+  - Publishes ports on the LXD host (O(nat)) with an LXD proxy device (default), an LXD network forward,
+    or iptables DNAT rules, and records NAT and proxy routes in the instance (C(user.mage.nat),
+    C(user.mage.proxy)) where the mage_lxd inventory reads them.
+  - Supports check mode (nothing is changed) and diff mode (config, devices, profiles, state).
+  - Runs on the controller (an action plugin); the task needs no connection to the instance.
+version_added: "0.1.0"
+author: mage-lxd developers
+extends_documentation_fragment:
+  - mage_lxd
+attributes:
+  check_mode:
+    support: full
+    description: Reports exactly what would change and changes nothing.
+  diff_mode:
+    support: full
+    description: Before/after of config, devices, profiles and state.
+options:
+  name:
+    description: The instance (1-63 letters, digits and C(-), starting with a letter). Or use O(instances).
+    type: str
+  instances:
+    description:
+      - A list of instances in the seed's format (C(name), C(image), C(nat), C(proxy), and any other
+        option of this module); the task's own options are defaults for each entry.
+    type: list
+    elements: dict
+  state:
+    description: Desired state.
+    type: str
+    choices: [started, stopped, restarted, absent, frozen]
+    default: started
+  image:
+    description:
+      - A local alias (C(mage/debian-12)), the seed's shorthand (C(ubuntu/xenial/amd64), a local alias or
+        else the same alias on O(image_server)), or C({alias, server, protocol}).
+      - Needed to create the instance. A changed image is reported as a warning; the instance is only
+        recreated with O(rebuild=true).
+    type: raw
+  image_server:
+    description: Image server for the shorthand form of O(image) when it is not a local alias.
+    type: str
+    default: https://images.linuxcontainers.org
+  rebuild:
+    description: Recreate the instance when its image differs from O(image) (its root disk is lost).
+    type: bool
+    default: false
+  type:
+    description: Instance type.
+    type: str
+    choices: [container, virtual-machine]
+    default: container
+  profiles:
+    description: Profiles, in order (order matters to LXD and is compared). Default on creation C([default]).
+    type: list
+    elements: str
+  config:
+    description: Instance config keys (C(volatile.*) and C(user.mage.*) are refused). Keys removed from
+      here are removed from the instance.
+    type: dict
+    default: {}
+  devices:
+    description: Instance devices, as LXD takes them. Devices removed from here are removed.
+    type: dict
+    default: {}
+  mounts:
+    description: The seed's C(/host/path:/instance/path[:ro]) shorthand, made into disk devices.
+    type: list
+    elements: str
+    default: []
+  target:
+    description: Cluster member to create the instance on. An existing instance is never moved.
+    type: str
+  ephemeral:
+    description: Create an ephemeral instance (deleted by LXD when it stops).
+    type: bool
+    default: false
+  nat:
+    description: Ports published on the LXD host (the seed's format).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      extport:
+        description: Port on the host.
+        type: int
+        required: true
+      intport:
+        description: Port in the instance. Default O(nat[].extport).
+        type: int
+      proto:
+        description: Protocol.
+        type: str
+        choices: [tcp, udp]
+        default: tcp
+      extif:
+        description: Host interface to listen on (its IPv4 address); needed by the iptables backend.
+        type: str
+      intif:
+        description: The instance's network on the host (an LXD bridge); needed by forward and iptables.
+        type: str
+      listen:
+        description: Host IPv4 address to listen on, instead of O(nat[].extif)'s.
+        type: str
+      backend:
+        description: How the port is published. Default O(nat_backend).
+        type: str
+        choices: [proxy, forward, iptables]
+  nat_backend:
+    description: Default NAT backend for every entry.
+    type: str
+    choices: [proxy, forward, iptables]
+    default: proxy
+  proxy:
+    description: Web routes for mageproxy (C({name, path, pass})), recorded in the instance for the inventory.
+    type: list
+    elements: dict
+    default: []
+  bootstrap:
+    description: Install python with the instance's package manager (apt, dnf, yum, apk, zypper, pacman) if missing.
+    type: bool
+    default: true
+  wait_for_address:
+    description: Address family to wait for once running, or C(none).
+    type: str
+    choices: [inet, inet6, none]
+    default: inet
+  address_timeout:
+    description: Seconds to wait for that address before failing.
+    type: float
+    default: 60
+  groups:
+    description: Groups of the C(add_host) result.
+    type: list
+    elements: str
+    default: [lxd]
+  forks:
+    description: How many instances of O(instances) are converged at once.
+    type: int
+    default: 4
+  operation_timeout:
+    description: Seconds to wait for one LXD operation (creation, start, stop).
+    type: float
+    default: 300
+"""
+
+EXAMPLES = r"""
+- name: A started Debian container with a published port and a web route
+  mage_lxd_instance:
+    name: web1
+    image: mage/debian-12
+    profiles: [default]
+    config:
+      limits.memory: 512MiB
+    mounts:
+      - /srv/data:/data:ro
+    nat:
+      - extport: 8080
+        intport: 80
+    proxy:
+      - name: web1.example.org
+        path: /
+        pass: 80
+
+- name: The seed's list form, all at once
+  mage_lxd_instance:
+    instances: "{{ lxd_provisioning_inventory }}"
+  register: provisioned
+
+- name: Make them reachable in this run
+  ansible.builtin.add_host: "{{ item.add_host }}"
+  loop: "{{ provisioned.instances | selectattr('add_host', 'defined') }}"
+  loop_control:
+    label: "{{ item.name }}"
+
+- name: Gone, with its NAT entries
+  mage_lxd_instance:
+    name: web1
+    state: absent
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be, in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [created, started, installed python with apt-get]
+status:
+  description: The instance's status afterwards.
+  returned: always
+  type: str
+  sample: started
+address:
+  description: The first IPv4 address (else IPv6) once running.
+  returned: always
+  type: str
+ipv4:
+  description: Global IPv4 addresses.
+  returned: always
+  type: list
+  elements: str
+ipv6:
+  description: Global IPv6 addresses.
+  returned: always
+  type: list
+  elements: str
+python:
+  description: Path of python in the instance (after bootstrap).
+  returned: when bootstrap is on and the instance runs
+  type: str
+add_host:
+  description: Host entry with the mage_lxd connection (single-instance form adds it to the inventory).
+  returned: unless the instance is absent
+  type: dict
+instances:
+  description: One result (the keys above, plus name, project, failed, msg) per entry of O(instances).
+  returned: with O(instances)
+  type: list
+  elements: dict
+"""
+
+if __name__ == "__main__":
+    raise SystemExit("mage_lxd_instance runs on the controller as an action plugin; use it in a task")

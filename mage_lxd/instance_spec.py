@@ -1,0 +1,294 @@
+"""The desired state of one instance, validated before anything is changed.
+
+Accepts the task's options and the seed's `lxd_provisioning_inventory` entries (`name`, `image`,
+`nat`, `proxy`) alike. Every refusal names the instance and the option, and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mage_lxd.errors import OptionError
+
+STATES = ("started", "stopped", "restarted", "absent", "frozen")
+TYPES = ("container", "virtual-machine")
+ADDRESS_WAITS = ("inet", "inet6", "none")
+NAT_BACKENDS = ("proxy", "forward", "iptables")
+PROTOCOLS = ("tcp", "udp")
+IMAGE_PROTOCOLS = ("simplestreams", "lxd")
+DEFAULT_IMAGE_SERVER = "https://images.linuxcontainers.org"
+# Config keys LXD owns, and ours, which the plugin writes itself.
+RESERVED_CONFIG_PREFIXES = ("volatile.", "user.mage.")
+SPEC_KEYS = frozenset({
+    "name", "state", "image", "type", "profiles", "config", "devices", "mounts", "project", "target",
+    "ephemeral", "nat", "proxy", "bootstrap", "wait_for_address", "address_timeout", "rebuild",
+})
+NAT_KEYS = frozenset({"extif", "intif", "extport", "intport", "proto", "backend", "listen"})
+_INSTANCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_CONFIG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_MOUNT = re.compile(r"^(/[^:]*):(/[^:]*)(?::(ro|rw))?$")
+_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an instance's image comes from: a local alias, or an alias on an image server."""
+
+    alias: str
+    server: str = ""
+    protocol: str = "simplestreams"
+
+    def describe(self) -> str:
+        """The image as messages name it."""
+        return f"'{self.alias}'" + (f" on {self.server} ({self.protocol})" if self.server else " (local)")
+
+
+@dataclass(frozen=True)
+class NatRule:
+    """Publish `intport` of the instance as `extport` on the LXD host."""
+
+    extport: int
+    intport: int
+    proto: str = "tcp"
+    extif: str = ""
+    intif: str = ""
+    backend: str = "proxy"
+    listen: str = ""
+
+    @property
+    def key(self) -> str:
+        """What identifies the rule on the host: protocol and host port."""
+        return f"{self.proto}-{self.extport}"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything the user asked for one instance; None means 'leave as it is'."""
+
+    name: str
+    state: str = "started"
+    image: ImageSource | None = None
+    type: str = "container"
+    profiles: tuple[str, ...] | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+    devices: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    project: str = "default"
+    target: str = ""
+    ephemeral: bool = False
+    nat: tuple[NatRule, ...] = ()
+    proxy: tuple[Mapping[str, Any], ...] = ()
+    bootstrap: bool = True
+    wait_for_address: str = "inet"
+    address_timeout: float = 60.0
+    rebuild: bool = False
+
+
+def check_instance_name(name: Any) -> str:
+    """LXD's rule for instance names (a DNS label); the error suggests a valid spelling."""
+    text = str(name or "")
+    if _INSTANCE_NAME.match(text) and not text.endswith("-"):
+        return text
+    suggestion = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
+    if suggestion and not suggestion[0].isalpha():
+        suggestion = "i-" + suggestion
+    hint = f" Use '{suggestion[:63]}' instead." if suggestion else ""
+    raise OptionError(
+        f"instance name '{text}' is not valid in LXD: 1-63 letters, digits and '-', starting with a "
+        f"letter and not ending with '-' (no '_' or '.').{hint}"
+    )
+
+
+def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> InstanceSpec:
+    """Validate one instance's desired state (task options or a seed entry, over `defaults`)."""
+    data = {**(defaults or {}), **raw}
+    name = check_instance_name(data.get("name"))
+    where = f"instance '{name}'"
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise OptionError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    state = _choice(data.get("state", "started"), STATES, f"{where}: state")
+    devices = {str(k): _string_map(v, f"{where}: devices.{k}") for k, v in (data.get("devices") or {}).items()}
+    for device in devices:
+        if not _DEVICE_NAME.match(device) or device.startswith("mage-"):
+            raise OptionError(f"{where}: device name '{device}' is not valid (letters, digits, '-_.'; 'mage-' is reserved)")
+    for device, spec in mount_devices(data.get("mounts") or [], where).items():
+        devices[device] = spec
+    return InstanceSpec(
+        name=name,
+        state=state,
+        image=parse_image(data.get("image"), data.get("image_server") or DEFAULT_IMAGE_SERVER, where),
+        type=_choice(data.get("type", "container"), TYPES, f"{where}: type"),
+        profiles=tuple(str(p) for p in data["profiles"]) if data.get("profiles") is not None else None,
+        config=parse_config(data.get("config") or {}, where),
+        devices=devices,
+        project=str(data.get("project") or "default"),
+        target=str(data.get("target") or ""),
+        ephemeral=bool(data.get("ephemeral", False)),
+        nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or "proxy")
+                  for index, entry in enumerate(data.get("nat") or [])),
+        proxy=tuple(check_route_entry(entry, index, where) for index, entry in enumerate(data.get("proxy") or [])),
+        bootstrap=bool(data.get("bootstrap", True)),
+        wait_for_address=_choice(data.get("wait_for_address", "inet"), ADDRESS_WAITS, f"{where}: wait_for_address"),
+        address_timeout=_positive(data.get("address_timeout", 60), f"{where}: address_timeout"),
+        rebuild=bool(data.get("rebuild", False)),
+    )
+
+
+def parse_image(value: Any, default_server: str, where: str) -> ImageSource | None:
+    """A local alias, the seed's 'os/release/arch' shorthand, or {alias, server, protocol}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Mapping):
+        alias = str(value.get("alias") or "")
+        server = str(value.get("server") or "")
+        protocol = _choice(value.get("protocol", "simplestreams"), IMAGE_PROTOCOLS, f"{where}: image.protocol")
+        if not alias:
+            raise OptionError(f"{where}: image needs an alias (image: {{alias: debian/12, server: URL}})")
+        if server and not server.startswith("https://"):
+            raise OptionError(f"{where}: image.server '{server}' must be an https:// URL")
+        return ImageSource(alias=alias, server=server, protocol=protocol)
+    # A bare string is looked up locally first, then on the default server (see instance_apply).
+    return ImageSource(alias=str(value), server=default_server if default_server else "")
+
+
+def parse_config(config: Mapping[str, Any], where: str) -> dict[str, str]:
+    """Instance config as LXD stores it: string values; LXD's and our own keys refused."""
+    parsed = {}
+    for key, value in config.items():
+        key = str(key)
+        if not _CONFIG_KEY.match(key):
+            raise OptionError(f"{where}: config key '{key}' is not a valid LXD config key")
+        if key.startswith(RESERVED_CONFIG_PREFIXES):
+            raise OptionError(f"{where}: config key '{key}' is managed by LXD or mage-lxd itself; remove it")
+        parsed[key] = _config_string(value)
+    return parsed
+
+
+def _config_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise OptionError(f"{where}: must be a mapping of LXD device keys")
+    return {str(k): _config_string(v) for k, v in value.items()}
+
+
+def mount_devices(mounts: list[Any], where: str) -> dict[str, dict[str, str]]:
+    """The seed's "/src:/dst[:ro]" shorthand as disk devices named after the destination."""
+    devices = {}
+    for entry in mounts:
+        match = _MOUNT.match(str(entry))
+        if not match:
+            raise OptionError(f"{where}: mount '{entry}' is not '/host/path:/instance/path[:ro]'")
+        source, path, mode = match.groups()
+        name = "mage-mount" + re.sub(r"[^A-Za-z0-9]+", "-", path).rstrip("-")
+        device = {"type": "disk", "source": source, "path": path}
+        if mode == "ro":
+            device["readonly"] = "true"
+        devices[name[:63]] = device
+    return devices
+
+
+def check_route_entry(entry: Any, index: int, where: str) -> Mapping[str, Any]:
+    """A proxy route must be a mapping; a mount string put under `proxy` (as in the seed) is refused."""
+    if isinstance(entry, str):
+        hint = " It looks like a mount: put it under 'mounts'." if _MOUNT.match(entry) else ""
+        raise OptionError(f"{where}: proxy[{index}] is the string '{entry}', not a route {{name, path, pass}}.{hint}")
+    if not isinstance(entry, Mapping):
+        raise OptionError(f"{where}: proxy[{index}] must be a mapping {{name, path, pass}}")
+    return dict(entry)
+
+
+def parse_nat(entry: Any, index: int, where: str, default_backend: str) -> NatRule:
+    """One NAT entry in the seed's format {extif, intif, extport, intport, proto}, plus backend."""
+    label = f"{where}: nat[{index}]"
+    if not isinstance(entry, Mapping):
+        raise OptionError(f"{label} must be a mapping {{extport, intport, proto, extif, intif}}")
+    unknown = sorted(set(entry) - NAT_KEYS)
+    if unknown:
+        raise OptionError(f"{label}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(NAT_KEYS))}")
+    rule = NatRule(
+        extport=_port(entry.get("extport"), f"{label}.extport"),
+        intport=_port(entry.get("intport", entry.get("extport")), f"{label}.intport"),
+        proto=_choice(entry.get("proto", "tcp"), PROTOCOLS, f"{label}.proto"),
+        extif=_interface(entry.get("extif"), f"{label}.extif"),
+        intif=_interface(entry.get("intif"), f"{label}.intif"),
+        backend=_choice(entry.get("backend", default_backend), NAT_BACKENDS, f"{label}.backend"),
+        listen=_listen(entry.get("listen"), f"{label}.listen"),
+    )
+    if rule.backend == "iptables" and not (rule.extif and rule.intif):
+        raise OptionError(f"{label}: the iptables backend needs extif and intif (host interfaces)")
+    if rule.backend == "forward" and not rule.intif:
+        raise OptionError(f"{label}: the forward backend needs intif (the LXD network the instance is on)")
+    return rule
+
+
+def check_unique_host_ports(specs: list[InstanceSpec]) -> None:
+    """Two entries claiming one host port and protocol are refused, naming both instances."""
+    claims: list[tuple[str, NatRule]] = []
+    for spec in specs:
+        for rule in spec.nat:
+            here = rule.listen or rule.extif
+            for owner, other in claims:
+                there = other.listen or other.extif
+                # No address means every address, so it overlaps with any other.
+                if (other.proto, other.extport) == (rule.proto, rule.extport) and (not here or not there or here == there):
+                    raise OptionError(
+                        f"instance '{spec.name}': nat {rule.proto}/{rule.extport} is already claimed by "
+                        f"instance '{owner}'; give one of them another extport"
+                    )
+            claims.append((spec.name, rule))
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
+    text = str(value)
+    if text not in allowed:
+        raise OptionError(f"{what}: '{text}' is not one of {', '.join(allowed)}")
+    return text
+
+
+def _port(value: Any, what: str) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise OptionError(f"{what}: '{value}' is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise OptionError(f"{what}: {port} is out of range (1-65535)")
+    return port
+
+
+def _interface(value: Any, what: str) -> str:
+    if value in (None, ""):
+        return ""
+    text = str(value)
+    if not _INTERFACE.match(text):
+        raise OptionError(f"{what}: '{text}' is not a network interface name")
+    return text
+
+
+def _listen(value: Any, what: str) -> str:
+    if value in (None, ""):
+        return ""
+    text = str(value)
+    match = _IPV4.match(text)
+    if not match or any(int(part) > 255 for part in match.groups()):
+        raise OptionError(f"{what}: '{text}' is not an IPv4 address")
+    return text
+
+
+def _positive(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{what}: '{value}' is not a number of seconds") from None
+    if number <= 0:
+        raise OptionError(f"{what}: must be more than 0")
+    return number

@@ -1,0 +1,205 @@
+"""Publishing instance ports on the LXD host: proxy devices, network forwards, iptables DNAT.
+
+- proxy (default): an LXD proxy device per rule, `mage-nat-<proto>-<extport>`; LXD-native, survives
+  reboots, works on a remote LXD, no firewall edits. It lives and dies with the instance.
+- forward: a port entry on an LXD network forward (LXD >= 4.18) for the listen address, marked with
+  a description that names the instance, so only our entries are ever changed.
+- iptables: the seed's DNAT + FORWARD rules on the LXD host (this controller only), each carrying a
+  comment that names the instance; rules without our comment are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+from mage_lxd.errors import NotFoundError, OptionError, RemoteError
+from mage_lxd.instance_spec import NatRule
+from mage_lxd.remote import LxdApi
+
+PROXY_DEVICE_PREFIX = "mage-nat-"
+FORWARD_DESCRIPTION = "mage-lxd"
+
+
+def owner_tag(project: str, instance: str) -> str:
+    """The mark that identifies what one instance published (forward ports, iptables comments)."""
+    return f"mage-lxd:{project}/{instance}"
+
+
+def proxy_devices(rules: Iterable[NatRule], listen_addresses: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The proxy devices for the rules of the proxy backend, keyed by device name."""
+    devices = {}
+    for rule in rules:
+        if rule.backend != "proxy":
+            continue
+        address = listen_addresses.get(rule.key, "0.0.0.0")
+        devices[f"{PROXY_DEVICE_PREFIX}{rule.key}"] = {
+            "type": "proxy",
+            "listen": f"{rule.proto}:{address}:{rule.extport}",
+            "connect": f"{rule.proto}:127.0.0.1:{rule.intport}",
+            "bind": "host",
+        }
+    return devices
+
+
+def resolve_listen_addresses(api: LxdApi, rules: Iterable[NatRule], where: str) -> dict[str, str]:
+    """Each rule's host address: `listen`, else the IPv4 of `extif` read through LXD, else any."""
+    addresses = {}
+    for rule in rules:
+        if rule.listen:
+            addresses[rule.key] = rule.listen
+        elif rule.extif:
+            addresses[rule.key] = interface_ipv4(api, rule.extif, where)
+    return addresses
+
+
+def interface_ipv4(api: LxdApi, interface: str, where: str) -> str:
+    """The first IPv4 address of a host interface, as LXD sees it (works on remote hosts too)."""
+    try:
+        state = api.get(f"networks/{interface}/state") or {}
+    except NotFoundError:
+        raise OptionError(f"{where}: host interface '{interface}' does not exist on LXD remote {api.remote.describe()}") from None
+    for address in state.get("addresses") or []:
+        if address.get("family") == "inet":
+            return str(address["address"])
+    raise OptionError(f"{where}: host interface '{interface}' has no IPv4 address to listen on; set nat[].listen")
+
+
+def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> None:
+    """The iptables backend edits this machine's firewall, so LXD must be local and interfaces real."""
+    wanted = [rule for rule in rules if rule.backend == "iptables"]
+    if not wanted:
+        return
+    if api.remote.is_https:
+        raise OptionError(
+            f"{where}: the iptables backend changes the firewall of the machine running Ansible, but LXD "
+            f"remote {api.remote.describe()} is elsewhere. Fix: use backend proxy or forward."
+        )
+    if not shutil.which("iptables"):
+        raise OptionError(f"{where}: the iptables backend needs the iptables command on this host")
+    for rule in wanted:
+        for interface in (rule.extif, rule.intif):
+            if not os.path.isdir(f"/sys/class/net/{interface}"):
+                raise OptionError(f"{where}: nat interface '{interface}' does not exist on this host (backend iptables)")
+
+
+def apply_forwards(api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str]) -> bool:
+    """Make the forward port entries tagged `tag` exactly `rules`; return True if anything changed."""
+    wanted: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for rule in rules:
+        if rule.backend != "forward":
+            continue
+        if rule.key not in listen:
+            raise OptionError(f"{tag}: nat {rule.key} with backend forward needs listen or extif")
+        wanted.setdefault((rule.intif, listen[rule.key]), []).append({
+            "description": f"{tag}:{rule.key}",
+            "protocol": rule.proto,
+            "listen_port": str(rule.extport),
+            "target_port": str(rule.intport),
+            "target_address": target,
+        })
+    changed = False
+    for network in {network for network, _ in wanted} | set(_networks_with_tag(api, tag)):
+        for forward in api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []:
+            address = forward["listen_address"]
+            ports = list(forward.get("ports") or [])
+            kept = [port for port in ports if not str(port.get("description", "")).startswith(f"{tag}:")]
+            desired = kept + wanted.pop((network, address), [])
+            if _port_set(desired) == _port_set(ports):
+                continue
+            changed = True
+            if not desired and forward.get("description") == FORWARD_DESCRIPTION:
+                api.delete(f"networks/{network}/forwards/{address}")
+            else:
+                api.put(f"networks/{network}/forwards/{address}",
+                        {"description": forward.get("description", ""), "config": forward.get("config", {}),
+                         "ports": desired})
+    for (network, address), ports in wanted.items():
+        changed = True
+        api.post(f"networks/{network}/forwards",
+                 {"listen_address": address, "description": FORWARD_DESCRIPTION, "ports": ports})
+    return changed
+
+
+def _port_set(ports: list[dict[str, str]]) -> set[tuple[str, ...]]:
+    return {tuple(sorted((k, str(v)) for k, v in port.items())) for port in ports}
+
+
+def _networks_with_tag(api: LxdApi, tag: str) -> list[str]:
+    # Managed bridges only carry forwards; the list is short (one request plus one per bridge).
+    found = []
+    for network in api.get("networks", {"recursion": "1"}) or []:
+        if not network.get("managed"):
+            continue
+        for forward in api.get(f"networks/{network['name']}/forwards", {"recursion": "1"}) or []:
+            if any(str(port.get("description", "")).startswith(f"{tag}:") for port in forward.get("ports") or []):
+                found.append(network["name"])
+                break
+    return found
+
+
+def iptables_rules(tag: str, rules: Iterable[NatRule], target: str) -> list[tuple[str, list[str]]]:
+    """(table, rule arguments) for the DNAT and FORWARD rules of the iptables backend."""
+    planned = []
+    for rule in rules:
+        if rule.backend != "iptables":
+            continue
+        comment = ["-m", "comment", "--comment", f"{tag}:{rule.key}"]
+        planned.append(("nat", ["PREROUTING", "-i", rule.extif, "-p", rule.proto, "-m", rule.proto,
+                                "--dport", str(rule.extport), *comment, "-j", "DNAT",
+                                "--to-destination", f"{target}:{rule.intport}"]))
+        planned.append(("filter", ["FORWARD", "-d", f"{target}/32", "-i", rule.extif, "-o", rule.intif,
+                                   "-p", rule.proto, "-m", rule.proto, "--dport", str(rule.intport),
+                                   *comment, "-j", "ACCEPT"]))
+    return planned
+
+
+def apply_iptables(tag: str, rules: Iterable[NatRule], target: str) -> bool:
+    """Make the host's rules commented `tag` exactly the planned ones; True if anything changed."""
+    planned = iptables_rules(tag, rules, target)
+    changed = False
+    for table in ("nat", "filter"):
+        present = _tagged_rules(table, tag)
+        wanted = [args for planned_table, args in planned if planned_table == table]
+        for args in present:
+            if args not in wanted:
+                _iptables(table, "-D", args)
+                changed = True
+        for args in wanted:
+            if args not in present:
+                _iptables(table, "-A", args)
+                changed = True
+    if planned:
+        _enable_forwarding()
+    return changed
+
+
+def _tagged_rules(table: str, tag: str) -> list[list[str]]:
+    if not shutil.which("iptables-save"):
+        return []
+    listing = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in listing.splitlines():
+        if line.startswith("-A ") and (f'--comment "{tag}:' in line or f"--comment {tag}:" in line):
+            found.append(_split_rule(line[3:]))
+    return found
+
+
+def _split_rule(text: str) -> list[str]:
+    # iptables-save quotes only comments; they hold no spaces of ours, so quotes just come off.
+    return [part.strip('"') for part in text.split()]
+
+
+def _iptables(table: str, action: str, args: list[str]) -> None:
+    result = subprocess.run(["iptables", "-w", "-t", table, action, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RemoteError(f"iptables -t {table} {action} {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def _enable_forwarding() -> None:
+    with open("/proc/sys/net/ipv4/ip_forward", "r+") as handle:
+        if handle.read().strip() != "1":
+            handle.seek(0)
+            handle.write("1")
