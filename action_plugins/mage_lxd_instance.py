@@ -114,9 +114,10 @@ class ActionModule(ActionBase):
 
 
 def _already_known(task_vars, name, groups, host_vars):
-    known = (task_vars.get("hostvars") or {}).get(name)
-    if not known:
+    # `groups` is plain data; hostvars of a host outside the inventory cannot even be looked up.
+    if name not in (task_vars.get("groups") or {}).get("all", []):
         return False
+    known = task_vars["hostvars"][name]
     return all(group in known.get("group_names", []) for group in groups) and all(
         known.get(key) == value for key, value in host_vars.items()
     )

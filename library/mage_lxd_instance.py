@@ -54,7 +54,9 @@ options:
         recreated with O(rebuild=true).
     type: raw
   image_server:
-    description: Image server for the shorthand form of O(image) when it is not a local alias.
+    description:
+      - Image server for the shorthand form of O(image) when it is not a local alias.
+      - An empty string means local aliases only (nothing is ever pulled).
     type: str
     default: https://images.linuxcontainers.org
   rebuild:

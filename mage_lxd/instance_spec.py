@@ -121,7 +121,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     return InstanceSpec(
         name=name,
         state=state,
-        image=parse_image(data.get("image"), data.get("image_server") or DEFAULT_IMAGE_SERVER, where),
+        image=parse_image(data.get("image"), str(data.get("image_server", DEFAULT_IMAGE_SERVER) or ""), where),
         type=_choice(data.get("type", "container"), TYPES, f"{where}: type"),
         profiles=tuple(str(p) for p in data["profiles"]) if data.get("profiles") is not None else None,
         config=parse_config(data.get("config") or {}, where),

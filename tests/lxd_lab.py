@@ -125,3 +125,35 @@ def strip_unsafe(data: Any) -> Any:
     if isinstance(data, list):
         return [strip_unsafe(item) for item in data]
     return data
+
+
+def run_module(module: str, args: dict[str, Any], *extra: str, project: str = "default") -> dict[str, Any]:
+    """Run one module (or action) on localhost ad hoc; return its result from the tree callback.
+
+    The command's own output (diffs, warnings) is under "_stdout". The inventory is the mage_lxd inventory of `project`, as in real use: a second run then finds
+    its instances already there (add_host of a host Ansible does not know counts as a change).
+    """
+    import shutil
+    import tempfile
+
+    tree = Path(tempfile.mkdtemp(prefix="mage-module-"))
+    (tree / "inventory").mkdir()
+    (tree / "inventory" / "mage_lxd.yml").write_text(f"plugin: mage_lxd\nprojects: [{project}]\n")
+    (tree / "results").mkdir()
+    try:
+        result = ansible("ansible", "-i", str(tree / "inventory"), "localhost", "-c", "local", "-m", module,
+                         "-a", json.dumps(args), "-t", str(tree / "results"), *extra,
+                         env={"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}, check=False)
+        output = tree / "results" / "localhost"
+        if not output.exists():
+            raise AssertionError(f"no result from {module}:\n{result.stdout}\n{result.stderr}")
+        reported = json.loads(output.read_text())
+        reported["_stdout"] = result.stdout
+        return reported
+    finally:
+        shutil.rmtree(tree)
+
+
+def instance_names(project: str) -> list[str]:
+    """Names of the instances in a project."""
+    return sorted(_names(query(f"/1.0/instances?project={project}")))
