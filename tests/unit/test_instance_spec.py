@@ -1,0 +1,102 @@
+"""Desired-state validation and the pure part of provisioning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mage_lxd.errors import OptionError
+from mage_lxd.instance_spec import (
+    DEFAULT_IMAGE_SERVER,
+    ImageSource,
+    check_instance_name,
+    check_unique_host_ports,
+    parse_spec,
+)
+from mage_lxd.nat import iptables_rules, proxy_devices
+from mage_lxd.provision import MANAGED_KEY, desired_definition, visible
+
+
+def test_the_seeds_entries_parse_once_its_defects_are_fixed():
+    spec = parse_spec({"name": "ubu-test-1", "image": "ubuntu/xenial/amd64",
+                       "nat": [{"extif": "enp3s0", "intif": "lxdbr0", "extport": 8080, "intport": 8080}],
+                       "proxy": [{"name": "ubu1.vaizard.xyz", "path": "/postgres/", "pass": 8080}]})
+    assert spec.image == ImageSource(alias="ubuntu/xenial/amd64", server=DEFAULT_IMAGE_SERVER)
+    assert spec.nat[0].backend == "proxy" and spec.nat[0].proto == "tcp"
+    assert spec.proxy[0]["name"] == "ubu1.vaizard.xyz"
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [("ubu_test_1", "ubu-test-1"), ("9lives", "i-9lives"),
+                                                  ("web.1", "web-1"), ("x" * 64, "x" * 63)])
+def test_invalid_names_are_refused_with_a_suggestion(name, suggestion):
+    with pytest.raises(OptionError, match=f"Use '{suggestion}' instead"):
+        check_instance_name(name)
+
+
+def test_mounts_become_read_only_disk_devices_named_after_the_path():
+    spec = parse_spec({"name": "m1", "mounts": ["/srv/data:/data:ro", "/a:/b/c"]})
+    assert spec.devices["mage-mount-data"] == {"type": "disk", "source": "/srv/data", "path": "/data", "readonly": "true"}
+    assert spec.devices["mage-mount-b-c"] == {"type": "disk", "source": "/a", "path": "/b/c"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "a1", "state": "running"}, "state: 'running' is not one of"),
+        ({"name": "a1", "nat": [{"extport": 0}]}, "out of range"),
+        ({"name": "a1", "nat": [{"extport": "http"}]}, "is not a port number"),
+        ({"name": "a1", "nat": [{"extport": 80, "proto": "sctp"}]}, "proto: 'sctp'"),
+        ({"name": "a1", "nat": [{"extport": 80, "backend": "iptables"}]}, "needs extif and intif"),
+        ({"name": "a1", "nat": [{"extport": 80, "backend": "forward"}]}, "needs intif"),
+        ({"name": "a1", "nat": [{"extport": 80, "extif": "eth0; rm -rf /"}]}, "is not a network interface name"),
+        ({"name": "a1", "nat": [{"extport": 80, "listen": "999.1.1.1"}]}, "is not an IPv4 address"),
+        ({"name": "a1", "mounts": ["relative:/x"]}, "is not '/host/path:/instance/path[:ro]'"),
+        ({"name": "a1", "devices": {"mage-x": {"type": "disk"}}}, "'mage-' is reserved"),
+        ({"name": "a1", "config": {"user.mage.proxy": "[]"}}, "managed by LXD or mage-lxd"),
+        ({"name": "a1", "colour": "red"}, "unknown option(s) colour"),
+        ({"name": "a1", "proxy": ["/sys/fs/cgroup:/sys/fs/cgroup:ro"]}, "put it under 'mounts'"),
+    ],
+)
+def test_bad_declarations_are_refused(raw, message):
+    with pytest.raises(OptionError, match="instance 'a1'|" + message) as error:
+        parse_spec(raw)
+    assert message in str(error.value)
+
+
+def test_one_host_port_cannot_be_claimed_twice():
+    first = parse_spec({"name": "a1", "nat": [{"extport": 80}]})
+    other_address = parse_spec({"name": "a2", "nat": [{"extport": 80, "listen": "10.0.0.1"}]})
+    other_proto = parse_spec({"name": "a3", "nat": [{"extport": 80, "proto": "udp"}]})
+    check_unique_host_ports([first, other_proto])
+    with pytest.raises(OptionError, match="instance 'a2': nat tcp/80 is already claimed by instance 'a1'"):
+        check_unique_host_ports([first, other_address])
+
+
+def test_desired_definition_keeps_foreign_and_volatile_keys_and_drops_what_we_no_longer_declare():
+    current = {
+        "config": {"volatile.eth0.hwaddr": "00:16:3e:00:00:01", "user.foreign": "x", "user.old": "1",
+                   MANAGED_KEY: json.dumps({"config": ["user.old"], "devices": ["data"]})},
+        "devices": {"data": {"type": "disk"}, "theirs": {"type": "disk"}, "mage-nat-tcp-80": {"type": "proxy"}},
+        "profiles": ["default", "web"],
+    }
+    spec = parse_spec({"name": "a1", "config": {"user.new": "2"}})
+    wanted = desired_definition(spec, current, {})
+    assert wanted["config"]["volatile.eth0.hwaddr"] == "00:16:3e:00:00:01"
+    assert wanted["config"]["user.foreign"] == "x" and wanted["config"]["user.new"] == "2"
+    assert "user.old" not in wanted["config"]
+    assert set(wanted["devices"]) == {"theirs"}
+    assert wanted["profiles"] == ["default", "web"]
+    assert "volatile.eth0.hwaddr" not in visible(wanted)["config"]
+
+
+def test_proxy_devices_and_iptables_rules_carry_the_instance():
+    spec = parse_spec({"name": "a1", "nat": [{"extport": 8080, "intport": 80},
+                                             {"extport": 53, "proto": "udp", "backend": "iptables",
+                                              "extif": "eth0", "intif": "lxdbr0"}]})
+    devices = proxy_devices(spec.nat, {"tcp-8080": "192.0.2.10"})
+    assert devices == {"mage-nat-tcp-8080": {"type": "proxy", "listen": "tcp:192.0.2.10:8080",
+                                             "connect": "tcp:127.0.0.1:80", "bind": "host"}}
+    rules = iptables_rules("mage-lxd:default/a1", spec.nat, "10.0.0.5")
+    assert [table for table, _ in rules] == ["nat", "filter"]
+    assert "mage-lxd:default/a1:udp-53" in rules[0][1] and "10.0.0.5:53" in rules[0][1]
