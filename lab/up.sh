@@ -15,7 +15,9 @@ log() { printf 'lab: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root (LXD's socket and package install need it)"; exit 1; }
 
 install_missing_packages() {
-  local wanted=(lxd mmdebstrap busybox-static iptables curl) missing=() pkg
+  # nftables before the first start: with only the iptables-nft shim LXD falls back to its xtables
+  # driver, which leaves network-forward DNAT rules behind when a forward is removed.
+  local wanted=(lxd mmdebstrap busybox-static nftables iptables curl) missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
