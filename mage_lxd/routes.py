@@ -1,0 +1,237 @@
+"""Web routes for mageproxy: validated by allow-list, then planned into nginx sites.
+
+Every value that reaches nginx config is checked here, before anything is rendered: nginx itself
+accepts injected directives (a server_name such as `x.example.com; location /pwn {...} #` passes
+`nginx -t`), so escaping after the fact is never enough. A refused value names the instance and
+the route. Duplicate (server name, path) pairs are refused unless every claimant says `balance`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mage_lxd.errors import OptionError
+
+ROUTE_KEYS = frozenset({
+    "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
+    "htpasswd", "allow", "deny", "balance",
+})
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_SERVER_NAME = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
+_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_PASS_URL = re.compile(r"^(https?)://:([0-9]{1,5})(/[A-Za-z0-9._~/-]*)?$")
+_SIZE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
+_FILE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One validated route of one instance."""
+
+    instance: str
+    server_name: str
+    path: str
+    port: int
+    scheme: str = "http"
+    prefix: str = "/"
+    strip_prefix: bool = False
+    client_max_body_size: str = "1m"
+    websockets: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_https: bool = False
+    htpasswd: str = ""
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    balance: bool = False
+
+    def settings(self) -> tuple[Any, ...]:
+        """What must agree between backends that share one (server name, path)."""
+        return (self.scheme, self.prefix, self.strip_prefix, self.client_max_body_size, self.websockets,
+                self.htpasswd, self.allow, self.deny)
+
+
+def parse_route(instance: str, index: int, raw: Any) -> Route:
+    """Validate one route declared by `instance` (its `proxy[index]`)."""
+    where = f"instance '{instance}': proxy[{index}]"
+    if not isinstance(raw, Mapping):
+        raise OptionError(f"{where} must be a mapping {{name, path, pass}}")
+    unknown = sorted(set(raw) - ROUTE_KEYS)
+    if unknown:
+        raise OptionError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ROUTE_KEYS))}")
+    name = _text(raw.get("name"), f"{where}.name").lower()
+    if len(name) > 253 or not _SERVER_NAME.match(name):
+        raise OptionError(f"{where}.name: '{raw.get('name')}' is not a host name (letters, digits, '-', '.', optional leading '*.')")
+    path = _text(raw.get("path", "/"), f"{where}.path")
+    if len(path) > 1024 or not _PATH.match(path):
+        raise OptionError(f"{where}.path: '{path}' is not allowed; a path is '/' then letters, digits and . _ ~ / -")
+    scheme, port, prefix = _parse_pass(raw.get("pass"), f"{where}.pass")
+    size = _text(raw.get("client_max_body_size", "1m"), f"{where}.client_max_body_size")
+    if not _SIZE.match(size):
+        raise OptionError(f"{where}.client_max_body_size: '{size}' is not a size such as 10m, 512k or 1g")
+    tls = raw.get("tls") or {}
+    if not isinstance(tls, Mapping) or set(tls) - {"cert", "key"}:
+        raise OptionError(f"{where}.tls must be {{cert: /path, key: /path}} (files on mageproxy)")
+    cert = _file(tls.get("cert"), f"{where}.tls.cert")
+    key = _file(tls.get("key"), f"{where}.tls.key")
+    if bool(cert) != bool(key):
+        raise OptionError(f"{where}.tls needs both cert and key")
+    redirect = _flag(raw.get("redirect_https", False), f"{where}.redirect_https")
+    if redirect and not cert:
+        raise OptionError(f"{where}.redirect_https needs tls (cert and key)")
+    return Route(
+        instance=instance, server_name=name, path=path, port=port, scheme=scheme, prefix=prefix,
+        strip_prefix=_flag(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
+        client_max_body_size=size.lower(),
+        websockets=_flag(raw.get("websockets", True), f"{where}.websockets"),
+        tls_cert=cert, tls_key=key, redirect_https=redirect,
+        htpasswd=_file(raw.get("htpasswd"), f"{where}.htpasswd"),
+        allow=_networks(raw.get("allow"), f"{where}.allow"),
+        deny=_networks(raw.get("deny"), f"{where}.deny"),
+        balance=_flag(raw.get("balance", False), f"{where}.balance"),
+    )
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise OptionError(f"{what}: '{value}' must be a non-empty string")
+    return value
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"{what}: '{value}' must be true or false")
+    return value
+
+
+def _file(value: Any, what: str) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not _FILE.match(value) or "/../" in value + "/":
+        raise OptionError(f"{what}: '{value}' is not an absolute file path (letters, digits, . _ / -)")
+    return value
+
+
+def _networks(value: Any, what: str) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    if not isinstance(value, list):
+        raise OptionError(f"{what} must be a list of networks such as 10.0.0.0/8")
+    found = []
+    for item in value:
+        try:
+            found.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            raise OptionError(f"{what}: '{item}' is not an IP network") from None
+    return tuple(found)
+
+
+def _parse_pass(value: Any, what: str) -> tuple[str, int, str]:
+    if isinstance(value, bool):
+        raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return "http", _port(int(value), what), "/"
+    match = _PASS_URL.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
+    return match.group(1), _port(int(match.group(2)), what), match.group(3) or "/"
+
+
+def _port(port: int, what: str) -> int:
+    if not 1 <= port <= 65535:
+        raise OptionError(f"{what}: port {port} is out of range (1-65535)")
+    return port
+
+
+@dataclass
+class Backend:
+    """One instance behind a location."""
+
+    instance: str
+    address: str
+    port: int
+
+
+@dataclass
+class Location:
+    """One path of one server: its upstream (possibly empty: then it answers 503)."""
+
+    path: str
+    upstream: str
+    route: Route
+    backends: list[Backend] = field(default_factory=list)
+
+
+@dataclass
+class Site:
+    """One server name with its locations, in path order."""
+
+    server_name: str
+    locations: list[Location] = field(default_factory=list)
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_https: bool = False
+
+
+def upstream_name(server_name: str, path: str) -> str:
+    """A unique, safe upstream name: sanitised host and path plus a short hash of both."""
+    digest = hashlib.sha256(f"{server_name} {path}".encode()).hexdigest()[:8]
+    readable = re.sub(r"[^a-z0-9]+", "_", f"{server_name}_{path}".lower()).strip("_")[:48]
+    return f"mage_{readable}_{digest}"
+
+
+def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
+    """Sites from each instance's routes, address and status (dicts: name, status, address, routes).
+
+    Raises OptionError for a bad value or a duplicate route. Stopped instances (or ones without an
+    address) are left out of upstreams; a location without backends answers 503.
+    """
+    sites: dict[str, Site] = {}
+    claims: dict[tuple[str, str], Location] = {}
+    for host in sorted(hosts, key=lambda item: str(item["name"])):
+        instance = str(host["name"])
+        raw_routes = host.get("routes") or []
+        if not isinstance(raw_routes, list):
+            raise OptionError(f"instance '{instance}': mage_proxy must be a list of routes")
+        for index, raw in enumerate(raw_routes):
+            route = parse_route(instance, index, raw)
+            key = (route.server_name, route.path)
+            location = claims.get(key)
+            if location is None:
+                location = Location(path=route.path, upstream=upstream_name(*key), route=route)
+                claims[key] = location
+                site = sites.setdefault(route.server_name, Site(server_name=route.server_name))
+                site.locations.append(location)
+                _merge_tls(site, route)
+            elif not (route.balance and location.route.balance):
+                raise OptionError(
+                    f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is already routed to "
+                    f"instance '{location.route.instance}'; give it another name or path, or set balance: true "
+                    "on every instance that serves it"
+                )
+            elif route.settings() != location.route.settings():
+                raise OptionError(
+                    f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is balanced with "
+                    f"instance '{location.route.instance}' but its settings differ; make them the same"
+                )
+            if host.get("status") == "running" and host.get("address"):
+                location.backends.append(Backend(instance=instance, address=str(host["address"]), port=route.port))
+    for site in sites.values():
+        site.locations.sort(key=lambda item: (-len(item.path), item.path))
+    return [sites[name] for name in sorted(sites)]
+
+
+def _merge_tls(site: Site, route: Route) -> None:
+    if not route.tls_cert:
+        return
+    if site.tls_cert and (site.tls_cert, site.tls_key) != (route.tls_cert, route.tls_key):
+        raise OptionError(
+            f"instance '{route.instance}': {route.server_name} has two different TLS certificates; one per server name"
+        )
+    site.tls_cert, site.tls_key = route.tls_cert, route.tls_key
+    site.redirect_https = site.redirect_https or route.redirect_https
