@@ -14,7 +14,8 @@ description:
   - Waits for an address (IPv4 by default) and fails, naming the instance and what it has, when none
     comes within O(address_timeout).
   - Installs python with the instance's own package manager when it has none (O(bootstrap)), then
-    returns C(add_host) so later plays in the same run reach it through the mage_lxd connection.
+    returns C(add_host), which puts a single instance in this run's inventory with the mage_lxd
+    connection (for O(instances), use C(meta: refresh_inventory) with the mage_lxd inventory).
   - Publishes ports on the LXD host (O(nat)) with an LXD proxy device (default), an LXD network forward,
     or iptables DNAT rules, and records NAT and proxy routes in the instance (C(user.mage.nat),
     C(user.mage.proxy)) where the mage_lxd inventory reads them.
@@ -185,11 +186,8 @@ EXAMPLES = r"""
     instances: "{{ lxd_provisioning_inventory }}"
   register: provisioned
 
-- name: Make them reachable in this run
-  ansible.builtin.add_host: "{{ item.add_host }}"
-  loop: "{{ provisioned.instances | selectattr('add_host', 'defined') }}"
-  loop_control:
-    label: "{{ item.name }}"
+- name: Read them back from LXD (the mage_lxd inventory) for the next plays
+  ansible.builtin.meta: refresh_inventory
 
 - name: Gone, with its NAT entries
   mage_lxd_instance:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mage_lxd.errors import OptionError
+from mage_lxd.routes import parse_route
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
 TYPES = ("container", "virtual-machine")
@@ -198,12 +199,12 @@ def mount_devices(mounts: list[Any], where: str) -> dict[str, dict[str, str]]:
 
 
 def check_route_entry(entry: Any, index: int, where: str) -> Mapping[str, Any]:
-    """A proxy route must be a mapping; a mount string put under `proxy` (as in the seed) is refused."""
+    """A proxy route, validated as mageproxy will (a mount string under `proxy`, as in the seed, is
+    refused with a pointer to `mounts`); recorded as declared."""
     if isinstance(entry, str):
         hint = " It looks like a mount: put it under 'mounts'." if _MOUNT.match(entry) else ""
         raise OptionError(f"{where}: proxy[{index}] is the string '{entry}', not a route {{name, path, pass}}.{hint}")
-    if not isinstance(entry, Mapping):
-        raise OptionError(f"{where}: proxy[{index}] must be a mapping {{name, path, pass}}")
+    parse_route(where.removeprefix("instance '").removesuffix("'"), index, entry)
     return dict(entry)
 
 

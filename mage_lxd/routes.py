@@ -164,6 +164,7 @@ class Location:
     path: str
     upstream: str
     route: Route
+    declared_at: str = ""
     backends: list[Backend] = field(default_factory=list)
 
 
@@ -203,21 +204,22 @@ def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
             key = (route.server_name, route.path)
             location = claims.get(key)
             if location is None:
-                location = Location(path=route.path, upstream=upstream_name(*key), route=route)
+                location = Location(path=route.path, upstream=upstream_name(*key), route=route,
+                                    declared_at=f"instance '{instance}': proxy[{index}]")
                 claims[key] = location
                 site = sites.setdefault(route.server_name, Site(server_name=route.server_name))
                 site.locations.append(location)
                 _merge_tls(site, route)
             elif not (route.balance and location.route.balance):
                 raise OptionError(
-                    f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is already routed to "
-                    f"instance '{location.route.instance}'; give it another name or path, or set balance: true "
-                    "on every instance that serves it"
+                    f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is already routed by "
+                    f"{location.declared_at}; give one of them another name or path, or set balance: true on "
+                    "every instance that serves it"
                 )
             elif route.settings() != location.route.settings():
                 raise OptionError(
                     f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is balanced with "
-                    f"instance '{location.route.instance}' but its settings differ; make them the same"
+                    f"{location.declared_at} but their settings differ; make them the same"
                 )
             if host.get("status") == "running" and host.get("address"):
                 location.backends.append(Backend(instance=instance, address=str(host["address"]), port=route.port))

@@ -50,7 +50,7 @@ def test_the_seeds_route_and_the_url_form_of_pass():
 
 def test_duplicates_are_refused_unless_everyone_balances():
     web = {"name": "shop.example.org", "path": "/", "pass": 80}
-    with pytest.raises(OptionError, match="already routed to instance 'a1'"):
+    with pytest.raises(OptionError, match=r"instance 'a2': proxy\[0\] shop.example.org/ is already routed by instance 'a1': proxy\[0\]"):
         plan_sites([{"name": "a1", "status": "running", "address": "10.0.0.1", "routes": [web]},
                     {"name": "a2", "status": "running", "address": "10.0.0.2", "routes": [web]}])
     balanced = {**web, "balance": True}

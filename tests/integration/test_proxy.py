@@ -1,0 +1,171 @@
+"""mageproxy end to end on the lab: two backends, nginx in front, routes from the inventory.
+
+Requests go from this host to the mageproxy container on the lab bridge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lxd_lab import REPO, ansible, create_project, delete_project, lxc, run_module, wait_for_leases
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "mage-test-proxy"
+BACKEND = Path(__file__).resolve().parent / "backend_server.py"
+ROUTES = {
+    "web-a": [{"name": "a.example.test", "path": "/", "pass": 8080},
+              {"name": "shop.example.test", "path": "/a/", "pass": 8080, "client_max_body_size": "1k"}],
+    "web-b": [{"name": "b.example.test", "path": "/", "pass": 8080},
+              {"name": "shop.example.test", "path": "/b/", "pass": "http://:8080/", "strip_prefix": True}],
+}
+CONF = "/etc/nginx/conf.d/mage-sites.conf"
+
+
+def instance(name: str, **extra) -> dict:
+    args = {"name": name, "project": PROJECT, "image": "mage/debian-12", "image_server": "", **extra}
+    return run_module("mage_lxd_instance", args, project=PROJECT)
+
+
+@pytest.fixture(scope="module")
+def lab_proxy(lab, tmp_path_factory):
+    create_project(PROJECT)
+    inventory = tmp_path_factory.mktemp("proxy-inv") / "mage_lxd.yml"
+    inventory.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\n")
+    try:
+        for name, routes in ROUTES.items():
+            instance(name, proxy=routes)
+            lxc("file", "push", str(BACKEND), f"{name}/srv/backend_server.py", "--project", PROJECT)
+            lxc("exec", name, "--project", PROJECT, "--", "sh", "-c",
+                f"setsid -f python3 /srv/backend_server.py {name} 8080 >/dev/null 2>&1")
+        result = apply_proxy(inventory)
+        assert result.returncode == 0, result.stdout[-3000:]
+        address = wait_for_leases(PROJECT, ["mageproxy"])["mageproxy"]
+        yield {"inventory": inventory, "address": address}
+    finally:
+        delete_project(PROJECT)
+
+
+def apply_proxy(inventory: Path) -> subprocess.CompletedProcess[str]:
+    return ansible("ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "proxy.yml"),
+                   "-e", f"mageproxy_project={PROJECT}", check=False)
+
+
+def request(address: str, host: str, path: str = "/", *extra: str) -> tuple[int, str]:
+    out = subprocess.run(["curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", "-H", f"Host: {host}",
+                          *extra, f"http://{address}{path}"], capture_output=True, text=True).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code or 0), body
+
+
+def proxy_conf() -> str:
+    return lxc("exec", "mageproxy", "--project", PROJECT, "--", "cat", CONF).stdout
+
+
+def test_requests_reach_the_right_backend(lab_proxy):
+    address = lab_proxy["address"]
+    assert request(address, "a.example.test")[1].startswith("backend=web-a path=/ ")
+    assert request(address, "b.example.test", "/x")[1].startswith("backend=web-b path=/x ")
+    assert request(address, "shop.example.test", "/a/item")[1].startswith("backend=web-a path=/a/item ")
+    # strip_prefix: /b/ is taken off before the request reaches web-b.
+    assert request(address, "shop.example.test", "/b/item")[1].startswith("backend=web-b path=/item ")
+
+
+def test_unknown_host_gets_503(lab_proxy):
+    assert request(lab_proxy["address"], "nobody.example.test")[0] == 503
+
+
+def test_forwarded_for_is_set_by_the_proxy_not_the_client(lab_proxy):
+    code, body = request(lab_proxy["address"], "a.example.test", "/", "-H", "X-Forwarded-For: 203.0.113.9")
+    assert code == 200 and "203.0.113.9" not in body and "xff=10." in body
+
+
+def test_websocket_upgrade_passes_through(lab_proxy):
+    code, _ = request(lab_proxy["address"], "a.example.test", "/ws", "-H", "Connection: Upgrade",
+                      "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
+                      "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
+    assert code == 101
+
+
+def test_body_size_limit_per_route(lab_proxy):
+    small = request(lab_proxy["address"], "shop.example.test", "/a/upload", "--data-binary", "x" * 500)
+    big = request(lab_proxy["address"], "shop.example.test", "/a/upload", "--data-binary", "x" * 5000)
+    assert small == (200, "backend=web-a received=500\n")
+    assert big[0] == 413
+
+
+def test_rerun_changes_nothing_and_does_not_reload(lab_proxy):
+    result = apply_proxy(lab_proxy["inventory"])
+    assert result.returncode == 0
+    assert "changed=0" in result.stdout.split("PLAY RECAP")[-1]
+    assert "Reload nginx" not in _changed_tasks(result.stdout)
+
+
+def _changed_tasks(stdout: str) -> str:
+    return "\n".join(block for block in stdout.split("TASK [") if "\nchanged:" in block)
+
+
+HOSTILE = [
+    {"name": "x.example.com; location /pwn { return 200 owned; } #", "pass": 8080},
+    {"name": "x.example.com\nserver { listen 81; }", "pass": 8080},
+    {"name": "x.example.com{", "pass": 8080},
+    {"name": "x.example.com'", "pass": 8080},
+    {"name": "x.example.com\"", "pass": 8080},
+    {"name": "x example.com", "pass": 8080},
+    {"name": "x" * 70 + ".example.com", "pass": 8080},
+    {"name": "a.example.test", "path": "/; return 200 owned", "pass": 8080},
+    {"name": "a.example.test", "path": "/x {", "pass": 8080},
+    {"name": "a.example.test", "path": "/x\n}", "pass": 8080},
+    {"name": "a.example.test", "path": "~ ^/(.*)$", "pass": 8080},
+    {"name": "a.example.test", "path": "/x$1", "pass": 8080},
+    {"name": "a.example.test", "path": "/x*", "pass": 8080},
+    {"name": "z.example.test", "pass": 0},
+    {"name": "z.example.test", "pass": 65536},
+    {"name": "z.example.test", "pass": "8080; proxy_pass http://203.0.113.1"},
+    {"name": "z.example.test", "pass": "http://203.0.113.1:80/"},
+    {"name": "z.example.test", "pass": 8080, "client_max_body_size": "1m; root /"},
+    {"name": "z.example.test", "pass": 8080, "htpasswd": "/etc/shadow; allow all"},
+    {"name": "z.example.test", "pass": 8080, "allow": ["0.0.0.0/0; deny none"]},
+    # A duplicate of web-b's route without balance on both sides.
+    {"name": "b.example.test", "path": "/", "pass": 8080},
+]
+
+
+@pytest.mark.parametrize("route", HOSTILE, ids=[f"hostile-{index}" for index in range(len(HOSTILE))])
+def test_hostile_route_fails_and_the_proxy_keeps_serving_byte_identically(lab_proxy, route):
+    before = hashlib.sha256(proxy_conf().encode()).hexdigest()
+    routes = [*ROUTES["web-a"], route]
+    # Written straight into LXD, as a hand edit would be: the action itself refuses such values.
+    lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps(routes)}", "--project", PROJECT)
+    try:
+        result = apply_proxy(lab_proxy["inventory"])
+        assert result.returncode != 0
+        message = " ".join(result.stdout.split())
+        assert "instance 'web-a': proxy[2]" in message, result.stdout[-2000:]
+        assert hashlib.sha256(proxy_conf().encode()).hexdigest() == before
+        assert request(lab_proxy["address"], "a.example.test")[0] == 200
+    finally:
+        lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps(ROUTES['web-a'])}", "--project", PROJECT)
+
+
+def test_the_action_refuses_a_hostile_route_before_recording_it(lab_proxy):
+    result = instance("web-a", proxy=[*ROUTES["web-a"], HOSTILE[0]])
+    assert "actions" not in result and "instance 'web-a': proxy[2].name" in result["msg"]
+
+
+def test_a_stopped_backend_gives_503_and_comes_back(lab_proxy):
+    instance("web-b", proxy=ROUTES["web-b"], state="stopped")
+    try:
+        assert apply_proxy(lab_proxy["inventory"]).returncode == 0
+        assert request(lab_proxy["address"], "b.example.test")[0] == 503
+        assert request(lab_proxy["address"], "a.example.test")[0] == 200
+    finally:
+        instance("web-b", proxy=ROUTES["web-b"])
+        lxc("exec", "web-b", "--project", PROJECT, "--", "sh", "-c",
+            "setsid -f python3 /srv/backend_server.py web-b 8080 >/dev/null 2>&1")
+        apply_proxy(lab_proxy["inventory"])
