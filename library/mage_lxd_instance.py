@@ -15,7 +15,7 @@ description:
     comes within O(address_timeout).
   - Installs python with the instance's own package manager when it has none (O(bootstrap)), then
     returns C(add_host), which puts a single instance in this run's inventory with the mage_lxd
-    connection (for O(instances), use C(meta: refresh_inventory) with the mage_lxd inventory).
+    connection; for O(instances), refresh the inventory (C(meta) C(refresh_inventory)) instead.
   - Publishes ports on the LXD host (O(nat)) with an LXD proxy device (default), an LXD network forward,
     or iptables DNAT rules, and records NAT and proxy routes in the instance (C(user.mage.nat),
     C(user.mage.proxy)) where the mage_lxd inventory reads them.
