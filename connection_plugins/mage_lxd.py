@@ -126,7 +126,7 @@ class Connection(ConnectionBase):
                     | {"name": self.get_option("remote")},
                     where="mage_lxd connection remote",
                 )
-                self._channel = InstanceChannel(
+                self._channel = InstanceChannel.connect(
                     remote,
                     project=self.get_option("project"),
                     instance=self.get_option("instance") or self._play_context.remote_addr,
