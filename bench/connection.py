@@ -1,0 +1,643 @@
+"""Connection benchmark: the mage_lxd connection plugin against community.general.lxd and local.
+
+What it measures, for each number N of running Debian containers (10 and 30 by default), as the
+wall-clock time of one ad-hoc `ansible all -m ansible.builtin.ping` over all N hosts:
+
+- ours: the project's venv (.venv) with the repo's ansible.cfg (cwd is the repo), the mage_lxd
+  inventory (a `mage_lxd.yml` with `plugin: mage_lxd` and `projects: [mage-bench-conn]`) and so the
+  mage_lxd connection, which talks to LXD's API over the unix socket, pipelining on (its default).
+- cg pipelining / cg no-pipelining: community.general.lxd, which runs the `lxc` binary for every
+  exec, from a separate virtualenv (bench/.venv-cg, PyPI's `ansible` 12.x, which bundles
+  community.general and uses ansible-core 2.19) with a minimal config of its own, so the repo's
+  ansible.cfg plays no part. A static INI inventory lists the N containers with
+  ansible_connection=community.general.lxd, ansible_lxd_project=mage-bench-conn and
+  ansible_lxd_remote=local; pipelining is switched with ANSIBLE_PIPELINING=True / False.
+- local floor: the same number of made-up hosts with ansible_connection=local (static INI
+  inventory, ansible_python_interpreter = the project venv's python), run like ours (project venv,
+  repo ansible.cfg, cwd the repo), pipelining on (ANSIBLE_PIPELINING=True) as ours is. What
+  ansible-core itself costs for N pings with no container in the way.
+
+Held equal across all four: forks = 5 (Ansible's default, passed as --forks 5), no facts (an
+ad-hoc ping gathers none), and the Python interpreter is set so no command pays for interpreter
+discovery: /usr/bin/python3 in the containers (for ours as the extra var
+`-e ansible_python_interpreter=/usr/bin/python3`, for community.general as an inventory variable),
+the venv's python for the local floor. ANSIBLE_* variables of the calling shell are not passed on.
+
+Each command runs once untimed first (warm-up; it must print SUCCESS with "pong" for every one of
+the N hosts, else the host's error is printed and the run stops), then 3 timed runs (exit status 0
+required); every figure is the median of those 3 (time.perf_counter around the subprocess). The
+timed runs go in rounds (ours, cg pipelining, cg no-pipelining, local floor; three times), so a
+drift in the machine's load is shared by all four. Measuring at each N starts once systemd has
+finished booting in every container and the CPU is at least 85% idle (or after 90 s, with a
+warning: another workload on the machine makes every figure noisy). A run that gives no answer
+in 120 s counts as hung: it is killed with all its processes (Ansible's workers and what they
+run), redone (twice at most), and listed at the end of the report.
+
+Targets, checked at every N, printed as PASS/FAIL lines; the script exits 0 either way, it is a
+report, not a test:
+- ours is faster than community.general with pipelining;
+- ours takes at most 1.25x the local floor.
+
+Setup. Everything happens in the LXD project `mage-bench-conn` (created with features.images=false
+and features.profiles=false, so it uses the default project's images and default profile: root
+disk on the lab pool, eth0 on the lab bridge). Containers (image mage/debian-12) are named
+conn-001, conn-002, ...; they are launched 4 at a time, each `lxc` command with a timeout, and what
+is missing is retried; the set grows from one size to the next instead of being recreated, and each
+size is measured once every container has its IPv4 lease. At the end the containers and the project
+are deleted (also after an error, Ctrl-C or SIGTERM) unless --keep is given; a kept project is
+reused by the next run. Nothing outside the project is touched.
+
+Host limit. systemd in each Debian container holds about 6 inotify instances, all charged to the
+host's root (the creator of every container's user namespace), so all containers share
+fs.inotify.max_user_instances; with Debian's default of 128 only about 20 such containers boot (the
+others' systemd exits at once: "Too many open files"). The script warns before launching when the
+limit looks too low; raise it for the run with `sysctl -w fs.inotify.max_user_instances=1024`.
+
+Run it as root, from anywhere, with the project's venv and the lab up (lab/up.sh):
+
+    .venv/bin/python bench/connection.py               # N = 10 and 30
+    .venv/bin/python bench/connection.py --sizes 5 20  # other sizes
+    .venv/bin/python bench/connection.py --keep        # leave mage-bench-conn and its containers
+
+Progress goes to stderr, the results table to stdout. The first run creates bench/.venv-cg
+(a few minutes); later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pylxd
+
+REPO = Path(__file__).resolve().parent.parent
+CG_VENV = REPO / "bench" / ".venv-cg"
+OUR_BIN = REPO / ".venv" / "bin"
+SOCKET = "/var/lib/lxd/unix.socket"
+PROJECT = "mage-bench-conn"
+IMAGE = "mage/debian-12"
+CONTAINER_PYTHON = "/usr/bin/python3"
+FORKS = 5
+RUNS = 3
+LAUNCH_WORKERS = 4
+LAUNCH_ATTEMPTS = 3  # rounds of lxc commands to bring the containers to the wanted state
+LXC_TIMEOUT = 300  # seconds; an lxc command still waiting then is killed (and its work redone)
+RUN_TIMEOUT = 120  # seconds for one ansible run (they take ~10 s); past it, the run counts as hung
+HUNG_RETRIES = 2  # a hung run is killed and redone, at most this many times per command and N
+ADDRESS_TIMEOUT = 300  # seconds to wait for every container's address
+SETTLE_IDLE = 0.85  # measuring starts once the machine's CPU is this idle (over 2 s) ...
+SETTLE_TIMEOUT = 90  # ... or after this many seconds, with a warning
+INOTIFY_PER_CONTAINER = 6  # inotify instances systemd holds in one running mage/debian-12 container
+TARGET_OURS_OVER_CG = 1.0  # ours must take less than community.general with pipelining
+TARGET_OURS_OVER_FLOOR = 1.25
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def lab_env() -> dict[str, str]:
+    """The lab's settings (pool, bridge, ...) from lab/lab.env."""
+    values = {}
+    for line in (REPO / "lab" / "lab.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+LAB = lab_env()
+BRIDGE = LAB["MAGE_LAB_BRIDGE"]
+
+
+def lxc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(["lxc", *args], capture_output=True, text=True, check=False, timeout=LXC_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"lxc {' '.join(args)} gave no answer in {LXC_TIMEOUT} s (killed)") from None
+    if check and result.returncode != 0:
+        raise RuntimeError(f"lxc {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def try_lxc(args: tuple[str, ...]) -> str | None:
+    """Run lxc ARGS; return its error message, or None when it worked."""
+    try:
+        lxc(*args)
+    except RuntimeError as error:
+        return str(error)
+    return None
+
+
+# --- community.general's virtualenv -------------------------------------------------------------
+
+
+def ensure_cg_venv() -> None:
+    """Create bench/.venv-cg with PyPI's `ansible` 12.x, or reuse it when it already works."""
+    python = CG_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import ansible_collections.community.general"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        log(f"reusing {CG_VENV.relative_to(REPO)}")
+    else:
+        log(f"creating {CG_VENV.relative_to(REPO)} with ansible>=12,<13 (takes a few minutes)")
+        subprocess.run(["python3", "-m", "venv", str(CG_VENV)], check=True)
+        subprocess.run([str(CG_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        "ansible>=12,<13"], check=True)
+        subprocess.run(probe, check=True)
+    # Keep the venv out of git without touching the repo's .gitignore (Python 3.13's venv does this).
+    (CG_VENV / ".gitignore").write_text("*\n")
+
+
+# --- the LXD project and its containers ---------------------------------------------------------
+
+
+def container_name(index: int) -> str:
+    return f"conn-{index:03d}"
+
+
+def container_names(count: int) -> list[str]:
+    return [container_name(i) for i in range(1, count + 1)]
+
+
+def ensure_project() -> None:
+    if lxc("project", "show", PROJECT, check=False).returncode == 0:
+        log(f"reusing LXD project {PROJECT}")
+        return
+    log(f"creating LXD project {PROJECT}")
+    lxc("project", "create", PROJECT, "-c", "features.images=false", "-c", "features.profiles=false")
+
+
+def project_instances(client: pylxd.Client) -> dict[str, str]:
+    """{name: status} of every instance in the bench project."""
+    found = client.api.instances.get(params={"recursion": "1", "project": PROJECT}).json()["metadata"]
+    return {item["name"]: item["status"] for item in found}
+
+
+def pending_commands(client: pylxd.Client, count: int) -> list[tuple[str, ...]]:
+    """The lxc commands that make conn-001..conn-COUNT exist and run, and nothing else exist."""
+    existing = project_instances(client)
+    wanted = set(container_names(count))
+    commands = []
+    for name in sorted(existing):
+        if name not in wanted:
+            commands.append(("delete", "--force", name, "--project", PROJECT))
+        elif existing[name] != "Running":
+            commands.append(("start", name, "--project", PROJECT))
+    for name in container_names(count):
+        if name not in existing:
+            commands.append(("launch", IMAGE, name, "--project", PROJECT))
+    return commands
+
+
+def ensure_containers(client: pylxd.Client, count: int) -> None:
+    """Make conn-001..conn-COUNT exist, run and have an IPv4 lease; delete any other instance.
+
+    An lxc command that fails or hangs is not fatal at once: the project is read again and what
+    is still missing is redone, up to LAUNCH_ATTEMPTS rounds.
+    """
+    check_inotify_room(client, count)
+    started = time.perf_counter()
+    attempt = 0
+    while commands := pending_commands(client, count):
+        attempt += 1
+        if attempt > LAUNCH_ATTEMPTS:
+            raise RuntimeError(f"after {LAUNCH_ATTEMPTS} rounds, still to do: "
+                               + "; ".join(" ".join(command) for command in commands[:5])
+                               + stopped_console(commands))
+        log(f"round {attempt}: {len(commands)} lxc commands (launch/start/delete)")
+        for error in filter(None, parallel(try_lxc, commands)):
+            log(error)
+    log(f"{count} containers running ({time.perf_counter() - started:.1f} s)")
+    wait_for_addresses(client, set(container_names(count)))
+    wait_for_boot(count)
+    wait_for_idle_cpu()
+
+
+def wait_for_boot(count: int) -> None:
+    """Wait until systemd has finished booting in every container.
+
+    A DHCP lease comes early in a Debian boot; the rest (units, nginx) still uses CPU for a while,
+    and would slow down whichever command is measured first.
+    """
+    started = time.perf_counter()
+
+    def booted(name: str) -> str | None:
+        answers = []
+        for _ in range(3):  # an answer can come back empty (lxc exec losing the output); ask again
+            result = lxc("exec", name, "--project", PROJECT, "--", "systemctl", "is-system-running", "--wait",
+                         check=False)
+            state = result.stdout.strip()
+            if state in ("running", "degraded"):
+                return None
+            error = result.stderr.strip()
+            answers.append(f"'{state}' (exit {result.returncode}{', ' + error if error else ''})")
+        return f"{name}: systemd did not report a finished boot: {'; '.join(answers)}"
+
+    for problem in filter(None, parallel(booted, container_names(count))):
+        log(problem)
+    log(f"systemd booted in all {count} containers ({time.perf_counter() - started:.1f} s)")
+
+
+def cpu_idle_fraction(seconds: float) -> float:
+    """Share of the machine's CPU time spent idle over the next `seconds` (from /proc/stat)."""
+    def sample() -> list[int]:
+        return [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    before = sample()
+    time.sleep(seconds)
+    delta = [after - first for after, first in zip(sample(), before)]
+    return (delta[3] + delta[4]) / max(1, sum(delta))  # idle + iowait
+
+
+def wait_for_idle_cpu() -> None:
+    """Wait (at most SETTLE_TIMEOUT) until the machine is mostly idle, so runs start from calm."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while (idle := cpu_idle_fraction(2)) < SETTLE_IDLE and time.monotonic() < deadline:
+        pass
+    if idle < SETTLE_IDLE:
+        log(f"warning: the CPU is still {100 * (1 - idle):.0f}% busy after {SETTLE_TIMEOUT} s "
+            "(another workload?); timings will be noisy")
+    else:
+        log(f"CPU {100 * idle:.0f}% idle; measuring")
+
+
+def inotify_instances_in_use() -> int:
+    """Open inotify instances on the whole machine (containers included), counted by their fds."""
+    used = 0
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            used += sum(1 for fd in fd_dir.iterdir() if os.readlink(fd) == "anon_inode:inotify")
+        except OSError:
+            continue  # the process ended, or a fd closed while being read
+    return used
+
+
+def check_inotify_room(client: pylxd.Client, count: int) -> None:
+    """Warn when the containers still to start would pass fs.inotify.max_user_instances.
+
+    systemd in each Debian container opens about INOTIFY_PER_CONTAINER inotify instances, and every
+    container's are charged to the user that created its user namespace (root on the host), so all
+    containers and root's own processes share one limit. Past it, systemd exits at boot ("Failed to
+    allocate manager object: Too many open files"): `lxc launch` succeeds, the container stops.
+    """
+    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    running = sum(1 for status in project_instances(client).values() if status == "Running")
+    needed = inotify_instances_in_use() + INOTIFY_PER_CONTAINER * max(0, count - running)
+    if needed > limit:
+        log(f"warning: about {needed} inotify instances needed for {count} containers, "
+            f"fs.inotify.max_user_instances is {limit}; containers past it stop at boot. "
+            "Fix: sysctl -w fs.inotify.max_user_instances=1024")
+
+
+def stopped_console(commands: list[tuple[str, ...]]) -> str:
+    """The end of the console log of the first container that had to be started again."""
+    for command in commands:
+        if command[0] == "start":
+            console = lxc("console", command[1], "--project", PROJECT, "--show-log", check=False)
+            tail = "\n".join((console.stdout or console.stderr).strip().splitlines()[-8:])
+            return f"\n{command[1]} stopped after starting; the end of its console log:\n{tail}"
+    return ""
+
+
+def wait_for_addresses(client: pylxd.Client, wanted: set[str]) -> None:
+    """Wait until every container has an IPv4 lease on the lab bridge."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + ADDRESS_TIMEOUT
+    while True:
+        leases = client.api.networks[BRIDGE].leases.get(params={"project": PROJECT}).json()["metadata"]
+        waiting = wanted - {lease["hostname"] for lease in leases if ":" not in lease["address"]}
+        if not waiting:
+            log(f"all {len(wanted)} containers have their IPv4 lease ({time.perf_counter() - started:.1f} s)")
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no IPv4 address after {ADDRESS_TIMEOUT} s for {len(waiting)} containers: "
+                               f"{', '.join(sorted(waiting)[:10])}")
+        time.sleep(1)
+
+
+def parallel(function, items) -> list:
+    """function(item) for every item, LAUNCH_WORKERS at a time; Ctrl-C cancels what has not begun."""
+    pool = ThreadPoolExecutor(LAUNCH_WORKERS)
+    try:
+        return list(pool.map(function, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def delete_project(client: pylxd.Client) -> None:
+    if lxc("project", "show", PROJECT, check=False).returncode != 0:
+        return
+    names = list(project_instances(client))
+    log(f"deleting {len(names)} containers and the project {PROJECT}")
+    for error in filter(None, parallel(try_lxc, [("delete", "--force", name, "--project", PROJECT) for name in names])):
+        log(error)
+    lxc("project", "delete", PROJECT)
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+class Hung(RuntimeError):
+    """An ansible run gave no answer in RUN_TIMEOUT seconds; it and its processes were killed."""
+
+
+def process_table() -> dict[int, tuple[int, str, str]]:
+    """{pid: (parent pid, start time, command line)} of every process."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        table[int(stat.parent.name)] = (int(fields[1]), fields[19], cmdline.strip())
+    return table
+
+
+def process_tree(root: int) -> dict[int, tuple[str, str]]:
+    """{pid: (start time, command line)} of `root` and all its descendants.
+
+    Ansible's workers start sessions of their own (setsid), so a process group kill misses them
+    and what they run (lxc); they are found by parentage instead.
+    """
+    table = process_table()
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            tree[pid] = table[pid][1:]
+            todo.extend(child for child, (parent, _, _) in table.items() if parent == pid)
+    return tree
+
+
+def kill_tree(tree: dict[int, tuple[str, str]]) -> None:
+    """SIGTERM, then SIGKILL, each process of `tree` that is still the same process (start time)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        table = process_table()
+        alive = [pid for pid, (start, _) in tree.items() if pid in table and table[pid][1] == start]
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(3)
+
+
+# The ad-hoc (minimal) callback prints one `HOST | STATUS => {json}` block per host.
+RESULT_LINE = re.compile(r"^(\S+) \| ([A-Z!]+) => ", re.MULTILINE)
+
+
+def parse_results(stdout: str) -> dict[str, tuple[str, object]]:
+    """{host: (status, result)} from the minimal callback's output."""
+    decoder = json.JSONDecoder()
+    results = {}
+    for match in RESULT_LINE.finditer(stdout):
+        try:
+            result, _ = decoder.raw_decode(stdout, match.end())
+        except json.JSONDecodeError:
+            result = stdout[match.end():match.end() + 500]
+        results[match.group(1)] = (match.group(2), result)
+    return results
+
+
+class PingCommand:
+    """One `ansible all -m ansible.builtin.ping` command line with its environment."""
+
+    def __init__(self, label: str, binary: Path, source: Path, config: Path, cwd: Path,
+                 extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
+        self.label = label
+        self.args = [str(binary), "all", "-i", str(source), "-m", "ansible.builtin.ping",
+                     "--forks", str(FORKS), *extra_args]
+        self.cwd = cwd
+        # The calling shell's ANSIBLE_* settings would apply to some commands and not others.
+        base = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+        self.env = {**base, "ANSIBLE_CONFIG": str(config), "ANSIBLE_NOCOLOR": "1",
+                    "ANSIBLE_FORCE_COLOR": "0",
+                    # A source that fails to parse must fail the command, not give an empty inventory.
+                    "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1", **(extra_env or {})}
+        self.stderr_seen: set[str] = set()
+
+    def describe(self) -> str:
+        settings = " ".join(f"{key}={value}" for key, value in self.env.items()
+                            if key.startswith("ANSIBLE_") and key not in ("ANSIBLE_NOCOLOR", "ANSIBLE_FORCE_COLOR"))
+        return f"cd {self.cwd} && {settings} {' '.join(self.args)}"
+
+    def run(self) -> subprocess.CompletedProcess:
+        """Run the command once; raise Hung (after killing its whole process tree) past RUN_TIMEOUT."""
+        process = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            tree = process_tree(process.pid)
+            # What the workers were waiting for: their children (e.g. an `lxc exec` that never returns).
+            waiting = [command for pid, (_, command) in tree.items()
+                       if pid != process.pid and not command.startswith(self.args[0].rsplit("/", 1)[0])]
+            kill_tree(tree)
+            process.communicate()
+            raise Hung(f"{self.label}: no answer in {RUN_TIMEOUT} s, killed {len(tree)} processes; "
+                       f"still running then: {'; '.join(c[:200] for c in waiting) or 'only ansible itself'}") from None
+        except BaseException:
+            kill_tree(process_tree(process.pid))  # Ctrl-C or SIGTERM: leave nothing behind
+            raise
+        return subprocess.CompletedProcess(self.args, process.returncode, stdout, stderr)
+
+    def report_stderr(self, stderr: str) -> None:
+        """Log what the command printed on stderr (warnings, tracebacks), once per distinct text."""
+        text = stderr.strip()
+        if text and text not in self.stderr_seen:
+            self.stderr_seen.add(text)
+            lines = text.splitlines()
+            shown = "\n".join(lines[:40]) + (f"\n... ({len(lines) - 40} more lines)" if len(lines) > 40 else "")
+            log(f"{self.label} printed on stderr:\n{shown}")
+
+    def check_hosts(self, hosts: list[str]) -> None:
+        """Run once untimed; fail, printing each failed host's error, unless every host said pong."""
+        log(f"{self.label}: {self.describe()}")
+        result = self.run()
+        self.report_stderr(result.stderr)
+        found = parse_results(result.stdout)
+        problems = []
+        for host in hosts:
+            status, answer = found.get(host, ("MISSING", None))
+            if status != "SUCCESS" or not isinstance(answer, dict) or answer.get("ping") != "pong":
+                detail = json.dumps(answer, indent=2)[:3000] if answer is not None else "no result printed"
+                problems.append(f"{host} | {status}: {detail}")
+        unexpected = sorted(set(found) - set(hosts))
+        if unexpected:
+            problems.append(f"unexpected hosts: {', '.join(unexpected[:10])}")
+        if problems or result.returncode != 0:
+            raise RuntimeError(
+                f"{self.label}: warm-up run exited {result.returncode}, {len(problems)} problems:\n"
+                + "\n".join(problems[:10])
+                + ("" if problems else f"\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"))
+        log(f"{self.label}: all {len(hosts)} hosts answered pong")
+
+    def timed(self) -> float:
+        started = time.perf_counter()
+        result = self.run()
+        elapsed = time.perf_counter() - started
+        self.report_stderr(result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.label}: timed run exited {result.returncode}:\n"
+                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return elapsed
+
+
+def write_inventories(tmp: Path, count: int) -> None:
+    """The static inventories for N hosts (community.general's and the local floor's), in `tmp`."""
+    lines = ["[bench]", *container_names(count), "",
+             "[bench:vars]",
+             "ansible_connection=community.general.lxd",
+             f"ansible_lxd_project={PROJECT}",
+             "ansible_lxd_remote=local",
+             f"ansible_python_interpreter={CONTAINER_PYTHON}", ""]
+    (tmp / "cg-hosts.ini").write_text("\n".join(lines))
+    lines = ["[floor]", *local_names(count), "",
+             "[floor:vars]",
+             "ansible_connection=local",
+             f"ansible_python_interpreter={OUR_BIN / 'python'}", ""]
+    (tmp / "local-hosts.ini").write_text("\n".join(lines))
+
+
+def local_names(count: int) -> list[str]:
+    return [f"floor-{i:03d}" for i in range(1, count + 1)]
+
+
+def write_commands(tmp: Path) -> dict[str, PingCommand]:
+    """The four ansible commands, their sources and configs in `tmp`."""
+    ours = tmp / "mage_lxd.yml"
+    ours.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\n")
+    cg_config = tmp / "ansible-cg.cfg"
+    cg_config.write_text("[defaults]\nretry_files_enabled = False\n\n[inventory]\nenable_plugins = ini\n")
+    repo_config = REPO / "ansible.cfg"
+    cg_ansible = CG_VENV / "bin" / "ansible"
+    return {
+        "ours": PingCommand("ours (mage_lxd)", OUR_BIN / "ansible", ours, repo_config, REPO,
+                            extra_args=("-e", f"ansible_python_interpreter={CONTAINER_PYTHON}")),
+        "cg_pipe": PingCommand("community.general.lxd, pipelining", cg_ansible, tmp / "cg-hosts.ini", cg_config,
+                               tmp, extra_env={"ANSIBLE_PIPELINING": "True"}),
+        "cg_nopipe": PingCommand("community.general.lxd, no pipelining", cg_ansible, tmp / "cg-hosts.ini",
+                                 cg_config, tmp, extra_env={"ANSIBLE_PIPELINING": "False"}),
+        "local": PingCommand("local floor", OUR_BIN / "ansible", tmp / "local-hosts.ini", repo_config, REPO,
+                             extra_env={"ANSIBLE_PIPELINING": "True"}),
+    }
+
+
+LABELS = {"ours": "ours", "cg_pipe": "cg pipelining", "cg_nopipe": "cg no-pipelining", "local": "local floor"}
+HANGS: list[str] = []  # every hung run, for the report
+
+
+def redo_if_hung(function):
+    """function(), redone up to HUNG_RETRIES times when the ansible run hangs."""
+    for attempt in range(HUNG_RETRIES + 1):
+        try:
+            return function()
+        except Hung as error:
+            HANGS.append(str(error))
+            log(f"{error}{'; redoing the run' if attempt < HUNG_RETRIES else ''}")
+    raise RuntimeError(f"ansible run hung {HUNG_RETRIES + 1} times in a row, giving up")
+
+
+def measure(commands: dict[str, PingCommand], count: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Warm up and check every command, then time them in RUNS rounds of one run each.
+
+    Rounds (ours, cg, cg, local, ours, ...) rather than 3 runs in a row per command, so a drift
+    in the machine's load spreads over all commands instead of landing on one.
+    """
+    for key, command in commands.items():
+        hosts = local_names(count) if key == "local" else container_names(count)
+        redo_if_hung(lambda: command.check_hosts(hosts))
+    samples: dict[str, list[float]] = {key: [] for key in commands}
+    for round_number in range(1, RUNS + 1):
+        for key, command in commands.items():
+            samples[key].append(redo_if_hung(command.timed))
+        log(f"N={count} round {round_number}: "
+            + ", ".join(f"{LABELS[key]} {samples[key][-1]:.3f} s" for key in commands))
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    for key, command in commands.items():
+        log(f"N={count} {command.label}: {format_samples(samples[key])} (median {medians[key]:.3f} s)")
+    return medians, samples
+
+
+def format_samples(samples: list[float]) -> str:
+    return ", ".join(f"{value:.3f}" for value in samples) + " s"
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def print_report(results: dict[int, dict[str, float]], samples: dict[int, dict[str, list[float]]]) -> None:
+    print(f"`ansible all -m ansible.builtin.ping`, forks {FORKS}, median of {RUNS} runs (seconds)")
+    print()
+    print("| N | ours s | cg pipelining s | cg no-pipelining s | local floor s | ours/cg-pipelining | ours/local |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for count, r in sorted(results.items()):
+        print(f"| {count} | {r['ours']:.3f} | {r['cg_pipe']:.3f} | {r['cg_nopipe']:.3f} | {r['local']:.3f} "
+              f"| {r['ours'] / r['cg_pipe']:.2f}x | {r['ours'] / r['local']:.2f}x |")
+    print()
+    for count, r in sorted(results.items()):
+        ratio = r["ours"] / r["cg_pipe"]
+        print(f"{'PASS' if ratio < TARGET_OURS_OVER_CG else 'FAIL'}: at N={count} ours takes {ratio:.2f}x "
+              f"community.general with pipelining (target: faster, below 1x)")
+        overhead = r["ours"] / r["local"]
+        print(f"{'PASS' if overhead <= TARGET_OURS_OVER_FLOOR else 'FAIL'}: at N={count} ours takes "
+              f"{overhead:.2f}x the local floor (target: at most {TARGET_OURS_OVER_FLOOR:g}x)")
+    print()
+    print("runs (s):")
+    for count in sorted(samples):
+        for key, label in LABELS.items():
+            print(f"  N={count} {label}: {format_samples(samples[count][key])}")
+    if HANGS:
+        print(f"\nhung runs (killed after {RUN_TIMEOUT} s and redone; not in the figures above):")
+        for hang in HANGS:
+            print(f"  {hang}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 30], metavar="N",
+                        help="numbers of containers to measure at (default: 10 30)")
+    parser.add_argument("--keep", action="store_true", help="keep the mage-bench-conn project and its containers")
+    options = parser.parse_args()
+    if any(size < 1 for size in options.sizes):
+        parser.error("--sizes must be positive")
+
+    # SIGTERM ends the run like Ctrl-C does, through the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.perf_counter()
+    ensure_cg_venv()
+    client = pylxd.Client(endpoint=SOCKET)
+    results, samples = {}, {}
+    try:
+        ensure_project()
+        with tempfile.TemporaryDirectory(prefix="mage-bench-conn-") as tmp:
+            commands = write_commands(Path(tmp))
+            for count in sorted(set(options.sizes)):
+                log(f"N={count}: preparing containers")
+                ensure_containers(client, count)
+                write_inventories(Path(tmp), count)
+                results[count], samples[count] = measure(commands, count)
+    finally:
+        if options.keep:
+            log(f"--keep: leaving the project {PROJECT} and its containers")
+        else:
+            delete_project(client)
+    print_report(results, samples)
+    print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
