@@ -60,9 +60,10 @@ class ActionModule(ActionBase):
         if "instances" in args:
             if "name" in args:
                 raise MageLxdError("mage_lxd_instance: give either name or instances, not both")
-            entries = args["instances"] or []
-            if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-                raise MageLxdError("mage_lxd_instance: instances must be a list of mappings (lxd_provisioning_inventory)")
+            # A bare name stands for {name: NAME} (handy with state: absent).
+            entries = [{"name": entry} if isinstance(entry, str) else entry for entry in args["instances"] or []]
+            if not all(isinstance(entry, dict) for entry in entries):
+                raise MageLxdError("mage_lxd_instance: instances must be a list of mappings or names")
         else:
             entries = [{"name": args.get("name")}]
         specs = [parse_spec(entry, defaults) for entry in entries]

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from mage_lxd.routes import plan_sites  # noqa: E402
 
 PROJECT = "mage-bench-proxy"
+PROXY = "mage-bench-px"  # instance names are unique per bridge across projects
 CONTAINERS = 50
 ROUTES_EACH = 10
 RUNS = 3
@@ -57,7 +58,7 @@ def lxc(*args: str, check: bool = True) -> str:
 def playbook(path: Path, inventory: Path) -> float:
     start = time.perf_counter()
     result = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(path),
-                             "-e", f"mageproxy_project={PROJECT}"], capture_output=True, text=True, env=ENV, cwd=REPO)
+                             "-e", f"mageproxy_project={PROJECT}", "-e", f"mageproxy_name={PROXY}"], capture_output=True, text=True, env=ENV, cwd=REPO)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{path.name} failed:\n{result.stdout[-3000:]}")
@@ -116,10 +117,10 @@ def main() -> None:
             proxy = REPO / "playbooks" / "proxy.yml"
             playbook(proxy, inventory)
             empty = workdir / "empty.yml"
-            empty.write_text(json.dumps([{"name": "Nothing", "hosts": "mageproxy", "gather_facts": False, "tasks": []}]))
+            empty.write_text(json.dumps([{"name": "Nothing", "hosts": PROXY, "gather_facts": False, "tasks": []}]))
             for run in range(RUNS):
                 times["render"].append(render_once())
-                lxc("exec", "mageproxy", "--project", PROJECT, "--", "rm", "-f", "/etc/nginx/conf.d/mage-sites.conf")
+                lxc("exec", PROXY, "--project", PROJECT, "--", "rm", "-f", "/etc/nginx/conf.d/mage-sites.conf")
                 times["full"].append(playbook(proxy, inventory))
                 times["rerun"].append(playbook(proxy, inventory))
                 times["floor"].append(playbook(empty, inventory))

@@ -1,42 +1,32 @@
 #!/usr/bin/env bash
-# The demo, as far as the suite goes today: two Debian containers in the `mage-demo` project,
-# read back by the mage_lxd dynamic inventory straight from LXD (no hand-edited hosts file).
-# The containers are made with the lxc client for now; the mage_lxd_instance action and
-# playbooks/site.yml (with mageproxy) take this over as they land.
+# The demo: two app containers and mageproxy declared in inventory/group_vars/all.yml, provisioned
+# by playbooks/site.yml (through playbooks/demo.yml), then requests through the proxy and the NAT port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ANSIBLE_CONFIG=$PWD/ansible.cfg
-project=mage-demo
+bin=$PWD/.venv/bin
 
-if ! lxc project show "$project" >/dev/null 2>&1; then
-  lxc project create "$project" -c features.images=false -c features.profiles=false >/dev/null
-fi
-for name in app1 app2; do
-  if ! lxc info "$name" --project "$project" >/dev/null 2>&1; then
-    echo "demo: creating $name (mage/debian-12) in project $project"
-    lxc launch mage/debian-12 "$name" --project "$project" --config user.mage.role=app >/dev/null
-  fi
-done
+echo "demo: ansible-playbook playbooks/demo.yml"
+"$bin/ansible-playbook" playbooks/demo.yml
 
-echo "demo: waiting for both containers to get an address"
-for _ in $(seq 1 60); do
-  leases=$(lxc query "/1.0/networks/magebr0/leases?project=$project")
-  if grep -q '"app1"' <<<"$leases" && grep -q '"app2"' <<<"$leases"; then break; fi
-  sleep 1
-done
-
+proxy=$("$bin/ansible" localhost -c local -m ansible.builtin.debug \
+  -a "msg={{ lookup('mage_lxd', 'mageproxy', key='address', project='mage-demo') }}" |
+  sed -n 's/.*"msg": "\(.*\)".*/\1/p')
 echo
-echo "\$ ansible-inventory --graph lxd"
-.venv/bin/ansible-inventory --graph lxd
-echo
-echo "\$ ansible-inventory --host app1   (excerpt)"
-.venv/bin/ansible-inventory --host app1 | grep -E '"(ansible_host|lxd_status|lxd_project|lxd_image_os|lxd_image_release|mage_role)"'
+for app in app1 app2; do
+  echo "\$ curl -H 'Host: $app.mage.test' http://$proxy/"
+  curl -sS -m 5 -H "Host: $app.mage.test" "http://$proxy/"
+done
+echo "\$ curl -H 'Host: nobody.mage.test' http://$proxy/   (unknown host)"
+curl -sS -m 5 -o /dev/null -w '%{http_code}\n' -H "Host: nobody.mage.test" "http://$proxy/"
+echo "\$ curl http://127.0.0.1:8081/   (NAT: app1's port 80 published on this host)"
+curl -sS -m 5 http://127.0.0.1:8081/
 cat <<'NEXT'
 
 Next, try (after `. .venv/bin/activate`):
-  ansible-inventory --graph               every group the inventory makes
-  ansible-inventory --list                hosts, groups and variables as JSON
-  ansible-doc -t inventory mage_lxd       the plugin's options
-  ./run test                              every test, against this same lab LXD
-Remove the demo: lxc delete --force app1 app2 --project mage-demo && lxc project delete mage-demo
+  ansible-inventory --graph                    every LXD instance, grouped, straight from LXD
+  ansible lxd -m ansible.builtin.ping          modules through the LXD API (mage_lxd connection)
+  ansible-playbook playbooks/site.yml          again: nothing changes
+  ansible-doc -t module mage_lxd_instance      what an instance declaration can say
+Remove the demo: ansible-playbook playbooks/teardown.yml -e teardown_mageproxy=true
 NEXT

@@ -40,8 +40,9 @@ options:
     description:
       - A list of instances in the seed's format (C(name), C(image), C(nat), C(proxy), and any other
         option of this module); the task's own options are defaults for each entry.
+      - A plain string stands for C({name: STRING}).
     type: list
-    elements: dict
+    elements: raw
   state:
     description: Desired state.
     type: str

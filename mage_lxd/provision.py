@@ -160,8 +160,8 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     else:
         if _image_differs(api, spec, current):
             result.warnings.append(
-                f"{where}: its image differs from {spec.image.describe() if spec.image else 'the declared one'}; "
-                "it is kept as is (set rebuild: true to recreate it from the new image)"
+                f"{where} was made from another image than the one local alias '{spec.image.alias}' points at "
+                "now; it is kept as is (set rebuild: true to recreate it from the new image)"
             )
         if visible(wanted) != visible(current):
             result.did("reconfigured")

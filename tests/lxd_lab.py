@@ -68,6 +68,9 @@ def delete_project(name: str) -> None:
         return
     for instance in _names(query(f"/1.0/instances?project={name}")):
         lxc("delete", "--force", instance, "--project", name)
+    if query(f"/1.0/projects/{name}")["config"].get("features.images") == "true":
+        for image in _names(query(f"/1.0/images?project={name}")):
+            lxc("image", "delete", image, "--project", name)
     for profile_name in _names(query(f"/1.0/profiles?project={name}")):
         if profile_name != "default":
             lxc("profile", "delete", profile_name, "--project", name)

@@ -25,6 +25,8 @@ ROUTES = {
               {"name": "shop.example.test", "path": "/b/", "pass": "http://:8080/", "strip_prefix": True}],
 }
 CONF = "/etc/nginx/conf.d/mage-sites.conf"
+# LXD wants instance names unique on a shared bridge, across projects: not the demo's "mageproxy".
+PROXY = "mage-test-px"
 
 
 def instance(name: str, **extra) -> dict:
@@ -45,7 +47,7 @@ def lab_proxy(lab, tmp_path_factory):
                 f"setsid -f python3 /srv/backend_server.py {name} 8080 >/dev/null 2>&1")
         result = apply_proxy(inventory)
         assert result.returncode == 0, result.stdout[-3000:]
-        address = wait_for_leases(PROJECT, ["mageproxy"])["mageproxy"]
+        address = wait_for_leases(PROJECT, [PROXY])[PROXY]
         yield {"inventory": inventory, "address": address}
     finally:
         delete_project(PROJECT)
@@ -53,7 +55,7 @@ def lab_proxy(lab, tmp_path_factory):
 
 def apply_proxy(inventory: Path) -> subprocess.CompletedProcess[str]:
     return ansible("ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "proxy.yml"),
-                   "-e", f"mageproxy_project={PROJECT}", check=False)
+                   "-e", f"mageproxy_project={PROJECT}", "-e", f"mageproxy_name={PROXY}", check=False)
 
 
 def request(address: str, host: str, path: str = "/", *extra: str) -> tuple[int, str]:
@@ -64,7 +66,7 @@ def request(address: str, host: str, path: str = "/", *extra: str) -> tuple[int,
 
 
 def proxy_conf() -> str:
-    return lxc("exec", "mageproxy", "--project", PROJECT, "--", "cat", CONF).stdout
+    return lxc("exec", PROXY, "--project", PROJECT, "--", "cat", CONF).stdout
 
 
 def test_requests_reach_the_right_backend(lab_proxy):
