@@ -40,7 +40,7 @@ options:
     description:
       - A list of instances in the seed's format (C(name), C(image), C(nat), C(proxy), and any other
         option of this module); the task's own options are defaults for each entry.
-      - A plain string stands for C({name: STRING}).
+      - A plain string is taken as the name of an instance.
     type: list
     elements: raw
   state:
