@@ -65,7 +65,6 @@ Progress goes to stderr, the results table to stdout. The first run creates benc
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -75,150 +74,43 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pylxd
 
-REPO = Path(__file__).resolve().parent.parent
-CG_VENV = REPO / "bench" / ".venv-cg"
-OUR_BIN = REPO / ".venv" / "bin"
-SOCKET = "/var/lib/lxd/unix.socket"
+import bench_lab
+from bench_lab import (CG_VENV, OUR_BIN, REPO, SOCKET, container_names, format_samples, log, lxc, parallel,
+                       project_instances)
+
 PROJECT = "mage-bench-conn"
 IMAGE = "mage/debian-12"
 CONTAINER_PYTHON = "/usr/bin/python3"
 FORKS = 5
 RUNS = 3
 LAUNCH_WORKERS = 4
-LAUNCH_ATTEMPTS = 3  # rounds of lxc commands to bring the containers to the wanted state
 LXC_TIMEOUT = 300  # seconds; an lxc command still waiting then is killed (and its work redone)
 RUN_TIMEOUT = 120  # seconds for one ansible run (they take ~10 s); past it, the run counts as hung
 HUNG_RETRIES = 2  # a hung run is killed and redone, at most this many times per command and N
-ADDRESS_TIMEOUT = 300  # seconds to wait for every container's address
 SETTLE_IDLE = 0.85  # measuring starts once the machine's CPU is this idle (over 2 s) ...
 SETTLE_TIMEOUT = 90  # ... or after this many seconds, with a warning
 INOTIFY_PER_CONTAINER = 6  # inotify instances systemd holds in one running mage/debian-12 container
 TARGET_OURS_OVER_CG = 1.0  # ours must take less than community.general with pipelining
 TARGET_OURS_OVER_FLOOR = 1.25
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def lab_env() -> dict[str, str]:
-    """The lab's settings (pool, bridge, ...) from lab/lab.env."""
-    values = {}
-    for line in (REPO / "lab" / "lab.env").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
-    return values
-
-
-LAB = lab_env()
-BRIDGE = LAB["MAGE_LAB_BRIDGE"]
-
-
-def lxc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        result = subprocess.run(["lxc", *args], capture_output=True, text=True, check=False, timeout=LXC_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"lxc {' '.join(args)} gave no answer in {LXC_TIMEOUT} s (killed)") from None
-    if check and result.returncode != 0:
-        raise RuntimeError(f"lxc {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
-def try_lxc(args: tuple[str, ...]) -> str | None:
-    """Run lxc ARGS; return its error message, or None when it worked."""
-    try:
-        lxc(*args)
-    except RuntimeError as error:
-        return str(error)
-    return None
-
-
-# --- community.general's virtualenv -------------------------------------------------------------
-
-
-def ensure_cg_venv() -> None:
-    """Create bench/.venv-cg with PyPI's `ansible` 12.x, or reuse it when it already works."""
-    python = CG_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import ansible_collections.community.general"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        log(f"reusing {CG_VENV.relative_to(REPO)}")
-    else:
-        log(f"creating {CG_VENV.relative_to(REPO)} with ansible>=12,<13 (takes a few minutes)")
-        subprocess.run(["python3", "-m", "venv", str(CG_VENV)], check=True)
-        subprocess.run([str(CG_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                        "ansible>=12,<13"], check=True)
-        subprocess.run(probe, check=True)
-    # Keep the venv out of git without touching the repo's .gitignore (Python 3.13's venv does this).
-    (CG_VENV / ".gitignore").write_text("*\n")
+BENCH = bench_lab.BenchProject(project=PROJECT, prefix="conn", image=IMAGE, workers=LAUNCH_WORKERS,
+                               lxc_timeout=LXC_TIMEOUT)
 
 
 # --- the LXD project and its containers ---------------------------------------------------------
 
 
-def container_name(index: int) -> str:
-    return f"conn-{index:03d}"
+def prepare_containers(client: pylxd.Client, count: int) -> None:
+    """bench_lab.ensure_containers for conn-001..conn-COUNT, then wait for their boot and a calm CPU.
 
-
-def container_names(count: int) -> list[str]:
-    return [container_name(i) for i in range(1, count + 1)]
-
-
-def ensure_project() -> None:
-    if lxc("project", "show", PROJECT, check=False).returncode == 0:
-        log(f"reusing LXD project {PROJECT}")
-        return
-    log(f"creating LXD project {PROJECT}")
-    lxc("project", "create", PROJECT, "-c", "features.images=false", "-c", "features.profiles=false")
-
-
-def project_instances(client: pylxd.Client) -> dict[str, str]:
-    """{name: status} of every instance in the bench project."""
-    found = client.api.instances.get(params={"recursion": "1", "project": PROJECT}).json()["metadata"]
-    return {item["name"]: item["status"] for item in found}
-
-
-def pending_commands(client: pylxd.Client, count: int) -> list[tuple[str, ...]]:
-    """The lxc commands that make conn-001..conn-COUNT exist and run, and nothing else exist."""
-    existing = project_instances(client)
-    wanted = set(container_names(count))
-    commands = []
-    for name in sorted(existing):
-        if name not in wanted:
-            commands.append(("delete", "--force", name, "--project", PROJECT))
-        elif existing[name] != "Running":
-            commands.append(("start", name, "--project", PROJECT))
-    for name in container_names(count):
-        if name not in existing:
-            commands.append(("launch", IMAGE, name, "--project", PROJECT))
-    return commands
-
-
-def ensure_containers(client: pylxd.Client, count: int) -> None:
-    """Make conn-001..conn-COUNT exist, run and have an IPv4 lease; delete any other instance.
-
-    An lxc command that fails or hangs is not fatal at once: the project is read again and what
-    is still missing is redone, up to LAUNCH_ATTEMPTS rounds.
+    Before launching, warn when the inotify limit looks too low; when the launch rounds do not get
+    every container running, the error ends with the console log of one that stopped.
     """
     check_inotify_room(client, count)
-    started = time.perf_counter()
-    attempt = 0
-    while commands := pending_commands(client, count):
-        attempt += 1
-        if attempt > LAUNCH_ATTEMPTS:
-            raise RuntimeError(f"after {LAUNCH_ATTEMPTS} rounds, still to do: "
-                               + "; ".join(" ".join(command) for command in commands[:5])
-                               + stopped_console(commands))
-        log(f"round {attempt}: {len(commands)} lxc commands (launch/start/delete)")
-        for error in filter(None, parallel(try_lxc, commands)):
-            log(error)
-    log(f"{count} containers running ({time.perf_counter() - started:.1f} s)")
-    wait_for_addresses(client, set(container_names(count)))
+    bench_lab.ensure_containers(client, BENCH, count, explain=stopped_console)
     wait_for_boot(count)
     wait_for_idle_cpu()
 
@@ -235,7 +127,7 @@ def wait_for_boot(count: int) -> None:
         answers = []
         for _ in range(3):  # an answer can come back empty (lxc exec losing the output); ask again
             result = lxc("exec", name, "--project", PROJECT, "--", "systemctl", "is-system-running", "--wait",
-                         check=False)
+                         timeout=LXC_TIMEOUT, check=False)
             state = result.stdout.strip()
             if state in ("running", "degraded"):
                 return None
@@ -243,7 +135,7 @@ def wait_for_boot(count: int) -> None:
             answers.append(f"'{state}' (exit {result.returncode}{', ' + error if error else ''})")
         return f"{name}: systemd did not report a finished boot: {'; '.join(answers)}"
 
-    for problem in filter(None, parallel(booted, container_names(count))):
+    for problem in filter(None, parallel(booted, container_names(BENCH, count), LAUNCH_WORKERS)):
         log(problem)
     log(f"systemd booted in all {count} containers ({time.perf_counter() - started:.1f} s)")
 
@@ -290,7 +182,7 @@ def check_inotify_room(client: pylxd.Client, count: int) -> None:
     allocate manager object: Too many open files"): `lxc launch` succeeds, the container stops.
     """
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    running = sum(1 for status in project_instances(client).values() if status == "Running")
+    running = sum(1 for status in project_instances(client, BENCH).values() if status == "Running")
     needed = inotify_instances_in_use() + INOTIFY_PER_CONTAINER * max(0, count - running)
     if needed > limit:
         log(f"warning: about {needed} inotify instances needed for {count} containers, "
@@ -302,45 +194,11 @@ def stopped_console(commands: list[tuple[str, ...]]) -> str:
     """The end of the console log of the first container that had to be started again."""
     for command in commands:
         if command[0] == "start":
-            console = lxc("console", command[1], "--project", PROJECT, "--show-log", check=False)
+            console = lxc("console", command[1], "--project", PROJECT, "--show-log", timeout=LXC_TIMEOUT,
+                          check=False)
             tail = "\n".join((console.stdout or console.stderr).strip().splitlines()[-8:])
             return f"\n{command[1]} stopped after starting; the end of its console log:\n{tail}"
     return ""
-
-
-def wait_for_addresses(client: pylxd.Client, wanted: set[str]) -> None:
-    """Wait until every container has an IPv4 lease on the lab bridge."""
-    started = time.perf_counter()
-    deadline = time.monotonic() + ADDRESS_TIMEOUT
-    while True:
-        leases = client.api.networks[BRIDGE].leases.get(params={"project": PROJECT}).json()["metadata"]
-        waiting = wanted - {lease["hostname"] for lease in leases if ":" not in lease["address"]}
-        if not waiting:
-            log(f"all {len(wanted)} containers have their IPv4 lease ({time.perf_counter() - started:.1f} s)")
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no IPv4 address after {ADDRESS_TIMEOUT} s for {len(waiting)} containers: "
-                               f"{', '.join(sorted(waiting)[:10])}")
-        time.sleep(1)
-
-
-def parallel(function, items) -> list:
-    """function(item) for every item, LAUNCH_WORKERS at a time; Ctrl-C cancels what has not begun."""
-    pool = ThreadPoolExecutor(LAUNCH_WORKERS)
-    try:
-        return list(pool.map(function, items))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def delete_project(client: pylxd.Client) -> None:
-    if lxc("project", "show", PROJECT, check=False).returncode != 0:
-        return
-    names = list(project_instances(client))
-    log(f"deleting {len(names)} containers and the project {PROJECT}")
-    for error in filter(None, parallel(try_lxc, [("delete", "--force", name, "--project", PROJECT) for name in names])):
-        log(error)
-    lxc("project", "delete", PROJECT)
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -497,7 +355,7 @@ class PingCommand:
 
 def write_inventories(tmp: Path, count: int) -> None:
     """The static inventories for N hosts (community.general's and the local floor's), in `tmp`."""
-    lines = ["[bench]", *container_names(count), "",
+    lines = ["[bench]", *container_names(BENCH, count), "",
              "[bench:vars]",
              "ansible_connection=community.general.lxd",
              f"ansible_lxd_project={PROJECT}",
@@ -557,7 +415,7 @@ def measure(commands: dict[str, PingCommand], count: int) -> tuple[dict[str, flo
     in the machine's load spreads over all commands instead of landing on one.
     """
     for key, command in commands.items():
-        hosts = local_names(count) if key == "local" else container_names(count)
+        hosts = local_names(count) if key == "local" else container_names(BENCH, count)
         redo_if_hung(lambda: command.check_hosts(hosts))
     samples: dict[str, list[float]] = {key: [] for key in commands}
     for round_number in range(1, RUNS + 1):
@@ -569,10 +427,6 @@ def measure(commands: dict[str, PingCommand], count: int) -> tuple[dict[str, flo
     for key, command in commands.items():
         log(f"N={count} {command.label}: {format_samples(samples[key])} (median {medians[key]:.3f} s)")
     return medians, samples
-
-
-def format_samples(samples: list[float]) -> str:
-    return ", ".join(f"{value:.3f}" for value in samples) + " s"
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -606,34 +460,23 @@ def print_report(results: dict[int, dict[str, float]], samples: dict[int, dict[s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 30], metavar="N",
-                        help="numbers of containers to measure at (default: 10 30)")
-    parser.add_argument("--keep", action="store_true", help="keep the mage-bench-conn project and its containers")
-    options = parser.parse_args()
-    if any(size < 1 for size in options.sizes):
-        parser.error("--sizes must be positive")
-
-    # SIGTERM ends the run like Ctrl-C does, through the cleanup below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    options = bench_lab.parse_options(__doc__.split("\n\n")[0], [10, 30], PROJECT)
+    bench_lab.exit_on_sigterm()
     started = time.perf_counter()
-    ensure_cg_venv()
+    bench_lab.ensure_cg_venv()
     client = pylxd.Client(endpoint=SOCKET)
     results, samples = {}, {}
     try:
-        ensure_project()
+        bench_lab.ensure_project(BENCH)
         with tempfile.TemporaryDirectory(prefix="mage-bench-conn-") as tmp:
             commands = write_commands(Path(tmp))
             for count in sorted(set(options.sizes)):
                 log(f"N={count}: preparing containers")
-                ensure_containers(client, count)
+                prepare_containers(client, count)
                 write_inventories(Path(tmp), count)
                 results[count], samples[count] = measure(commands, count)
     finally:
-        if options.keep:
-            log(f"--keep: leaving the project {PROJECT} and its containers")
-        else:
-            delete_project(client)
+        bench_lab.finish(client, BENCH, options.keep)
     print_report(results, samples)
     print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
     return 0

@@ -29,10 +29,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench_lab import BRIDGE  # the lab's bridge, from lab/lab.env
+
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "mage-bench-prov"
 IMAGE = "mage/busybox"
-BRIDGE = "magebr0"
 RUNS = 3
 TARGET = 1.3
 
