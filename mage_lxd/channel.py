@@ -127,6 +127,25 @@ class InstanceChannel:
             self._node.files.post(params={"path": remote_path}, data=source,
                                   headers=headers)
 
+    def read_small_file(self, remote_path: str) -> bytes | None:
+        """The content of a small regular file (config), or None when there is none."""
+        try:
+            with self._errors(f"read {remote_path}"):
+                response = self._node.files.get(params={"path": remote_path})
+        except NotFoundError:
+            return None
+        if response.headers.get("X-LXD-type", "file") != "file":
+            raise RemoteError(f"{self.describe()}: {remote_path} is a {response.headers['X-LXD-type']}, not a file")
+        return response.content
+
+    def write_small_file(self, remote_path: str, content: bytes, mode: int = 0o644) -> None:
+        """Write a small file (config) as root with `mode`, replacing what is there."""
+        headers = {"X-LXD-type": "file", "X-LXD-mode": f"{mode:04o}", "X-LXD-uid": "0", "X-LXD-gid": "0",
+                   "X-LXD-write": "overwrite"}
+        self.log(f"mage_lxd: write {self.describe()}:{remote_path} ({len(content)} bytes)")
+        with self._errors(f"write {remote_path}"):
+            self._node.files.post(params={"path": remote_path}, data=content, headers=headers)
+
     def fetch_file(self, remote_path: str, local_path: str) -> None:
         """Stream a regular file out of the instance into `local_path`, in fixed-size chunks."""
         self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path}")

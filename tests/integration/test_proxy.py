@@ -102,14 +102,42 @@ def test_body_size_limit_per_route(lab_proxy):
 
 
 def test_rerun_changes_nothing_and_does_not_reload(lab_proxy):
+    pid_before = lxc("exec", PROXY, "--project", PROJECT, "--", "cat", "/run/nginx.pid").stdout
+    workers_before = nginx_workers()
     result = apply_proxy(lab_proxy["inventory"])
     assert result.returncode == 0
-    assert "changed=0" in result.stdout.split("PLAY RECAP")[-1]
-    assert "Reload nginx" not in _changed_tasks(result.stdout)
+    assert set(recap_changed(result.stdout).values()) == {0}, result.stdout[-2000:]
+    # A reload replaces nginx's workers; none was replaced.
+    assert nginx_workers() == workers_before
+    assert lxc("exec", PROXY, "--project", PROJECT, "--", "cat", "/run/nginx.pid").stdout == pid_before
 
 
-def _changed_tasks(stdout: str) -> str:
-    return "\n".join(block for block in stdout.split("TASK [") if "\nchanged:" in block)
+def nginx_workers() -> str:
+    """The process ids of nginx's workers (a reload replaces them)."""
+    return lxc("exec", PROXY, "--project", PROJECT, "--", "sh", "-c",
+               "grep -l '^nginx: worker' /proc/[0-9]*/cmdline").stdout
+
+
+def recap_changed(stdout: str) -> dict[str, int]:
+    recap = stdout.split("PLAY RECAP")[-1]
+    return {line.split()[0]: int(line.split("changed=")[1].split()[0]) for line in recap.splitlines() if "changed=" in line}
+
+
+def test_a_config_nginx_refuses_never_goes_live(lab_proxy):
+    before = proxy_conf()
+    # Valid by allow-list, refused by nginx -t: the certificate file does not exist on the proxy.
+    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/ssl/none.pem", "key": "/etc/ssl/none.key"}}
+    lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps([*ROUTES['web-a'], route])}", "--project", PROJECT)
+    try:
+        result = apply_proxy(lab_proxy["inventory"])
+        assert result.returncode != 0
+        message = " ".join(result.stdout.split())
+        assert "the test step (nginx -t) failed" in message and "none.pem" in message
+        assert "The previous configuration was put back and is still served" in message
+        assert proxy_conf() == before
+        assert request(lab_proxy["address"], "a.example.test")[0] == 200
+    finally:
+        lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps(ROUTES['web-a'])}", "--project", PROJECT)
 
 
 HOSTILE = [

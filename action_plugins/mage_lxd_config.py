@@ -1,0 +1,36 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Documentation: library/mage_lxd_config.py (ansible-doc -t module mage_lxd_config).
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from mage_lxd.config_apply import ServiceCommands, apply_config
+from mage_lxd.errors import OptionError
+from mage_lxd.plugin_errors import raised_as
+
+ARGS = frozenset({"files", "prepare", "test", "reload", "undo_prepare"})
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        with raised_as(AnsibleActionFail):
+            unknown = sorted(set(args) - ARGS)
+            if unknown:
+                raise OptionError(f"mage_lxd_config: unknown option(s) {', '.join(unknown)}")
+            files = args.get("files") or {}
+            if not isinstance(files, dict) or not all(isinstance(text, str) for text in files.values()):
+                raise OptionError("mage_lxd_config: files must map absolute paths to their text")
+            if not all(str(path).startswith("/") for path in files):
+                raise OptionError("mage_lxd_config: every path in files must be absolute")
+            # The task's own connection already knows the instance, its project and its remote.
+            channel = getattr(self._connection._connect(), "_channel", None)
+            if channel is None:
+                raise OptionError("mage_lxd_config works through the mage_lxd connection (ansible_connection: mage_lxd)")
+            commands = ServiceCommands(**{key: str(args.get(key) or "") for key in ARGS - {"files"}})
+            applied = apply_config(channel, files, commands, check_mode=bool(self._task.check_mode))
+        return {"changed": bool(applied.changed), "files": applied.changed, "diff": applied.diff}
