@@ -132,9 +132,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         if current is not None:
             result.did("deleted")
             if not check_mode:
-                if current.get("status") != "Stopped":
-                    api.put(f"{path}/state", {"action": "stop", "force": True, "timeout": STOP_TIMEOUT})
-                api.delete(path)
+                _delete(api, path, current)
         if current is not None and _may_have_published(current) and not check_mode:
             _apply_published(api, tag, [], "", listen, result)
         result.status = "absent"
@@ -144,9 +142,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     if current is not None and spec.rebuild and _image_differs(api, spec, current):
         result.did("rebuilt (image changed)")
         if not check_mode:
-            if current.get("status") != "Stopped":
-                api.put(f"{path}/state", {"action": "stop", "force": True, "timeout": STOP_TIMEOUT})
-            api.delete(path)
+            _delete(api, path, current)
         current = None
         wanted = desired_definition(spec, None, proxy_devices(spec.nat, listen))
     if current is None:
@@ -192,6 +188,13 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             raise RemoteError(f"{where}: NAT backends forward and iptables need an IPv4 address, and it has none")
         _apply_published(api, tag, spec.nat, target, listen, result)
     return result
+
+
+def _delete(api: LxdApi, path: str, current: Mapping[str, Any]) -> None:
+    # Deleting is final, so a clean shutdown would only add waiting.
+    if current.get("status") != "Stopped":
+        api.put(f"{path}/state", {"action": "stop", "force": True, "timeout": STOP_TIMEOUT})
+    api.delete(path)
 
 
 def _read(api: LxdApi, path: str) -> tuple[dict[str, Any] | None, str]:
