@@ -12,12 +12,11 @@ from mage_lxd.errors import MageLxdError
 from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
 from mage_lxd.plugin_errors import raised_as
 from mage_lxd.provision import converge
-from mage_lxd.remote import LxdApi, remote_from_mapping
+from mage_lxd.remote import REMOTE_OPTIONS, LxdApi, remote_from_options
 
 display = Display()
 
-REMOTE_ARGS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
-TASK_ARGS = frozenset({*REMOTE_ARGS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
+TASK_ARGS = frozenset({*REMOTE_OPTIONS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
                        "operation_timeout"})
 DEFAULTABLE = (SPEC_KEYS - {"name"}) | {"image_server", "nat_backend"}
 
@@ -33,10 +32,7 @@ class ActionModule(ActionBase):
             unknown = sorted(set(args) - SPEC_KEYS - TASK_ARGS)
             if unknown:
                 raise MageLxdError(f"mage_lxd_instance: unknown option(s) {', '.join(unknown)}")
-            remote = remote_from_mapping(
-                {key: args[key] for key in REMOTE_ARGS if args.get(key) is not None} | {"name": args.get("remote") or "local"},
-                where="mage_lxd_instance remote",
-            )
+            remote = remote_from_options(args.get, where="mage_lxd_instance remote")
             specs = self._specs(args)
         operation_timeout = float(args.get("operation_timeout") or 300)
         check_mode = bool(self._task.check_mode)
@@ -103,12 +99,8 @@ class ActionModule(ActionBase):
             "ansible_connection": "mage_lxd",
             "mage_lxd_instance": item["name"],
             "mage_lxd_project": item["project"],
-            "mage_lxd_remote": remote.name,
-            "mage_lxd_url": remote.url,
+            **remote.connection_vars(),
         }
-        for option in ("client_cert", "client_key", "server_cert"):
-            if getattr(remote, option):
-                host_vars[f"mage_lxd_{option}"] = getattr(remote, option)
         if item.get("address"):
             host_vars["ansible_host"] = item["address"]
         return host_vars

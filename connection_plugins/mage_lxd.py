@@ -99,7 +99,7 @@ from ansible.utils.display import Display
 
 from mage_lxd.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel
 from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import remote_from_mapping
+from mage_lxd.remote import remote_from_options
 
 display = Display()
 
@@ -120,12 +120,7 @@ class Connection(ConnectionBase):
     def _connect(self):
         if self._channel is None:
             with raised_as(AnsibleConnectionFailure):
-                remote = remote_from_mapping(
-                    {key: self.get_option(key) for key in
-                     ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")}
-                    | {"name": self.get_option("remote")},
-                    where="mage_lxd connection remote",
-                )
+                remote = remote_from_options(self.get_option, where="mage_lxd connection remote")
                 self._channel = InstanceChannel.connect(
                     remote,
                     project=self.get_option("project"),

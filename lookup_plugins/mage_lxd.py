@@ -60,11 +60,10 @@ from ansible.utils.unsafe_proxy import wrap_var
 from mage_lxd.errors import OptionError
 from mage_lxd.inventory import InventoryOptions, host_variables
 from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import LxdApi, remote_from_mapping
+from mage_lxd.remote import LxdApi, remote_from_options
 from mage_lxd.snapshot import take_snapshot
 
 display = Display()
-REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
 NO_DEFAULT = object()
 
 
@@ -75,10 +74,7 @@ class LookupModule(LookupBase):
         default = kwargs.get("default", NO_DEFAULT)
         project = self.get_option("project")
         with raised_as(AnsibleLookupError):
-            remote = remote_from_mapping(
-                {option: self.get_option(option) for option in REMOTE_OPTIONS} | {"name": self.get_option("remote")},
-                where="mage_lxd lookup remote",
-            )
+            remote = remote_from_options(self.get_option, where="mage_lxd lookup remote")
             snapshot = take_snapshot(LxdApi(remote, log=display.vvv), [project])
             described = [host_variables(item, remote, InventoryOptions()) for item in snapshot["instances"]]
             found = []

@@ -135,8 +135,7 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
         # What the mage_lxd connection plugin reads; ansible_mage_lxd_* vars override each one.
         "mage_lxd_instance": instance["name"],
         "mage_lxd_project": project,
-        "mage_lxd_remote": remote.name,
-        "mage_lxd_url": remote.url,
+        **remote.connection_vars(),
         "lxd_name": instance["name"],
         "lxd_project": project,
         "lxd_remote": remote.name,
@@ -158,11 +157,6 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
             key: value for key, value in config.items() if not key.startswith(HIDDEN_CONFIG_PREFIXES)
         },
     }
-    for option in ("client_cert", "client_key", "server_cert"):
-        if getattr(remote, option):
-            variables[f"mage_lxd_{option}"] = getattr(remote, option)
-    if remote.is_https:
-        variables["mage_lxd_validate_certs"] = remote.validate_certs
     address = preferred_address(ipv4, ipv6, options.preferred_address_family)
     variables["lxd_address"] = address
     if address and options.set_ansible_host:

@@ -24,9 +24,9 @@ from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 # Where Debian's package and the snap put the socket; the first one that exists is used.
 LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 DEFAULT_TIMEOUT = 10.0
-REMOTE_KEYS = frozenset(
-    {"name", "url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout"}
-)
+# What a plugin's options or a task's arguments say about the remote (its name is option `remote`).
+REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
+REMOTE_KEYS = frozenset({"name", *REMOTE_OPTIONS})
 
 Log = Callable[[str], None]
 
@@ -55,6 +55,16 @@ class Remote:
     def describe(self) -> str:
         """The remote as messages name it: `'local' (unix:/var/lib/lxd/unix.socket)`."""
         return f"'{self.name}' ({self.url or 'unix:' + local_socket_path('')})"
+
+    def connection_vars(self) -> dict[str, Any]:
+        """The host variables the mage_lxd connection reads to reach this remote."""
+        variables: dict[str, Any] = {"mage_lxd_remote": self.name, "mage_lxd_url": self.url}
+        for option in ("client_cert", "client_key", "server_cert"):
+            if getattr(self, option):
+                variables[f"mage_lxd_{option}"] = getattr(self, option)
+        if self.is_https:
+            variables["mage_lxd_validate_certs"] = self.validate_certs
+        return variables
 
 
 def local_socket_path(url: str) -> str:
@@ -102,6 +112,15 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
     )
     _check_files(remote, where)
     return remote
+
+
+def remote_from_options(option: Callable[[str], Any], where: str) -> Remote:
+    """The remote a plugin's options (or a task's arguments) describe; unset ones take defaults."""
+    data = {key: option(key) for key in REMOTE_OPTIONS}
+    return remote_from_mapping(
+        {key: value for key, value in data.items() if value is not None} | {"name": option("remote") or "local"},
+        where=where,
+    )
 
 
 def _optional_path(value: Any) -> str | None:
