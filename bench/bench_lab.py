@@ -49,7 +49,7 @@ def lab_env() -> dict[str, str]:
     for line in (REPO / "lab" / "lab.env").read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
+            values[key.strip()] = value.strip().strip('"')
     return values
 
 

@@ -25,7 +25,7 @@ def lab_env() -> dict[str, str]:
     for line in (REPO / "lab" / "lab.env").read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
+            values[key.strip()] = value.strip().strip('"')
     return values
 
 
@@ -160,3 +160,18 @@ def run_module(module: str, args: dict[str, Any], *extra: str, project: str = "d
 def instance_names(project: str) -> list[str]:
     """Names of the instances in a project."""
     return sorted(_names(query(f"/1.0/instances?project={project}")))
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """ansible-playbook's PLAY RECAP as {host: {"ok": n, "changed": n, "failed": n, ...}}."""
+    found = {}
+    for line in stdout.split("PLAY RECAP")[-1].splitlines():
+        if "changed=" in line:
+            host, _, counts = line.partition(":")
+            found[host.strip()] = {key: int(value) for key, value in (pair.split("=") for pair in counts.split())}
+    return found
+
+
+def recap_changed(stdout: str) -> dict[str, int]:
+    """Changed tasks per host, from the PLAY RECAP."""
+    return {host: counts["changed"] for host, counts in recap(stdout).items()}

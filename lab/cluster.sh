@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# A real three-member LXD cluster on this one machine, for the tests and for trying clusters out.
+#
+#   lab/cluster.sh up       bring it up (idempotent; about 10 s once the images are cached)
+#   lab/cluster.sh down     tear it down fully: no daemons, namespaces, links, mounts or state left
+#   lab/cluster.sh env      print the variables a client needs: MAGE_LXD_URL and its certificates
+#   lab/cluster.sh stop M   stop member M's daemon only (its instances keep running), to try a member
+#                           outage; `up` starts it again
+#
+# Each member is an `lxd` daemon with its own LXD_DIR, in its own network namespace, joined by a
+# veth to the host bridge $MAGE_CLUSTER_BRIDGE. Inside its namespace a member bridges that veth
+# into `br0`, which carries the member's address and its instances' NICs, so every instance on
+# every member sits on one L2 segment with the host; one dnsmasq on the host owns the DHCP range.
+#
+# `ip netns exec` alone remounts /sys and so hides the cgroup tree LXD needs. Each member therefore
+# runs inside a holder process that entered the namespace, unshared its mounts, mounted a sysfs for
+# the namespace and moved the host's /sys/fs/cgroup back under it; the daemon joins the holder's
+# network and mount namespaces. The cgroup tree is shared with the host's own LXD, so instance
+# names must not collide with the host's instances.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lab/lab.env
+. "$here/lab.env"
+
+read -r -a members <<<"$MAGE_CLUSTER_MEMBERS"
+state=$MAGE_CLUSTER_DIR
+run=$MAGE_CLUSTER_RUN
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+
+[ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
+
+member_index() { # name -> 1-based position
+  local i
+  for i in "${!members[@]}"; do [ "${members[$i]}" = "$1" ] && { echo $((i + 1)); return; }; done
+  return 1
+}
+member_address() { echo "$MAGE_CLUSTER_PREFIX.1$(member_index "$1")"; }
+member_dir() { echo "$state/$1"; }
+on_member() { local member=$1; shift; LXD_DIR=$(member_dir "$member") "$@"; }
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+pid_of() { cat "$run/$1.pid" 2>/dev/null || true; }
+
+host_network_up() {
+  ip link show "$MAGE_CLUSTER_BRIDGE" >/dev/null 2>&1 || ip link add "$MAGE_CLUSTER_BRIDGE" type bridge
+  ip addr replace "$MAGE_CLUSTER_HOST_ADDRESS/24" dev "$MAGE_CLUSTER_BRIDGE"
+  ip link set "$MAGE_CLUSTER_BRIDGE" up
+  if ! alive "$(pid_of dnsmasq)"; then
+    # No DNS (port 0), no router option: the namespaces have no default route by design.
+    dnsmasq --port=0 --strict-order --bind-interfaces --except-interface=lo \
+      --interface="$MAGE_CLUSTER_BRIDGE" --listen-address="$MAGE_CLUSTER_HOST_ADDRESS" \
+      --dhcp-range="$MAGE_CLUSTER_DHCP_RANGE,1h" --dhcp-option=3 --dhcp-option=6 \
+      --dhcp-leasefile="$run/dnsmasq.leases" --pid-file="$run/dnsmasq.pid" \
+      --dhcp-no-override --dhcp-authoritative
+  fi
+}
+
+member_network_up() { # member
+  local member=$1 index
+  index=$(member_index "$member")
+  ip netns list | grep -qw "^$member" || ip netns add "$member"
+  if ! ip link show "magecl-m$index" >/dev/null 2>&1; then
+    ip link add "magecl-m$index" type veth peer name up0 netns "$member"
+  fi
+  ip link set "magecl-m$index" master "$MAGE_CLUSTER_BRIDGE" up
+  ip -n "$member" link show br0 >/dev/null 2>&1 || ip -n "$member" link add br0 type bridge
+  ip -n "$member" link set up0 master br0 up
+  ip -n "$member" addr replace "$(member_address "$member")/24" dev br0
+  ip -n "$member" link set br0 up
+  ip -n "$member" link set lo up
+}
+
+start_holder() { # member
+  local member=$1
+  alive "$(pid_of "$member-holder")" && return 0
+  # The holder sleeps with the member's network and mount namespaces; nothing runs in it but that.
+  setsid nsenter --net="/run/netns/$member" unshare --mount --propagation private -- bash -c '
+    hold=$(mktemp -d)
+    mount --rbind /sys/fs/cgroup "$hold"
+    mount -t sysfs sysfs /sys
+    mount --move "$hold" /sys/fs/cgroup
+    rmdir "$hold"
+    exec -a "mage-lxd-cluster-holder $0" sleep infinity' "$member" >/dev/null 2>&1 </dev/null &
+  echo $! >"$run/$member-holder.pid"
+  local tries=0
+  until [ -n "$(ls /proc/$!/root/sys/fs/cgroup 2>/dev/null)" ]; do
+    tries=$((tries + 1)); [ $tries -lt 50 ] || { log "$member: holder did not come up"; exit 1; }
+    sleep 0.1
+  done
+}
+
+start_daemon() { # member
+  local member=$1 dir
+  dir=$(member_dir "$member")
+  if alive "$(pid_of "$member")"; then return 0; fi
+  mkdir -p "$dir" && chmod 711 "$dir"
+  LXD_DIR=$dir setsid nsenter -t "$(pid_of "$member-holder")" -n -m \
+    lxd --group root --logfile "$state/$member.log" >/dev/null 2>&1 </dev/null &
+  echo $! >"$run/$member.pid"
+  on_member "$member" lxd waitready --timeout 60
+}
+
+clustered() { on_member "${members[0]}" lxc query /1.0 2>/dev/null | grep -q '"server_clustered": true'; }
+joined() { on_member "${members[0]}" lxc query /1.0/cluster/members 2>/dev/null | grep -q "/$1\""; }
+
+bootstrap_first() {
+  local first=${members[0]} address
+  address=$(member_address "$first")
+  clustered && return 0
+  log "bootstrapping $first at $address"
+  on_member "$first" lxd init --preseed <<EOF
+config:
+  core.https_address: $address:8443
+  cluster.https_address: $address:8443
+  images.auto_update_interval: "0"
+cluster:
+  server_name: $first
+  enabled: true
+storage_pools:
+- name: mage
+  driver: dir
+profiles:
+- name: default
+  devices:
+    root: {path: /, pool: mage, type: disk}
+    eth0: {name: eth0, nictype: bridged, parent: br0, type: nic}
+EOF
+}
+
+join_member() { # member
+  local member=$1 token
+  joined "$member" && return 0
+  log "joining $member at $(member_address "$member")"
+  token=$(on_member "${members[0]}" lxc cluster add "$member" --quiet)
+  on_member "$member" lxd init --preseed <<EOF
+cluster:
+  enabled: true
+  server_name: $member
+  server_address: $(member_address "$member"):8443
+  cluster_token: $token
+  member_config:
+  - entity: storage-pool
+    name: mage
+    key: source
+    value: ""
+EOF
+}
+
+trust_client() {
+  # One client certificate for tests and users of the lab; the cluster shares one trust store.
+  if [ ! -s "$state/client.crt" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:secp384r1 -nodes -days 3650 \
+      -subj "/CN=mage-lxd cluster lab client" -keyout "$state/client.key" -out "$state/client.crt" 2>/dev/null
+  fi
+  on_member "${members[0]}" lxc config trust list --format csv | grep -q "mage-lxd-cluster-lab" ||
+    on_member "${members[0]}" lxc config trust add "$state/client.crt" --name mage-lxd-cluster-lab
+}
+
+import_images() {
+  local cache=${MAGE_LAB_CACHE:-/var/cache/mage-lxd}/images alias file
+  for alias in mage/busybox mage/debian-12; do
+    on_member "${members[0]}" lxc image info "$alias" >/dev/null 2>&1 && continue
+    # Newest build of exactly this image (mage_debian-12-<hash>, not mage_debian-12-nopython-<hash>).
+    file=$(ls -t "$cache" 2>/dev/null | grep -E "^${alias//\//_}-[0-9a-f]{12}\.tar\.gz$" | head -1)
+    [ -n "$file" ] || { log "no cached image for $alias: run lab/up.sh first"; exit 1; }
+    file=$cache/$file
+    log "importing $alias"
+    on_member "${members[0]}" lxc image import "$file" --alias "$alias" >/dev/null
+  done
+}
+
+print_env() {
+  # The names the mage_lxd connection, lookup and instance action read (export them to use the cluster).
+  cat <<EOF
+MAGE_LXD_URL=https://$(member_address "${members[0]}"):8443
+MAGE_LXD_CLIENT_CERT=$state/client.crt
+MAGE_LXD_CLIENT_KEY=$state/client.key
+MAGE_LXD_SERVER_CERT=$(member_dir "${members[0]}")/cluster.crt
+EOF
+}
+
+stop_member() { # member
+  member_index "$1" >/dev/null || { log "no member '$1' (members: ${members[*]})"; exit 2; }
+  # SIGTERM stops the daemon and leaves its instances running, as a crashed or cut-off member would.
+  stop_pid "$1" 30
+  log "stopped the daemon of $1 (lab/cluster.sh up starts it again)"
+}
+
+up() {
+  mkdir -p "$state" "$run"
+  host_network_up
+  local member
+  for member in "${members[@]}"; do
+    member_network_up "$member"
+    start_holder "$member"
+    start_daemon "$member"
+  done
+  bootstrap_first
+  for member in "${members[@]:1}"; do join_member "$member"; done
+  # The smallest value LXD takes (default 20 s): a stopped member shows as offline sooner. It can
+  # only be set once the cluster exists (in the bootstrap preseed it breaks the init).
+  on_member "${members[0]}" lxc config set cluster.offline_threshold 11
+  trust_client
+  import_images
+  log "up: ${members[*]} ($(member_address "${members[0]}"):8443)"
+}
+
+stop_pid() { # pidfile-name seconds
+  local pid
+  pid=$(pid_of "$1")
+  if alive "$pid"; then
+    kill "$pid" 2>/dev/null || true
+    local waited=0
+    while alive "$pid" && [ $waited -lt $(($2 * 10)) ]; do sleep 0.1; waited=$((waited + 1)); done
+    alive "$pid" && kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$run/$1.pid"
+}
+
+down() {
+  local member index i
+  # Instances first, while the cluster still has quorum: a member shut down with instances
+  # running would leave their processes and cgroups behind.
+  if clustered 2>/dev/null; then
+    local project name
+    while IFS=, read -r project name; do
+      [ -n "$name" ] || continue
+      on_member "${members[0]}" lxc delete --force --project "$project" "$name" >/dev/null 2>&1 || true
+    done < <(on_member "${members[0]}" lxc list --all-projects --format csv -c e,n 2>/dev/null || true)
+  fi
+  # Last-joined first, so the members still running keep quorum for as long as possible.
+  for ((i = ${#members[@]} - 1; i >= 0; i--)); do
+    member=${members[$i]}
+    if alive "$(pid_of "$member")"; then
+      on_member "$member" timeout 30 lxd shutdown --timeout 20 >/dev/null 2>&1 || true
+    fi
+    stop_pid "$member" 10
+    stop_pid "$member-holder" 5
+  done
+  stop_pid dnsmasq 5
+  for member in "${members[@]}"; do
+    index=$(member_index "$member")
+    ip link del "magecl-m$index" 2>/dev/null || true
+    ip netns del "$member" 2>/dev/null || true
+  done
+  ip link del "$MAGE_CLUSTER_BRIDGE" 2>/dev/null || true
+  # Only now that no daemon runs: the state (dir storage pools, databases) goes with it.
+  if [ -d "$state" ] && ! grep -q " $state" /proc/mounts; then
+    rm -rf "$state"
+  fi
+  rm -rf "$run"
+  log "down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  env) print_env ;;
+  stop) stop_member "${2:-}" ;;
+  *) sed -n '4,8p' "$0" >&2; exit 2 ;;
+esac
