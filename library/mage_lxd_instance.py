@@ -89,7 +89,13 @@ options:
     elements: str
     default: []
   target:
-    description: Cluster member to create the instance on. An existing instance is never moved.
+    description:
+      - Where to create the instance on an LXD cluster - a member name, or C(@group) for a cluster group
+        (servers with the C(clustering_groups) API extension). Without it, LXD picks the member.
+      - An existing instance is never moved and is not reported as changed; when it sits on another
+        member than O(target), a warning says where it is.
+      - A failed placement names the member or group and lists the members with their status. An
+        instance on a member the cluster cannot reach fails before any change, naming that member.
     type: str
   ephemeral:
     description: Create an ephemeral instance (deleted by LXD when it stops).

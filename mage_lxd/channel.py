@@ -15,6 +15,7 @@ from typing import Any
 
 import pylxd.exceptions
 
+from mage_lxd.cluster import check_reachable, listed_instance
 from mage_lxd.errors import NotFoundError, RemoteError
 from mage_lxd.exec_stream import ExecRequest, run_exec
 from mage_lxd.remote import Log, LxdApi, Remote, _no_log
@@ -178,10 +179,14 @@ class _InstanceErrors:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, RemoteError):
+        if exc is None:
+            return False
+        where = self.channel.describe()
+        if self.channel.api.clustered:
+            self._name_unreachable_member(where, exc)
+        if isinstance(exc, RemoteError):
             return False
         text = str(exc).strip()
-        where = self.channel.describe()
         if isinstance(exc, pylxd.exceptions.NotFound):
             if "instance" in text.lower() or self.what == "exec":
                 raise NotFoundError(
@@ -195,3 +200,8 @@ class _InstanceErrors:
         if "frozen" in lowered:
             raise RemoteError(f"{where} is frozen. Fix: unfreeze it (lxc start, or mage_lxd_instance state=started).") from exc
         return self.inner.__exit__(exc_type, exc, tb)
+
+    def _name_unreachable_member(self, where: str, exc: BaseException) -> None:
+        # Only on the error path: one more request, to say which member is down instead of LXD's
+        # "Missing event connection with target cluster member".
+        check_reachable(self.channel.api, listed_instance(self.channel.api, self.channel.instance), where)

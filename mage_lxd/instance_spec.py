@@ -33,6 +33,8 @@ _INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CONFIG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _MOUNT = re.compile(r"^(/[^:]*):(/[^:]*)(?::(ro|rw))?$")
+# A cluster member name, or `@name` for a cluster group (LXD's own name rules, no spaces or slashes).
+_TARGET = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 
 
@@ -128,7 +130,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         config=parse_config(data.get("config") or {}, where),
         devices=devices,
         project=str(data.get("project") or "default"),
-        target=str(data.get("target") or ""),
+        target=_target(data.get("target"), f"{where}: target"),
         ephemeral=bool(data.get("ephemeral", False)),
         nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or "proxy")
                   for index, entry in enumerate(data.get("nat") or [])),
@@ -282,6 +284,13 @@ def _listen(value: Any, what: str) -> str:
     match = _IPV4.match(text)
     if not match or any(int(part) > 255 for part in match.groups()):
         raise OptionError(f"{what}: '{text}' is not an IPv4 address")
+    return text
+
+
+def _target(value: Any, what: str) -> str:
+    text = "" if value is None else str(value)
+    if text and not _TARGET.match(text):
+        raise OptionError(f"{what}: '{text}' is not a cluster member name, nor @group for a cluster group")
     return text
 
 

@@ -143,6 +143,8 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
         "lxd_type": instance.get("type", "container"),
         "lxd_profiles": list(instance.get("profiles") or []),
         "lxd_location": str(instance.get("location") or ""),
+        # On a cluster: the member's status (online, offline, evacuated...); "" off a cluster.
+        "lxd_location_status": str(instance.get("location_status") or ""),
         "lxd_architecture": instance.get("architecture", ""),
         "lxd_description": instance.get("description", ""),
         "lxd_ephemeral": bool(instance.get("ephemeral", False)),

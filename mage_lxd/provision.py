@@ -18,6 +18,7 @@ from typing import Any
 
 from mage_lxd.bootstrap import find_python, install_python
 from mage_lxd.channel import InstanceChannel
+from mage_lxd.cluster import check_reachable, check_target, listed_instance, placement_error
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec, NatRule
 from mage_lxd.nat import (
@@ -47,6 +48,7 @@ class InstanceResult:
     changed: bool = False
     actions: list[str] = field(default_factory=list)
     status: str = ""
+    location: str = ""
     ipv4: list[str] = field(default_factory=list)
     ipv6: list[str] = field(default_factory=list)
     python: str = ""
@@ -124,7 +126,16 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     check_iptables_rules(api, spec.nat, where)
     listen = resolve_listen_addresses(api, spec.nat, where)
     tag = owner_tag(spec.project, spec.name)
-    current, etag = _read(api, path)
+    try:
+        current, etag = _read(api, path)
+    except RemoteError:
+        # On a cluster the read fails when the instance's member is down: say so, naming it.
+        if api.clustered:
+            check_reachable(api, listed_instance(api, spec.name), where)
+        raise
+    if current is not None:
+        check_reachable(api, current, where)
+        result.location = str(current.get("location") or "")
     result.diff["before"] = visible(current) | {"state": _state(current)} if current else {"state": "absent"}
 
     if spec.state == "absent":
@@ -146,6 +157,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         current = None
         wanted = desired_definition(spec, None, proxy_devices(spec.nat, listen))
     if current is None:
+        check_target(api, spec.target, where)
         result.did("created")
         if check_mode:
             result.diff["after"] = visible(wanted) | {"state": _target_state(spec.state)}
@@ -153,7 +165,9 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             return result
         _create(api, spec, wanted, where)
         current, etag = _read(api, path)
+        result.location = str((current or {}).get("location") or "")
     else:
+        _warn_if_elsewhere(spec, result)
         if _image_differs(api, spec, current):
             result.warnings.append(
                 f"{where} was made from another image than the one local alias '{spec.image.alias}' points at "
@@ -219,6 +233,8 @@ def _create(api: LxdApi, spec: InstanceSpec, wanted: Mapping[str, Any], where: s
     try:
         api.post("instances", body, params)
     except RemoteError as exc:
+        if spec.target:
+            raise placement_error(api, spec.target, where, exc) from exc
         if source.get("server") and ("image" in str(exc).lower() or "connect" in str(exc).lower()):
             raise RemoteError(
                 f"{where}: image {spec.image.describe() if spec.image else ''} was not found: looked in the local "
@@ -226,6 +242,15 @@ def _create(api: LxdApi, spec: InstanceSpec, wanted: Mapping[str, Any], where: s
                 f"{source['server']} ({exc})"
             ) from exc
         raise
+
+
+def _warn_if_elsewhere(spec: InstanceSpec, result: InstanceResult) -> None:
+    # Moving an instance stops it and copies its storage: never a side effect of a declaration.
+    if spec.target and not spec.target.startswith("@") and result.location and result.location != spec.target:
+        result.warnings.append(
+            f"instance '{spec.name}' in project '{spec.project}' is on cluster member '{result.location}', not on "
+            f"target '{spec.target}'; it is left there (target only places new instances; lxc move moves one)"
+        )
 
 
 def _image_source(api: LxdApi, spec: InstanceSpec, where: str) -> dict[str, str]:

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mage_lxd.errors import NotFoundError, OptionError
+from mage_lxd.cluster import member_statuses
+from mage_lxd.errors import MageLxdError, NotFoundError, OptionError
 from mage_lxd.remote import LxdApi
 
 ALL_PROJECTS = "*"
@@ -94,8 +95,12 @@ def take_snapshot(
         needs_state = _addresses_from_leases(api, running, addresses)
     for item in needs_state:
         addresses[_key(item)] = _addresses_from_state(api, item)
+    # One more request on a cluster: whether each instance's member is online.
+    members = member_statuses(api)
     for item in instances:
         item["addresses"] = addresses.get(_key(item), {})
+        if members:
+            item["location_status"] = members.get(str(item.get("location") or ""), "unknown")
     return {
         "remote": api.remote.name,
         "server": {"version": api.server_version, "clustered": api.clustered},
@@ -217,6 +222,8 @@ def _addresses_from_state(api: LxdApi, instance: Instance) -> dict[str, list[dic
     try:
         state = api.get(f"instances/{name}/state", {"project": project}) or {}
     except NotFoundError:  # deleted between the two requests
+        return {}
+    except MageLxdError:  # its cluster member stopped answering: listed, without addresses
         return {}
     found: dict[str, list[dict[str, str]]] = {}
     for interface, net in (state.get("network") or {}).items():
