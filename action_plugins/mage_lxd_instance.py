@@ -12,7 +12,7 @@ from mage_lxd.errors import MageLxdError
 from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
 from mage_lxd.plugin_errors import raised_as
 from mage_lxd.provision import converge
-from mage_lxd.remote import REMOTE_OPTIONS, LxdApi, remote_from_options
+from mage_lxd.remote import REMOTE_OPTIONS, LxdApi, remote_from_task_args
 
 display = Display()
 
@@ -32,7 +32,7 @@ class ActionModule(ActionBase):
             unknown = sorted(set(args) - SPEC_KEYS - TASK_ARGS)
             if unknown:
                 raise MageLxdError(f"mage_lxd_instance: unknown option(s) {', '.join(unknown)}")
-            remote = remote_from_options(args.get, where="mage_lxd_instance remote")
+            remote = remote_from_task_args(args, where="mage_lxd_instance remote")
             specs = self._specs(args)
         operation_timeout = float(args.get("operation_timeout") or 300)
         check_mode = bool(self._task.check_mode)
@@ -111,6 +111,8 @@ def _already_known(task_vars, name, groups, host_vars):
     if name not in (task_vars.get("groups") or {}).get("all", []):
         return False
     known = task_vars["hostvars"][name]
+    # The remote's name is only a label (the inventory's may differ from this task's); where and how
+    # to connect is what must match.
     return all(group in known.get("group_names", []) for group in groups) and all(
-        known.get(key) == value for key, value in host_vars.items()
+        known.get(key) == value for key, value in host_vars.items() if key != "mage_lxd_remote"
     )

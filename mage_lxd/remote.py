@@ -27,6 +27,11 @@ DEFAULT_TIMEOUT = 10.0
 # What a plugin's options or a task's arguments say about the remote (its name is option `remote`).
 REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
 REMOTE_KEYS = frozenset({"name", *REMOTE_OPTIONS})
+# The environment variables the connection and lookup read (doc_fragments/mage_lxd.py); the
+# instance action reads them too when its task leaves the option out, so one `export` points
+# site.yml, its role and proxy.yml at a remote LXD or cluster.
+REMOTE_ENV = {"url": "MAGE_LXD_URL", "client_cert": "MAGE_LXD_CLIENT_CERT", "client_key": "MAGE_LXD_CLIENT_KEY",
+              "server_cert": "MAGE_LXD_SERVER_CERT"}
 
 Log = Callable[[str], None]
 
@@ -121,6 +126,17 @@ def remote_from_options(option: Callable[[str], Any], where: str) -> Remote:
         {key: value for key, value in data.items() if value is not None} | {"name": option("remote") or "local"},
         where=where,
     )
+
+
+def remote_from_task_args(args: Mapping[str, Any], where: str) -> Remote:
+    """The remote of a task: its own options, else the MAGE_LXD_* environment, else the local socket."""
+
+    def option(key: str) -> Any:
+        if args.get(key) is not None:
+            return args[key]
+        return os.environ.get(REMOTE_ENV[key]) if key in REMOTE_ENV else None
+
+    return remote_from_options(option, where)
 
 
 def _optional_path(value: Any) -> str | None:
