@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import REPO, ansible, create_project, delete_project, lxc, run_module, wait_for_leases
+from lxd_lab import REPO, ansible, create_project, delete_project, lxc, recap_changed, run_module, wait_for_leases
 
 pytestmark = pytest.mark.integration
 
@@ -117,10 +117,6 @@ def nginx_workers() -> str:
     return lxc("exec", PROXY, "--project", PROJECT, "--", "sh", "-c",
                "grep -l '^nginx: worker' /proc/[0-9]*/cmdline").stdout
 
-
-def recap_changed(stdout: str) -> dict[str, int]:
-    recap = stdout.split("PLAY RECAP")[-1]
-    return {line.split()[0]: int(line.split("changed=")[1].split()[0]) for line in recap.splitlines() if "changed=" in line}
 
 
 def test_a_config_nginx_refuses_never_goes_live(lab_proxy):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import LAB, REPO, ansible, create_project, delete_project, instance_names, lxc, query
+from lxd_lab import LAB, REPO, ansible, create_project, delete_project, instance_names, lxc, query, recap_changed
 
 pytestmark = pytest.mark.integration
 
@@ -16,10 +16,6 @@ SEED_PROJECT = "mage-test-seed"
 SITE_PROJECT = "mage-test-site"
 SITE_PROXY = "mage-test-site-px"
 
-
-def recap_changed(stdout: str) -> dict[str, int]:
-    recap = stdout.split("PLAY RECAP")[-1]
-    return {line.split()[0]: int(line.split("changed=")[1].split()[0]) for line in recap.splitlines() if "changed=" in line}
 
 
 @pytest.fixture
