@@ -71,12 +71,7 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
             reader = threading.Thread(target=streams[fd].run, daemon=True)
             reader.start()
             readers.append(reader)
-        stdin = streams["0"]
-        stdin.connect()
-        for start in range(0, len(request.stdin), STDIN_CHUNK):
-            stdin.send(request.stdin[start:start + STDIN_CHUNK], binary=True)
-        # An empty text message is LXD's end-of-file for the command's stdin.
-        stdin.send(b"", binary=False)
+        _send_stdin(streams["0"], request.stdin)
         operation = api.client.operations.wait_for_operation(operation_url)
         for reader in readers:
             reader.join(DRAIN_SECONDS)
@@ -84,6 +79,21 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
         for stream in streams.values():
             stream.close_quietly()
     return int(operation.metadata["return"]), streams["1"].output(), streams["2"].output()
+
+
+def _send_stdin(stdin: _Websocket, payload: bytes) -> None:
+    # LXD starts the command only once every stream is connected, so a failed connect is an error.
+    stdin.connect()
+    try:
+        for start in range(0, len(payload), STDIN_CHUNK):
+            stdin.send(payload[start:start + STDIN_CHUNK], binary=True)
+        # An empty text message is LXD's end-of-file for the command's stdin.
+        stdin.send(b"", binary=False)
+    except OSError:
+        # The command exited (or closed its stdin) before reading all of it, e.g. 127 when python is
+        # missing: LXD closes the stream (EPIPE, or a reset or TLS EOF over HTTPS). As with a pipe,
+        # what counts is its exit code and output, which the operation still reports.
+        pass
 
 
 class _Websocket(WebSocketBaseClient):

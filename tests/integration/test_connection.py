@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mage_lxd.channel import InstanceChannel
+from mage_lxd.remote import Remote
+
 from lxd_lab import LAB, ansible, create_project, delete_project, launch, lxc, wait_for_leases
 from test_inventory_https import SERVER_CERT, fingerprint, make_certificate
 
@@ -191,3 +194,10 @@ def test_the_same_playbook_over_https_with_a_client_certificate(inventory, tmp_p
             assert sha256(tmp_path / "back" / f"{name}.bin") == sha256(source)
     finally:
         lxc("config", "trust", "remove", fingerprint(cert), check=False)
+
+
+def test_a_command_that_exits_without_reading_its_stdin_still_reports_its_exit_code(containers):
+    # As python missing does under a pipelined module: the stream closes while stdin is being sent.
+    channel = InstanceChannel.connect(Remote(), PROJECT, RUNNING[0])
+    for _ in range(3):
+        assert channel.exec(["sh", "-c", "exit 3"], stdin=b"x" * (16 * 1024 * 1024))[0] == 3
