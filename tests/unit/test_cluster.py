@@ -1,0 +1,77 @@
+"""Cluster answers recorded from lab/cluster.sh with one member down (tests/unit/record_cluster.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mage_lxd.cluster import check_reachable, check_target, listed_instance, member_statuses, placement_error
+from mage_lxd.errors import OptionError, RemoteError
+from mage_lxd.instance_spec import parse_spec
+from mage_lxd.inventory import InventoryOptions, plan_inventory
+from mage_lxd.remote import Remote
+from mage_lxd.snapshot import take_snapshot
+from recorded_api import RecordedApi
+
+CLUSTER = Path(__file__).resolve().parent / "recorded" / "lxd-5.0.2-cluster.json"
+WHERE = "instance 'mage-rec-c2' in project 'default'"
+
+
+def cluster_api() -> RecordedApi:
+    return RecordedApi(Remote(name="cluster", url="https://10.187.40.11:8443"), path=CLUSTER)
+
+
+def test_the_snapshot_lists_instances_on_a_member_that_is_down_and_says_so():
+    api = cluster_api()
+    instances = {item["name"]: item for item in take_snapshot(api, ["*"])["instances"]}
+    assert (instances["mage-rec-c2"]["status"], instances["mage-rec-c2"]["location_status"]) == ("Error", "offline")
+    assert (instances["mage-rec-c1"]["status"], instances["mage-rec-c1"]["location_status"]) == ("Running", "online")
+    # No state request for the unreachable instance; one list of members for the whole cluster.
+    assert api.requests == [
+        "GET /1.0/instances all-projects=true recursion=1",
+        "GET /1.0/instances/mage-rec-c1/state project=default",
+        "GET /1.0/cluster/members recursion=1",
+    ]
+
+
+def test_the_inventory_groups_by_member_and_exposes_its_status():
+    api = cluster_api()
+    plan = plan_inventory([take_snapshot(api, ["*"])], {"cluster": api.remote}, InventoryOptions())
+    hosts = {host.name: host for host in plan.hosts}
+    assert "location_mage_m2" in hosts["mage-rec-c2"].groups and "status_error" in hosts["mage-rec-c2"].groups
+    assert hosts["mage-rec-c2"].variables["lxd_location_status"] == "offline"
+    assert hosts["mage-rec-c1"].variables["lxd_location"] == "mage-m1"
+
+
+def test_member_statuses_are_lower_case_and_empty_off_a_cluster():
+    assert member_statuses(cluster_api()) == {"mage-m1": "online", "mage-m2": "offline", "mage-m3": "online"}
+    assert member_statuses(RecordedApi()) == {}
+
+
+def test_an_instance_on_a_member_that_is_down_fails_naming_the_member():
+    api = cluster_api()
+    with pytest.raises(RemoteError) as error:
+        check_reachable(api, listed_instance(api, "mage-rec-c2"), WHERE)
+    assert f"{WHERE} is on cluster member 'mage-m2' (member status: offline)" in str(error.value)
+    assert "Nothing was changed. Fix: start LXD on 'mage-m2'" in str(error.value)
+    check_reachable(api, listed_instance(api, "mage-rec-c1"), WHERE)  # online: no error
+
+
+def test_a_target_needs_a_cluster():
+    with pytest.raises(OptionError, match="is not a cluster. Fix: leave target out"):
+        check_target(RecordedApi(), "mage-m1", WHERE)
+    check_target(cluster_api(), "mage-m1", WHERE)
+    check_target(cluster_api(), "@edge", WHERE)  # the recorded server has clustering_groups
+
+
+def test_a_placement_error_names_the_target_and_the_members():
+    message = str(placement_error(cluster_api(), "mage-m9", WHERE, RemoteError("Cluster member not found")))
+    assert message.startswith(f"{WHERE}: placing it on cluster member 'mage-m9' failed: Cluster member not found")
+    assert message.endswith("Members: mage-m1 (online), mage-m2 (offline), mage-m3 (online)")
+
+
+@pytest.mark.parametrize("target", ["mage m1", "a/b", "@", "-x", "m1;rm"])
+def test_a_target_that_is_no_member_or_group_name_is_refused(target):
+    with pytest.raises(OptionError, match="is not a cluster member name, nor @group"):
+        parse_spec({"name": "web1", "target": target})
