@@ -147,6 +147,17 @@ cluster:
 EOF
 }
 
+ensure_nat_network() {
+  local network=$MAGE_CLUSTER_NAT_NETWORK member
+  on_member "${members[0]}" lxc network show "$network" >/dev/null 2>&1 && return 0
+  # A cluster network is defined on every member first, then created once for all.
+  for member in "${members[@]}"; do
+    on_member "${members[0]}" lxc network create "$network" --target "$member" >/dev/null
+  done
+  on_member "${members[0]}" lxc network create "$network" ipv4.address="$MAGE_CLUSTER_NAT_SUBNET" \
+    ipv4.nat=false ipv6.address=none >/dev/null
+}
+
 trust_client() {
   # One client certificate for tests and users of the lab; the cluster shares one trust store.
   if [ ! -s "$state/client.crt" ]; then
@@ -201,6 +212,7 @@ up() {
   # The smallest value LXD takes (default 20 s): a stopped member shows as offline sooner. It can
   # only be set once the cluster exists (in the bootstrap preseed it breaks the init).
   on_member "${members[0]}" lxc config set cluster.offline_threshold 11
+  ensure_nat_network
   trust_client
   import_images
   log "up: ${members[*]} ($(member_address "${members[0]}"):8443)"
@@ -218,6 +230,15 @@ stop_pid() { # pidfile-name seconds
   rm -f "$run/$1.pid"
 }
 
+stop_spawned() {
+  # Whatever our member daemons started and left (a network's dnsmasq, an instance's monitor when
+  # a member could not shut down cleanly) names the lab's state directory on its command line.
+  local pid
+  for pid in $(pgrep -f -- "$state/" || true); do
+    [ "$pid" = $$ ] || kill -9 "$pid" 2>/dev/null || true
+  done
+}
+
 down() {
   local member index i
   # Instances first, while the cluster still has quorum: a member shut down with instances
@@ -228,6 +249,8 @@ down() {
       [ -n "$name" ] || continue
       on_member "${members[0]}" lxc delete --force --project "$project" "$name" >/dev/null 2>&1 || true
     done < <(on_member "${members[0]}" lxc list --all-projects --format csv -c e,n 2>/dev/null || true)
+    # Networks too: LXD leaves a bridge's dnsmasq running when its daemon shuts down.
+    on_member "${members[0]}" lxc network delete "$MAGE_CLUSTER_NAT_NETWORK" >/dev/null 2>&1 || true
   fi
   # Last-joined first, so the members still running keep quorum for as long as possible.
   for ((i = ${#members[@]} - 1; i >= 0; i--)); do
@@ -239,6 +262,7 @@ down() {
     stop_pid "$member-holder" 5
   done
   stop_pid dnsmasq 5
+  stop_spawned
   for member in "${members[@]}"; do
     index=$(member_index "$member")
     ip link del "magecl-m$index" 2>/dev/null || true

@@ -126,10 +126,17 @@ options:
         description: The instance's network on the host (an LXD bridge); needed by forward and iptables.
         type: str
       listen:
-        description: Host IPv4 address to listen on, instead of O(nat[].extif)'s.
-        type: str
+        description:
+          - Host IPv4 address to listen on, instead of O(nat[].extif)'s.
+          - On an LXD cluster, a mapping of member name to that member's address; the address of the
+            member the instance runs on is used (for a new instance without O(target), once LXD has
+            placed it). A member missing from the mapping is an error that names it.
+        type: raw
       backend:
-        description: How the port is published. Default O(nat_backend).
+        description:
+          - How the port is published. Default O(nat_backend).
+          - On a cluster, proxy devices and network forwards are made on the instance's member;
+            iptables is refused there (it edits the firewall of the machine running Ansible).
         type: str
         choices: [proxy, forward, iptables]
   nat_backend:

@@ -62,6 +62,9 @@ class NatRule:
     intif: str = ""
     backend: str = "proxy"
     listen: str = ""
+    # On a cluster: ((member, address), ...) - the address to listen on depends on where the
+    # instance runs. Sorted, so equal declarations compare equal.
+    listen_by_member: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -225,7 +228,8 @@ def parse_nat(entry: Any, index: int, where: str, default_backend: str) -> NatRu
         extif=_interface(entry.get("extif"), f"{label}.extif"),
         intif=_interface(entry.get("intif"), f"{label}.intif"),
         backend=_choice(entry.get("backend", default_backend), NAT_BACKENDS, f"{label}.backend"),
-        listen=_listen(entry.get("listen"), f"{label}.listen"),
+        listen="" if isinstance(entry.get("listen"), Mapping) else _listen(entry.get("listen"), f"{label}.listen"),
+        listen_by_member=_listen_by_member(entry.get("listen"), f"{label}.listen"),
     )
     if rule.backend == "iptables" and not (rule.extif and rule.intif):
         raise OptionError(f"{label}: the iptables backend needs extif and intif (host interfaces)")
@@ -239,16 +243,23 @@ def check_unique_host_ports(specs: list[InstanceSpec]) -> None:
     claims: list[tuple[str, NatRule]] = []
     for spec in specs:
         for rule in spec.nat:
-            here = rule.listen or rule.extif
+            here = _claimed_addresses(rule)
             for owner, other in claims:
-                there = other.listen or other.extif
+                there = _claimed_addresses(other)
                 # No address means every address, so it overlaps with any other.
-                if (other.proto, other.extport) == (rule.proto, rule.extport) and (not here or not there or here == there):
+                if (other.proto, other.extport) == (rule.proto, rule.extport) and (not here or not there or here & there):
                     raise OptionError(
                         f"instance '{spec.name}': nat {rule.proto}/{rule.extport} is already claimed by "
                         f"instance '{owner}'; give one of them another extport"
                     )
             claims.append((spec.name, rule))
+
+
+def _claimed_addresses(rule: NatRule) -> set[str]:
+    # Empty means every address of the host.
+    if rule.listen_by_member:
+        return {address for _, address in rule.listen_by_member}
+    return {rule.listen or rule.extif} - {""}
 
 
 def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
@@ -285,6 +296,20 @@ def _listen(value: Any, what: str) -> str:
     if not match or any(int(part) > 255 for part in match.groups()):
         raise OptionError(f"{what}: '{text}' is not an IPv4 address")
     return text
+
+
+def _listen_by_member(value: Any, what: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    if not value:
+        raise OptionError(f"{what}: give at least one cluster member: address")
+    pairs = []
+    for member, address in value.items():
+        name = str(member)
+        if name.startswith("@") or not _TARGET.match(name):
+            raise OptionError(f"{what}: '{name}' is not a cluster member name")
+        pairs.append((name, _listen(address, f"{what}.{name}")))
+    return tuple(sorted(pairs))
 
 
 def _target(value: Any, what: str) -> str:

@@ -34,6 +34,8 @@ def proxy_devices(rules: Iterable[NatRule], listen_addresses: dict[str, str]) ->
     for rule in rules:
         if rule.backend != "proxy":
             continue
+        if rule.listen_by_member and rule.key not in listen_addresses:
+            continue  # its member is not known yet (a new instance LXD has still to place)
         address = listen_addresses.get(rule.key, "0.0.0.0")
         devices[f"{PROXY_DEVICE_PREFIX}{rule.key}"] = {
             "type": "proxy",
@@ -44,11 +46,23 @@ def proxy_devices(rules: Iterable[NatRule], listen_addresses: dict[str, str]) ->
     return devices
 
 
-def resolve_listen_addresses(api: LxdApi, rules: Iterable[NatRule], where: str) -> dict[str, str]:
-    """Each rule's host address: `listen`, else the IPv4 of `extif` read through LXD, else any."""
+def resolve_listen_addresses(api: LxdApi, rules: Iterable[NatRule], where: str, location: str = "") -> dict[str, str]:
+    """Each rule's host address: `listen` (for the cluster member at `location` when it is given per
+    member), else the IPv4 of `extif` read through LXD, else any. Per-member rules are left out
+    while `location` is unknown."""
     addresses = {}
     for rule in rules:
-        if rule.listen:
+        if rule.listen_by_member:
+            if not location:
+                continue
+            by_member = dict(rule.listen_by_member)
+            if location not in by_member:
+                raise OptionError(
+                    f"{where}: nat {rule.key}: listen gives no address for cluster member '{location}', where the "
+                    f"instance is (it has: {', '.join(sorted(by_member))}). Fix: add '{location}: ADDRESS' to listen."
+                )
+            addresses[rule.key] = by_member[location]
+        elif rule.listen:
             addresses[rule.key] = rule.listen
         elif rule.extif:
             addresses[rule.key] = interface_ipv4(api, rule.extif, where)
@@ -72,6 +86,12 @@ def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> N
     wanted = [rule for rule in rules if rule.backend == "iptables"]
     if not wanted:
         return
+    if api.clustered:
+        raise OptionError(
+            f"{where}: the iptables backend changes the firewall of the machine running Ansible, but on LXD "
+            f"cluster {api.remote.describe()} the instance may run on another member, whose host is not in "
+            "this play. Fix: use backend forward (made on the instance's member) or proxy."
+        )
     if api.remote.is_https:
         raise OptionError(
             f"{where}: the iptables backend changes the firewall of the machine running Ansible, but LXD "
@@ -85,15 +105,22 @@ def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> N
                 raise OptionError(f"{where}: nat interface '{interface}' does not exist on this host (backend iptables)")
 
 
-def apply_forwards(api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str]) -> bool:
-    """Make the forward port entries tagged `tag` exactly `rules`; return True if anything changed."""
-    wanted: dict[tuple[str, str], list[dict[str, str]]] = {}
+def apply_forwards(
+    api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str], location: str = ""
+) -> bool:
+    """Make the forward port entries tagged `tag` exactly `rules`; return True if anything changed.
+
+    On a cluster a bridge's forwards belong to one member each: ours are made on the instance's
+    member (`location`), and entries left on another member (the instance moved) are removed.
+    """
+    member = location if api.clustered else ""
+    wanted: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for rule in rules:
         if rule.backend != "forward":
             continue
         if rule.key not in listen:
             raise OptionError(f"{tag}: nat {rule.key} with backend forward needs listen or extif")
-        wanted.setdefault((rule.intif, listen[rule.key]), []).append({
+        wanted.setdefault((rule.intif, listen[rule.key], member), []).append({
             "description": f"{tag}:{rule.key}",
             "protocol": rule.proto,
             "listen_port": str(rule.extport),
@@ -101,25 +128,28 @@ def apply_forwards(api: LxdApi, tag: str, rules: Iterable[NatRule], target: str,
             "target_address": target,
         })
     changed = False
-    for network in {network for network, _ in wanted} | set(_networks_with_tag(api, tag)):
+    for network in {network for network, _, _ in wanted} | set(_networks_with_tag(api, tag)):
         for forward in api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []:
             address = forward["listen_address"]
+            owner = str(forward.get("location") or "") if api.clustered else ""
+            on_member = {"target": owner} if owner else None
             ports = list(forward.get("ports") or [])
             kept = [port for port in ports if not str(port.get("description", "")).startswith(f"{tag}:")]
-            desired = kept + wanted.pop((network, address), [])
+            desired = kept + wanted.pop((network, address, owner), [])
             if _port_set(desired) == _port_set(ports):
                 continue
             changed = True
             if not desired and forward.get("description") == FORWARD_DESCRIPTION:
-                api.delete(f"networks/{network}/forwards/{address}")
+                api.delete(f"networks/{network}/forwards/{address}", on_member)
             else:
                 api.put(f"networks/{network}/forwards/{address}",
                         {"description": forward.get("description", ""), "config": forward.get("config", {}),
-                         "ports": desired})
-    for (network, address), ports in wanted.items():
+                         "ports": desired}, on_member)
+    for (network, address, owner), ports in wanted.items():
         changed = True
         api.post(f"networks/{network}/forwards",
-                 {"listen_address": address, "description": FORWARD_DESCRIPTION, "ports": ports})
+                 {"listen_address": address, "description": FORWARD_DESCRIPTION, "ports": ports},
+                 {"target": owner} if owner else None)
     return changed
 
 

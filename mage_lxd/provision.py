@@ -124,7 +124,6 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     where = f"instance '{spec.name}' in project '{spec.project}'"
     path = f"instances/{spec.name}"
     check_iptables_rules(api, spec.nat, where)
-    listen = resolve_listen_addresses(api, spec.nat, where)
     tag = owner_tag(spec.project, spec.name)
     try:
         current, etag = _read(api, path)
@@ -136,6 +135,9 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     if current is not None:
         check_reachable(api, current, where)
         result.location = str(current.get("location") or "")
+    # Where the instance is (or is asked to go) decides per-member NAT listen addresses.
+    placed = result.location or ("" if spec.target.startswith("@") else spec.target)
+    listen = resolve_listen_addresses(api, spec.nat, where, placed)
     result.diff["before"] = visible(current) | {"state": _state(current)} if current else {"state": "absent"}
 
     if spec.state == "absent":
@@ -166,6 +168,12 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         _create(api, spec, wanted, where)
         current, etag = _read(api, path)
         result.location = str((current or {}).get("location") or "")
+        if result.location != placed and any(rule.listen_by_member for rule in spec.nat):
+            # LXD picked the member: now its per-member listen addresses are known.
+            listen = resolve_listen_addresses(api, spec.nat, where, result.location)
+            wanted = desired_definition(spec, current, proxy_devices(spec.nat, listen))
+            _put_definition(api, path, current or {}, wanted, etag)
+            current, etag = _read(api, path)
     else:
         _warn_if_elsewhere(spec, result)
         if _image_differs(api, spec, current):
@@ -176,8 +184,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         if visible(wanted) != visible(current):
             result.did("reconfigured")
             if not check_mode:
-                body = {key: current.get(key) for key in ("architecture", "ephemeral", "stateful", "description")}
-                api.put(path, body | wanted, etag=etag)
+                _put_definition(api, path, current, wanted, etag)
     assert current is not None
     result.diff["after"] = visible(wanted) | {"state": _target_state(spec.state)}
 
@@ -202,6 +209,12 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             raise RemoteError(f"{where}: NAT backends forward and iptables need an IPv4 address, and it has none")
         _apply_published(api, tag, spec.nat, target, listen, result)
     return result
+
+
+def _put_definition(api: LxdApi, path: str, current: Mapping[str, Any], wanted: Mapping[str, Any], etag: str) -> None:
+    # PUT replaces the whole instance: what we do not manage is sent back as it was.
+    body = {key: current.get(key) for key in ("architecture", "ephemeral", "stateful", "description")}
+    api.put(path, body | dict(wanted), etag=etag)
 
 
 def _delete(api: LxdApi, path: str, current: Mapping[str, Any]) -> None:
@@ -364,7 +377,7 @@ def _apply_published(
     api: LxdApi, tag: str, rules: tuple[NatRule, ...] | list[NatRule], target: str, listen: dict[str, str],
     result: InstanceResult,
 ) -> None:
-    if api.has_extension("network_forward") and apply_forwards(api, tag, rules, target, listen):
+    if api.has_extension("network_forward") and apply_forwards(api, tag, rules, target, listen, result.location):
         result.did("network forwards updated")
     if not api.remote.is_https and apply_iptables(tag, rules, target):
         result.did("iptables rules updated")

@@ -190,7 +190,9 @@ def _addresses_from_leases(
     for project, network in sorted(wanted_leases):
         try:
             leases = api.get(f"networks/{network}/leases", {"project": project}) or []
-        except NotFoundError:
+        except MageLxdError:
+            # Not a managed network here, or (on a cluster) one member that holds part of the leases
+            # is down, which fails the whole list: those instances' own state answers instead.
             unreadable.add((project, network))
             continue
         for lease in leases:

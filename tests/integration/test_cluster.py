@@ -28,8 +28,10 @@ BACKEND = Path(__file__).resolve().parent / "backend_server.py"
 PROXY = "mage-cl-px"
 WEB1, WEB2, TOOL = "mage-cl-web1", "mage-cl-web2", "mage-cl-tool"
 PLACEMENT = {TOOL: MEMBERS[0], WEB1: MEMBERS[1], WEB2: MEMBERS[2]}
+# Placed by LXD (no target): its NAT listens on whichever member it lands on.
+FORWARDED = "mage-cl-fwd"
 ROUTE = {"name": "rr.cluster.test", "path": "/", "pass": 8080, "balance": True}
-NAT_PORT = 18080
+NAT_PORT, FORWARD_PORT, MEMBER_PROXY_PORT = 18080, 18081, 18082
 
 
 def member_address(member: str) -> str:
@@ -68,11 +70,17 @@ def cluster(lab, tmp_path_factory):
                 client_key: {env['MAGE_LXD_CLIENT_KEY']}
                 server_cert: {env['MAGE_LXD_SERVER_CERT']}
             """))
+        by_member = {member: member_address(member) for member in MEMBERS}
         declared = [
             {"name": TOOL, "image": "mage/debian-12", "target": PLACEMENT[TOOL]},
             {"name": WEB1, "image": "mage/debian-12", "target": PLACEMENT[WEB1], "proxy": [ROUTE],
              "nat": [{"extport": NAT_PORT, "intport": 8080, "listen": member_address(PLACEMENT[WEB1])}]},
             {"name": WEB2, "image": "mage/debian-12", "target": PLACEMENT[WEB2], "proxy": [ROUTE]},
+            {"name": FORWARDED, "image": "mage/debian-12",
+             "devices": {"eth0": {"type": "nic", "network": LAB["MAGE_CLUSTER_NAT_NETWORK"], "name": "eth0"}},
+             "nat": [{"extport": FORWARD_PORT, "intport": 8080, "backend": "forward",
+                      "intif": LAB["MAGE_CLUSTER_NAT_NETWORK"], "listen": by_member},
+                     {"extport": MEMBER_PROXY_PORT, "intport": 8080, "listen": by_member}]},
         ]
         (inventory / "group_vars" / "all.yml").write_text(json.dumps({
             "mageproxy_name": PROXY,
@@ -91,7 +99,7 @@ def site(cluster) -> subprocess.CompletedProcess[str]:
 
 
 def start_backends() -> None:
-    for name in (WEB1, WEB2):
+    for name in (WEB1, WEB2, FORWARDED):
         cluster_lxc("file", "push", str(BACKEND), f"{name}/srv/backend_server.py")
         cluster_lxc("exec", name, "--", "sh", "-c",
                     f"pgrep -f backend_server.py >/dev/null || setsid -f python3 /srv/backend_server.py {name} 8080 "
@@ -158,7 +166,7 @@ def test_ping_reaches_instances_on_every_member(cluster, provisioned):
     result = ansible("ansible", "-i", str(cluster["inventory"]), "lxd", "-m", "ansible.builtin.ping",
                      env=cluster["env"], check=False)
     assert result.returncode == 0, result.stdout
-    assert sorted(host for host, counts in recap_from_adhoc(result.stdout).items() if counts) == sorted([*PLACEMENT, PROXY])
+    assert sorted(host for host, ok in recap_from_adhoc(result.stdout).items() if ok) == sorted([*PLACEMENT, PROXY, FORWARDED])
 
 
 def recap_from_adhoc(stdout: str) -> dict[str, bool]:
@@ -168,6 +176,20 @@ def recap_from_adhoc(stdout: str) -> dict[str, bool]:
 
 def test_nat_publishes_on_the_member_that_hosts_the_instance(cluster, provisioned):
     assert request(member_address(PLACEMENT[WEB1]), NAT_PORT).startswith(f"backend={WEB1} ")
+
+
+def location(name: str) -> str:
+    # The list comes from the cluster database, so it answers even for a member that is down.
+    listed = json.loads(cluster_lxc("query", "/1.0/instances?recursion=1").stdout)
+    return next(item["location"] for item in listed if item["name"] == name)
+
+
+def test_forward_and_proxy_device_listen_on_the_member_lxd_picked(cluster, provisioned):
+    member = location(FORWARDED)
+    forwards = json.loads(cluster_lxc("query", f"/1.0/networks/{LAB['MAGE_CLUSTER_NAT_NETWORK']}/forwards?recursion=1").stdout)
+    assert [(item["location"], item["listen_address"]) for item in forwards] == [(member, member_address(member))]
+    assert request(member_address(member), FORWARD_PORT).startswith(f"backend={FORWARDED} ")
+    assert request(member_address(member), MEMBER_PROXY_PORT).startswith(f"backend={FORWARDED} ")
 
 
 def test_a_route_balances_over_backends_on_two_members(cluster, provisioned):
@@ -189,7 +211,9 @@ def test_with_a_member_down_only_its_instances_fail(cluster, provisioned):
 
         ping = ansible("ansible", "-i", str(cluster["inventory"]), "lxd", "-m", "ansible.builtin.ping",
                        env=cluster["env"], check=False)
-        assert recap_from_adhoc(ping.stdout) == {TOOL: True, WEB1: True, WEB2: False, PROXY: True}, ping.stdout
+        reachable = {name: location_of != down for name, location_of in
+                     {**PLACEMENT, PROXY: MEMBERS[0], FORWARDED: location(FORWARDED)}.items()}
+        assert recap_from_adhoc(ping.stdout) == reachable, ping.stdout
         assert f"is on cluster member '{down}' (member status: offline)" in " ".join(ping.stdout.split())
 
         run = site(cluster)

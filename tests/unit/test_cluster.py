@@ -8,8 +8,9 @@ import pytest
 
 from mage_lxd.cluster import check_reachable, check_target, listed_instance, member_statuses, placement_error
 from mage_lxd.errors import OptionError, RemoteError
-from mage_lxd.instance_spec import parse_spec
+from mage_lxd.instance_spec import check_unique_host_ports, parse_spec
 from mage_lxd.inventory import InventoryOptions, plan_inventory
+from mage_lxd.nat import check_iptables_rules, proxy_devices, resolve_listen_addresses
 from mage_lxd.remote import Remote
 from mage_lxd.snapshot import take_snapshot
 from recorded_api import RecordedApi
@@ -75,3 +76,46 @@ def test_a_placement_error_names_the_target_and_the_members():
 def test_a_target_that_is_no_member_or_group_name_is_refused(target):
     with pytest.raises(OptionError, match="is not a cluster member name, nor @group"):
         parse_spec({"name": "web1", "target": target})
+
+
+BY_MEMBER = {"mage-m2": "10.187.40.12", "mage-m1": "10.187.40.11"}
+
+
+def nat_spec(name: str, listen) -> object:
+    return parse_spec({"name": name, "nat": [{"extport": 8080, "intport": 80, "listen": listen}]})
+
+
+def test_listen_per_member_is_kept_sorted_and_the_instances_member_decides():
+    rule = nat_spec("web1", BY_MEMBER).nat[0]
+    assert (rule.listen, rule.listen_by_member) == ("", (("mage-m1", "10.187.40.11"), ("mage-m2", "10.187.40.12")))
+    assert resolve_listen_addresses(cluster_api(), [rule], WHERE, "mage-m2") == {"tcp-8080": "10.187.40.12"}
+    # Not placed yet: no address, and so no proxy device (it is added once LXD has placed it).
+    assert resolve_listen_addresses(cluster_api(), [rule], WHERE, "") == {}
+    assert proxy_devices([rule], {}) == {}
+
+
+def test_a_member_missing_from_listen_is_named():
+    rule = nat_spec("web1", BY_MEMBER).nat[0]
+    with pytest.raises(OptionError, match="listen gives no address for cluster member 'mage-m3'.*add 'mage-m3: ADDRESS'"):
+        resolve_listen_addresses(cluster_api(), [rule], WHERE, "mage-m3")
+
+
+@pytest.mark.parametrize(("listen", "message"), [({}, "at least one cluster member"),
+                                                 ({"@edge": "10.0.0.1"}, "'@edge' is not a cluster member name"),
+                                                 ({"mage-m1": "10.0.0.256"}, r"listen.mage-m1: '10.0.0.256' is not")])
+def test_a_bad_listen_mapping_is_refused(listen, message):
+    with pytest.raises(OptionError, match=message):
+        nat_spec("web1", listen)
+
+
+def test_per_member_listen_addresses_claim_a_port_only_where_they_overlap():
+    check_unique_host_ports([nat_spec("a", {"mage-m1": "10.187.40.11"}), nat_spec("b", {"mage-m2": "10.187.40.12"})])
+    with pytest.raises(OptionError, match="already claimed by instance 'a'"):
+        check_unique_host_ports([nat_spec("a", BY_MEMBER), nat_spec("b", {"mage-m2": "10.187.40.12"})])
+
+
+def test_the_iptables_backend_is_refused_on_a_cluster():
+    spec = parse_spec({"name": "web1", "nat": [{"extport": 8080, "backend": "iptables", "extif": "eth0",
+                                                "intif": "magebr0"}]})
+    with pytest.raises(OptionError, match="may run on another member.*Fix: use backend forward"):
+        check_iptables_rules(cluster_api(), spec.nat, WHERE)
