@@ -158,6 +158,12 @@ ensure_nat_network() {
     ipv4.nat=false ipv6.address=none >/dev/null
 }
 
+ensure_cluster_group() {
+  on_member "${members[0]}" lxc cluster group show "$MAGE_CLUSTER_GROUP" >/dev/null 2>&1 && return 0
+  on_member "${members[0]}" lxc cluster group create "$MAGE_CLUSTER_GROUP" >/dev/null
+  on_member "${members[0]}" lxc cluster group assign "${members[-1]}" "default,$MAGE_CLUSTER_GROUP" >/dev/null
+}
+
 trust_client() {
   # One client certificate for tests and users of the lab; the cluster shares one trust store.
   if [ ! -s "$state/client.crt" ]; then
@@ -213,6 +219,7 @@ up() {
   # only be set once the cluster exists (in the bootstrap preseed it breaks the init).
   on_member "${members[0]}" lxc config set cluster.offline_threshold 11
   ensure_nat_network
+  ensure_cluster_group
   trust_client
   import_images
   log "up: ${members[*]} ($(member_address "${members[0]}"):8443)"

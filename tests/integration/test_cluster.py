@@ -152,6 +152,19 @@ def test_an_existing_instance_is_not_moved_by_another_target(cluster, provisione
     assert json.loads(cluster_lxc("query", f"/1.0/instances/{WEB1}").stdout)["location"] == PLACEMENT[WEB1]
 
 
+def test_a_cluster_group_target_places_on_a_member_of_the_group(cluster, provisioned):
+    args = {"name": "mage-cl-edge", "image": "mage/busybox", "target": f"@{LAB['MAGE_CLUSTER_GROUP']}",
+            "bootstrap": False, "wait_for_address": "none", "image_server": ""}
+    try:
+        created = ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m",
+                          "mage_lxd_instance", "-a", json.dumps(args), env=cluster["env"], check=False)
+        assert created.returncode == 0, created.stdout
+        assert location("mage-cl-edge") == MEMBERS[-1]  # the group's only member
+    finally:
+        ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m", "mage_lxd_instance",
+                "-a", json.dumps({**args, "state": "absent"}), env=cluster["env"])
+
+
 def test_a_placement_failure_names_the_member(cluster, provisioned):
     result = ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m",
                      "mage_lxd_instance", "-a", json.dumps({"name": "mage-cl-nowhere", "image": "mage/busybox",
