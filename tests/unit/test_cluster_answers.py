@@ -1,4 +1,4 @@
-"""Cluster answers recorded from lab/cluster.sh with one member down (tests/unit/record_cluster.py; run by tests/unit/test_cluster_answers.py)."""
+"""Cluster answers recorded from lab/cluster.sh with one member down (tests/unit/record_cluster.py)."""
 
 from __future__ import annotations
 
