@@ -182,6 +182,17 @@ def test_ping_reaches_instances_on_every_member(cluster, provisioned):
     assert sorted(host for host, ok in recap_from_adhoc(result.stdout).items() if ok) == sorted([*PLACEMENT, PROXY, FORWARDED])
 
 
+def test_files_reach_an_instance_on_another_member_than_the_endpoint(cluster, provisioned, tmp_path):
+    # The endpoint is the first member; WEB2 runs on the last one.
+    copied = ansible("ansible", "-i", str(cluster["inventory"]), WEB2, "-m", "ansible.builtin.copy",
+                     "-a", "content=from-the-controller dest=/tmp/mage-cl-copy mode=0640", env=cluster["env"], check=False)
+    assert copied.returncode == 0, copied.stdout
+    fetched = ansible("ansible", "-i", str(cluster["inventory"]), WEB2, "-m", "ansible.builtin.fetch",
+                      "-a", f"src=/tmp/mage-cl-copy dest={tmp_path}/ flat=true", env=cluster["env"], check=False)
+    assert fetched.returncode == 0, fetched.stdout
+    assert (tmp_path / "mage-cl-copy").read_text() == "from-the-controller"
+
+
 def recap_from_adhoc(stdout: str) -> dict[str, bool]:
     # Ad hoc runs print "host | SUCCESS => {...}" per host.
     return {line.split(" | ")[0]: "SUCCESS" in line for line in stdout.splitlines() if " | " in line}
