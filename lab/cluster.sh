@@ -246,28 +246,58 @@ stop_spawned() {
   done
 }
 
+any_daemon_alive() {
+  local member
+  for member in "${members[@]}"; do alive "$(pid_of "$member")" && return 0; done
+  return 1
+}
+
 down() {
-  local member index i
-  # Instances first, while the cluster still has quorum: a member shut down with instances
-  # running would leave their processes and cgroups behind.
+  local member index i pid emptied=no
+  # A member whose daemon was stopped (lab/cluster.sh stop) still runs its instances: start it
+  # again, so that they can be deleted through the cluster like the others.
+  if any_daemon_alive; then
+    for member in "${members[@]}"; do
+      if alive "$(pid_of "$member-holder")" && ! alive "$(pid_of "$member")"; then
+        start_daemon "$member" || log "$member did not come back; its instances are stopped by force below"
+      fi
+    done
+  fi
+  # Instances and networks first, while the cluster has quorum: a daemon stopped with instances
+  # running leaves their processes and cgroups behind, and one stopped with a bridge its dnsmasq.
   if clustered 2>/dev/null; then
-    local project name
+    local project name deletions=()
+    emptied=yes
+    # Side by side: each deletion waits on its own member.
     while IFS=, read -r project name; do
       [ -n "$name" ] || continue
-      on_member "${members[0]}" lxc delete --force --project "$project" "$name" >/dev/null 2>&1 || true
-    done < <(on_member "${members[0]}" lxc list --all-projects --format csv -c e,n 2>/dev/null || true)
-    # Networks too: LXD leaves a bridge's dnsmasq running when its daemon shuts down.
+      on_member "${members[0]}" lxc delete --force --project "$project" "$name" >/dev/null 2>&1 &
+      deletions+=($!)
+    done < <(on_member "${members[0]}" lxc list --all-projects --format csv -c e,n 2>/dev/null || echo ,)
+    for pid in "${deletions[@]}"; do wait "$pid" || emptied=no; done
     on_member "${members[0]}" lxc network delete "$MAGE_CLUSTER_NAT_NETWORK" >/dev/null 2>&1 || true
   fi
-  # Last-joined first, so the members still running keep quorum for as long as possible.
-  for ((i = ${#members[@]} - 1; i >= 0; i--)); do
-    member=${members[$i]}
-    if alive "$(pid_of "$member")"; then
-      on_member "$member" timeout 30 lxd shutdown --timeout 20 >/dev/null 2>&1 || true
-    fi
-    stop_pid "$member" 10
-    stop_pid "$member-holder" 5
+  if [ "$emptied" = no ]; then
+    # Something may still run in a member: each one stops its own instances, last-joined first so
+    # that the members still up keep quorum for as long as possible.
+    for ((i = ${#members[@]} - 1; i >= 0; i--)); do
+      member=${members[$i]}
+      alive "$(pid_of "$member")" && { on_member "$member" timeout 30 lxd shutdown --timeout 20 >/dev/null 2>&1 || true; }
+    done
+  fi
+  # Nothing runs in the daemons any more, and their state is deleted below: all are asked to stop
+  # at once (one by one, the last ones wait for a quorum that has already gone), and a daemon still
+  # busy with a heartbeat round after 3 s is killed. dnsmasq takes 2 s to exit: in the same wait.
+  local name
+  for name in "${members[@]}" dnsmasq; do
+    alive "$(pid_of "$name")" && kill "$(pid_of "$name")" 2>/dev/null || true
   done
+  for member in "${members[@]}"; do stop_pid "$member" 3; done
+  # A holder takes about 2 s to go (its mount namespace is torn down): all at once, too.
+  for member in "${members[@]}"; do
+    alive "$(pid_of "$member-holder")" && kill "$(pid_of "$member-holder")" 2>/dev/null || true
+  done
+  for member in "${members[@]}"; do stop_pid "$member-holder" 5; done
   stop_pid dnsmasq 5
   stop_spawned
   for member in "${members[@]}"; do
