@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A real three-member LXD cluster on this one machine, for the tests and for trying clusters out.
 #
-#   lab/cluster.sh up       bring it up (idempotent; about 10 s once the images are cached)
-#   lab/cluster.sh down     tear it down fully: no daemons, namespaces, links, mounts or state left
+#   lab/cluster.sh up       bring it up (idempotent; about 6 s, with the images lab/up.sh cached)
+#   lab/cluster.sh down     tear it down fully (about 7 s): no daemons, namespaces, links, mounts or
+#                           state left
 #   lab/cluster.sh env      print the variables a client needs: MAGE_LXD_URL and its certificates
 #   lab/cluster.sh stop M   stop member M's daemon only (its instances keep running), to try a member
 #                           outage; `up` starts it again
@@ -11,6 +12,8 @@
 # veth to the host bridge $MAGE_CLUSTER_BRIDGE. Inside its namespace a member bridges that veth
 # into `br0`, which carries the member's address and its instances' NICs, so every instance on
 # every member sits on one L2 segment with the host; one dnsmasq on the host owns the DHCP range.
+# The cluster also gets a managed bridge ($MAGE_CLUSTER_NAT_NETWORK, per member as LXD makes them)
+# for network forwards, and a cluster group ($MAGE_CLUSTER_GROUP) holding the last member.
 #
 # `ip netns exec` alone remounts /sys and so hides the cgroup tree LXD needs. Each member therefore
 # runs inside a holder process that entered the namespace, unshared its mounts, mounted a sysfs for
@@ -319,5 +322,5 @@ case "${1:-}" in
   down) down ;;
   env) print_env ;;
   stop) stop_member "${2:-}" ;;
-  *) sed -n '4,8p' "$0" >&2; exit 2 ;;
+  *) sed -n '4,9p' "$0" >&2; exit 2 ;;
 esac
