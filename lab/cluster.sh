@@ -86,14 +86,17 @@ start_holder() { # member
     rmdir "$hold"
     exec -a "mage-lxd-cluster-holder $0" sleep infinity' "$member" >/dev/null 2>&1 </dev/null &
   echo $! >"$run/$member-holder.pid"
-  local tries=0
-  until [ -n "$(ls /proc/$!/root/sys/fs/cgroup 2>/dev/null)" ]; do
+  # Ready once it sleeps (its mounts are done) in the member's network namespace, not the host's:
+  # a daemon that joined it earlier would run on the host's network and mounts.
+  local pid=$! tries=0 host_net
+  host_net=$(readlink /proc/self/ns/net)
+  until [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ] && [ "$(readlink "/proc/$pid/ns/net")" != "$host_net" ]; do
     tries=$((tries + 1)); [ $tries -lt 50 ] || { log "$member: holder did not come up"; exit 1; }
     sleep 0.1
   done
 }
 
-start_daemon() { # member
+launch_daemon() { # member: start it in the background, if it is not running
   local member=$1 dir
   dir=$(member_dir "$member")
   if alive "$(pid_of "$member")"; then return 0; fi
@@ -101,7 +104,11 @@ start_daemon() { # member
   LXD_DIR=$dir setsid nsenter -t "$(pid_of "$member-holder")" -n -m \
     lxd --group root --logfile "$state/$member.log" >/dev/null 2>&1 </dev/null &
   echo $! >"$run/$member.pid"
-  on_member "$member" lxd waitready --timeout 60
+  disown $!  # stopped by PID later, maybe by this same script: no job report then
+}
+
+wait_daemon() { # member
+  on_member "$1" lxd waitready --timeout 60
 }
 
 clustered() { on_member "${members[0]}" lxc query /1.0 2>/dev/null | grep -q '"server_clustered": true'; }
@@ -151,19 +158,23 @@ EOF
 }
 
 ensure_nat_network() {
-  local network=$MAGE_CLUSTER_NAT_NETWORK member
-  on_member "${members[0]}" lxc network show "$network" >/dev/null 2>&1 && return 0
-  # A cluster network is defined on every member first, then created once for all.
+  local network=$MAGE_CLUSTER_NAT_NETWORK member shown
+  shown=$(on_member "${members[0]}" lxc network show "$network" 2>/dev/null || true)
+  grep -q '^status: Created' <<<"$shown" && return 0
+  # A cluster network is defined on every member first (a run cut short may have left it pending,
+  # defined on some), then created once for all.
   for member in "${members[@]}"; do
-    on_member "${members[0]}" lxc network create "$network" --target "$member" >/dev/null
+    grep -q "^- $member\$" <<<"$shown" ||
+      on_member "${members[0]}" lxc network create "$network" --target "$member" >/dev/null
   done
   on_member "${members[0]}" lxc network create "$network" ipv4.address="$MAGE_CLUSTER_NAT_SUBNET" \
     ipv4.nat=false ipv6.address=none >/dev/null
 }
 
 ensure_cluster_group() {
-  on_member "${members[0]}" lxc cluster group show "$MAGE_CLUSTER_GROUP" >/dev/null 2>&1 && return 0
-  on_member "${members[0]}" lxc cluster group create "$MAGE_CLUSTER_GROUP" >/dev/null
+  on_member "${members[0]}" lxc cluster group show "$MAGE_CLUSTER_GROUP" >/dev/null 2>&1 ||
+    on_member "${members[0]}" lxc cluster group create "$MAGE_CLUSTER_GROUP" >/dev/null
+  # Always: assigning is idempotent, and a run cut short may have created the group only.
   on_member "${members[0]}" lxc cluster group assign "${members[-1]}" "default,$MAGE_CLUSTER_GROUP" >/dev/null
 }
 
@@ -182,7 +193,7 @@ import_images() {
   for alias in mage/busybox mage/debian-12; do
     on_member "${members[0]}" lxc image info "$alias" >/dev/null 2>&1 && continue
     # Newest build of exactly this image (mage_debian-12-<hash>, not mage_debian-12-nopython-<hash>).
-    file=$(ls -t "$cache" 2>/dev/null | grep -E "^${alias//\//_}-[0-9a-f]{12}\.tar\.gz$" | head -1)
+    file=$(ls -t "$cache" 2>/dev/null | grep -E "^${alias//\//_}-[0-9a-f]{12}\.tar\.gz$" | head -1 || true)
     [ -n "$file" ] || { log "no cached image for $alias: run lab/up.sh first"; exit 1; }
     file=$cache/$file
     log "importing $alias"
@@ -214,8 +225,11 @@ up() {
   for member in "${members[@]}"; do
     member_network_up "$member"
     start_holder "$member"
-    start_daemon "$member"
+    launch_daemon "$member"
   done
+  # All launched before any is waited for: a restarted member is ready only once the cluster's
+  # database has quorum again.
+  for member in "${members[@]}"; do wait_daemon "$member"; done
   bootstrap_first
   for member in "${members[@]:1}"; do join_member "$member"; done
   # The smallest value LXD takes (default 20 s): a stopped member shows as offline sooner. It can
@@ -240,32 +254,25 @@ stop_pid() { # pidfile-name seconds
   rm -f "$run/$1.pid"
 }
 
-stop_spawned() {
-  # Whatever our member daemons started and left (a network's dnsmasq, an instance's monitor when
-  # a member could not shut down cleanly) names the lab's state directory on its command line.
-  local pid
-  for pid in $(pgrep -f -- "$state/" || true); do
-    [ "$pid" = $$ ] || kill -9 "$pid" 2>/dev/null || true
+stop_namespace_processes() {
+  # Whatever our member daemons started and left in their namespaces (a network's dnsmasq, an
+  # instance's monitor): only processes inside the lab's own network namespaces are touched.
+  local member pid
+  for member in "${members[@]}"; do
+    for pid in $(ip netns pids "$member" 2>/dev/null || true); do kill -9 "$pid" 2>/dev/null || true; done
   done
 }
 
-any_daemon_alive() {
-  local member
-  for member in "${members[@]}"; do alive "$(pid_of "$member")" && return 0; done
-  return 1
-}
-
 down() {
-  local member index i pid emptied=no
-  # A member whose daemon was stopped (lab/cluster.sh stop) still runs its instances: start it
-  # again, so that they can be deleted through the cluster like the others.
-  if any_daemon_alive; then
-    for member in "${members[@]}"; do
-      if alive "$(pid_of "$member-holder")" && ! alive "$(pid_of "$member")"; then
-        start_daemon "$member" || log "$member did not come back; its instances are stopped by force below"
-      fi
-    done
-  fi
+  local member index i pid emptied=no stranded=()
+  # A daemon stopped by `stop` (or crashed) leaves its instances running: start it again, every
+  # such one before waiting (a lone member waits for quorum), so they are deleted like the others.
+  for member in "${members[@]}"; do
+    alive "$(pid_of "$member-holder")" && launch_daemon "$member"
+  done
+  for member in "${members[@]}"; do
+    alive "$(pid_of "$member")" && { wait_daemon "$member" >/dev/null 2>&1 || log "$member did not become ready"; }
+  done
   # Instances and networks first, while the cluster has quorum: a daemon stopped with instances
   # running leaves their processes and cgroups behind, and one stopped with a bridge its dnsmasq.
   if clustered 2>/dev/null; then
@@ -285,7 +292,11 @@ down() {
     # that the members still up keep quorum for as long as possible.
     for ((i = ${#members[@]} - 1; i >= 0; i--)); do
       member=${members[$i]}
-      alive "$(pid_of "$member")" && { on_member "$member" timeout 30 lxd shutdown --timeout 20 >/dev/null 2>&1 || true; }
+      if alive "$(pid_of "$member")"; then
+        on_member "$member" timeout 30 lxd shutdown --timeout 20 >/dev/null 2>&1 || stranded+=("$member")
+      elif [ -d "$(member_dir "$member")/containers" ]; then
+        stranded+=("$member")
+      fi
     done
   fi
   # Nothing runs in the daemons any more, and their state is deleted below: all are asked to stop
@@ -302,15 +313,18 @@ down() {
   done
   for member in "${members[@]}"; do stop_pid "$member-holder" 5; done
   stop_pid dnsmasq 5
-  stop_spawned
+  stop_namespace_processes
   for member in "${members[@]}"; do
     index=$(member_index "$member")
     ip link del "magecl-m$index" 2>/dev/null || true
     ip netns del "$member" 2>/dev/null || true
   done
   ip link del "$MAGE_CLUSTER_BRIDGE" 2>/dev/null || true
-  # Only now that no daemon runs: the state (dir storage pools, databases) goes with it.
-  if [ -d "$state" ] && ! grep -q " $state" /proc/mounts; then
+  # Only now that no daemon runs: the state (dir storage pools, databases) goes with it, unless
+  # an instance may still run from it.
+  if [ ${#stranded[@]} -gt 0 ]; then
+    log "instances of ${stranded[*]} could not be stopped through LXD; $state is kept for them"
+  elif [ -d "$state" ] && ! grep -q " $state" /proc/mounts; then
     rm -rf "$state"
   fi
   rm -rf "$run"

@@ -97,7 +97,7 @@ class InstanceSpec:
 def check_instance_name(name: Any) -> str:
     """LXD's rule for instance names (a DNS label); the error suggests a valid spelling."""
     text = str(name or "")
-    if _INSTANCE_NAME.match(text) and not text.endswith("-"):
+    if _INSTANCE_NAME.fullmatch(text) and not text.endswith("-"):
         return text
     suggestion = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
     if suggestion and not suggestion[0].isalpha():
@@ -120,7 +120,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     state = _choice(data.get("state", "started"), STATES, f"{where}: state")
     devices = {str(k): _string_map(v, f"{where}: devices.{k}") for k, v in (data.get("devices") or {}).items()}
     for device in devices:
-        if not _DEVICE_NAME.match(device) or device.startswith("mage-"):
+        if not _DEVICE_NAME.fullmatch(device) or device.startswith("mage-"):
             raise OptionError(f"{where}: device name '{device}' is not valid (letters, digits, '-_.'; 'mage-' is reserved)")
     for device, spec in mount_devices(data.get("mounts") or [], where).items():
         devices[device] = spec
@@ -167,7 +167,7 @@ def parse_config(config: Mapping[str, Any], where: str) -> dict[str, str]:
     parsed = {}
     for key, value in config.items():
         key = str(key)
-        if not _CONFIG_KEY.match(key):
+        if not _CONFIG_KEY.fullmatch(key):
             raise OptionError(f"{where}: config key '{key}' is not a valid LXD config key")
         if key.startswith(RESERVED_CONFIG_PREFIXES):
             raise OptionError(f"{where}: config key '{key}' is managed by LXD or mage-lxd itself; remove it")
@@ -191,7 +191,7 @@ def mount_devices(mounts: list[Any], where: str) -> dict[str, dict[str, str]]:
     """The seed's "/src:/dst[:ro]" shorthand as disk devices named after the destination."""
     devices = {}
     for entry in mounts:
-        match = _MOUNT.match(str(entry))
+        match = _MOUNT.fullmatch(str(entry))
         if not match:
             raise OptionError(f"{where}: mount '{entry}' is not '/host/path:/instance/path[:ro]'")
         source, path, mode = match.groups()
@@ -207,7 +207,7 @@ def check_route_entry(entry: Any, index: int, where: str) -> Mapping[str, Any]:
     """A proxy route, validated as mageproxy will (a mount string under `proxy`, as in the seed, is
     refused with a pointer to `mounts`); recorded as declared."""
     if isinstance(entry, str):
-        hint = " It looks like a mount: put it under 'mounts'." if _MOUNT.match(entry) else ""
+        hint = " It looks like a mount: put it under 'mounts'." if _MOUNT.fullmatch(entry) else ""
         raise OptionError(f"{where}: proxy[{index}] is the string '{entry}', not a route {{name, path, pass}}.{hint}")
     parse_route(where.removeprefix("instance '").removesuffix("'"), index, entry)
     return dict(entry)
@@ -283,7 +283,7 @@ def _interface(value: Any, what: str) -> str:
     if value in (None, ""):
         return ""
     text = str(value)
-    if not _INTERFACE.match(text):
+    if not _INTERFACE.fullmatch(text):
         raise OptionError(f"{what}: '{text}' is not a network interface name")
     return text
 
@@ -292,7 +292,7 @@ def _listen(value: Any, what: str) -> str:
     if value in (None, ""):
         return ""
     text = str(value)
-    match = _IPV4.match(text)
+    match = _IPV4.fullmatch(text)
     if not match or any(int(part) > 255 for part in match.groups()):
         raise OptionError(f"{what}: '{text}' is not an IPv4 address")
     return text
@@ -303,18 +303,20 @@ def _listen_by_member(value: Any, what: str) -> tuple[tuple[str, str], ...]:
         return ()
     if not value:
         raise OptionError(f"{what}: give at least one cluster member: address")
-    pairs = []
+    pairs: dict[str, str] = {}
     for member, address in value.items():
         name = str(member)
-        if name.startswith("@") or not _TARGET.match(name):
+        if name.startswith("@") or not _TARGET.fullmatch(name):
             raise OptionError(f"{what}: '{name}' is not a cluster member name")
-        pairs.append((name, _listen(address, f"{what}.{name}")))
-    return tuple(sorted(pairs))
+        if name in pairs:
+            raise OptionError(f"{what}: member '{name}' is given twice")
+        pairs[name] = _listen(address, f"{what}.{name}")
+    return tuple(sorted(pairs.items()))
 
 
 def _target(value: Any, what: str) -> str:
     text = "" if value is None else str(value)
-    if text and not _TARGET.match(text):
+    if text and not _TARGET.fullmatch(text):
         raise OptionError(f"{what}: '{text}' is not a cluster member name, nor @group for a cluster group")
     return text
 

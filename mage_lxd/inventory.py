@@ -204,7 +204,7 @@ def mage_variables(config: Mapping[str, str]) -> dict[str, Any]:
         if not key.startswith(MAGE_CONFIG_PREFIX):
             continue
         suffix = key[len(MAGE_CONFIG_PREFIX):]
-        if not _MAGE_KEY.match(suffix):
+        if not _MAGE_KEY.fullmatch(suffix):
             continue
         try:
             value: Any = json.loads(raw)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
+from mage_lxd.cluster import member_statuses
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.instance_spec import NatRule
 from mage_lxd.remote import LxdApi
@@ -44,6 +45,29 @@ def proxy_devices(rules: Iterable[NatRule], listen_addresses: dict[str, str]) ->
             "bind": "host",
         }
     return devices
+
+
+def check_listen_by_member(api: LxdApi, rules: Iterable[NatRule], where: str, new_on: str | None) -> None:
+    """Per-member listen addresses need a cluster; for a new instance (`new_on`: its member, or ""
+    when LXD will pick one) they must cover where it can land, checked before it is created."""
+    mapped = [rule for rule in rules if rule.listen_by_member]
+    if not mapped:
+        return
+    if not api.clustered:
+        raise OptionError(
+            f"{where}: nat {mapped[0].key}: listen gives addresses per cluster member, but LXD remote "
+            f"{api.remote.describe()} is not a cluster. Fix: give listen one address."
+        )
+    if new_on is None:
+        return
+    possible = {new_on} if new_on else set(member_statuses(api))
+    for rule in mapped:
+        missing = sorted(possible - {member for member, _ in rule.listen_by_member})
+        if missing:
+            raise OptionError(
+                f"{where}: nat {rule.key}: listen gives no address for cluster member(s) {', '.join(missing)}, "
+                "where the new instance may be placed. Fix: add them to listen, or set target to a member it names."
+            )
 
 
 def resolve_listen_addresses(api: LxdApi, rules: Iterable[NatRule], where: str, location: str = "") -> dict[str, str]:

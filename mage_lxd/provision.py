@@ -25,6 +25,7 @@ from mage_lxd.nat import (
     apply_forwards,
     apply_iptables,
     check_iptables_rules,
+    check_listen_by_member,
     owner_tag,
     proxy_devices,
     resolve_listen_addresses,
@@ -97,7 +98,7 @@ def desired_definition(
     devices.update({name: dict(device) for name, device in nat_devices.items()})
     config[MANAGED_KEY] = _json({"config": sorted(spec.config), "devices": sorted(user_devices)})
     if spec.nat:
-        config[NAT_KEY] = _json([asdict(rule) for rule in spec.nat])
+        config[NAT_KEY] = _json([nat_record(rule) for rule in spec.nat])
     if spec.proxy:
         config[PROXY_KEY] = _json(list(spec.proxy))
     if spec.profiles is not None:
@@ -107,6 +108,17 @@ def desired_definition(
     else:
         profiles = ["default"]
     return {"config": config, "devices": devices, "profiles": profiles}
+
+
+def nat_record(rule: NatRule) -> dict[str, Any]:
+    """One NAT rule as recorded in the instance (user.mage.nat) for the inventory."""
+    # As declared: per-member addresses as the `listen` mapping, and no empty field that would
+    # make instances recorded before it existed look changed.
+    record = asdict(rule)
+    by_member = record.pop("listen_by_member")
+    if by_member:
+        record["listen"] = dict(by_member)
+    return record
 
 
 def visible(definition: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,10 +146,14 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         raise
     if current is not None:
         check_reachable(api, current, where)
-        result.location = str(current.get("location") or "")
+        result.location = _location(current)
     # Where the instance is (or is asked to go) decides per-member NAT listen addresses.
     placed = result.location or ("" if spec.target.startswith("@") else spec.target)
-    listen = resolve_listen_addresses(api, spec.nat, where, placed)
+    if spec.state == "absent":
+        listen: dict[str, str] = {}
+    else:
+        check_listen_by_member(api, spec.nat, where, placed if current is None else None)
+        listen = resolve_listen_addresses(api, spec.nat, where, placed)
     result.diff["before"] = visible(current) | {"state": _state(current)} if current else {"state": "absent"}
 
     if spec.state == "absent":
@@ -167,7 +183,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             return result
         _create(api, spec, wanted, where)
         current, etag = _read(api, path)
-        result.location = str((current or {}).get("location") or "")
+        result.location = _location(current or {})
         if result.location != placed and any(rule.listen_by_member for rule in spec.nat):
             # LXD picked the member: now its per-member listen addresses are known.
             listen = resolve_listen_addresses(api, spec.nat, where, result.location)
@@ -209,6 +225,12 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             raise RemoteError(f"{where}: NAT backends forward and iptables need an IPv4 address, and it has none")
         _apply_published(api, tag, spec.nat, target, listen, result)
     return result
+
+
+def _location(instance: Mapping[str, Any]) -> str:
+    # A server outside a cluster reports location "none".
+    location = str(instance.get("location") or "")
+    return "" if location == "none" else location
 
 
 def _put_definition(api: LxdApi, path: str, current: Mapping[str, Any], wanted: Mapping[str, Any], etag: str) -> None:

@@ -129,12 +129,14 @@ def remote_from_options(option: Callable[[str], Any], where: str) -> Remote:
 
 
 def remote_from_task_args(args: Mapping[str, Any], where: str) -> Remote:
-    """The remote of a task: its own options, else the MAGE_LXD_* environment, else the local socket."""
+    """The remote of a task: its own options when it names a url, else the MAGE_LXD_* environment,
+    else the local socket. Never a mix: the environment's certificates belong to its url."""
+    from_environment = args.get("url") is None
 
     def option(key: str) -> Any:
         if args.get(key) is not None:
             return args[key]
-        return os.environ.get(REMOTE_ENV[key]) if key in REMOTE_ENV else None
+        return os.environ.get(REMOTE_ENV[key]) if from_environment and key in REMOTE_ENV else None
 
     return remote_from_options(option, where)
 

@@ -65,14 +65,14 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     if unknown:
         raise OptionError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ROUTE_KEYS))}")
     name = _text(raw.get("name"), f"{where}.name").lower()
-    if len(name) > 253 or not _SERVER_NAME.match(name):
+    if len(name) > 253 or not _SERVER_NAME.fullmatch(name):
         raise OptionError(f"{where}.name: '{raw.get('name')}' is not a host name (letters, digits, '-', '.', optional leading '*.')")
     path = _text(raw.get("path", "/"), f"{where}.path")
-    if len(path) > 1024 or not _PATH.match(path):
+    if len(path) > 1024 or not _PATH.fullmatch(path):
         raise OptionError(f"{where}.path: '{path}' is not allowed; a path is '/' then letters, digits and . _ ~ / -")
     scheme, port, prefix = _parse_pass(raw.get("pass"), f"{where}.pass")
     size = _text(raw.get("client_max_body_size", "1m"), f"{where}.client_max_body_size")
-    if not _SIZE.match(size):
+    if not _SIZE.fullmatch(size):
         raise OptionError(f"{where}.client_max_body_size: '{size}' is not a size such as 10m, 512k or 1g")
     tls = raw.get("tls") or {}
     if not isinstance(tls, Mapping) or set(tls) - {"cert", "key"}:
@@ -112,7 +112,7 @@ def _flag(value: Any, what: str) -> bool:
 def _file(value: Any, what: str) -> str:
     if value in (None, ""):
         return ""
-    if not isinstance(value, str) or not _FILE.match(value) or "/../" in value + "/":
+    if not isinstance(value, str) or not _FILE.fullmatch(value) or "/../" in value + "/":
         raise OptionError(f"{what}: '{value}' is not an absolute file path (letters, digits, . _ / -)")
     return value
 
@@ -136,7 +136,7 @@ def _parse_pass(value: Any, what: str) -> tuple[str, int, str]:
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         return "http", _port(int(value), what), "/"
-    match = _PASS_URL.match(str(value)) if isinstance(value, str) else None
+    match = _PASS_URL.fullmatch(str(value)) if isinstance(value, str) else None
     if not match:
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
     return match.group(1), _port(int(match.group(2)), what), match.group(3) or "/"

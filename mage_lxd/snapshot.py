@@ -225,7 +225,11 @@ def _addresses_from_state(api: LxdApi, instance: Instance) -> dict[str, list[dic
         state = api.get(f"instances/{name}/state", {"project": project}) or {}
     except NotFoundError:  # deleted between the two requests
         return {}
-    except MageLxdError:  # its cluster member stopped answering: listed, without addresses
+    except MageLxdError:
+        # On a cluster, its member may have gone down since the list was read: listed, without
+        # addresses. Anywhere else a failure here is a real one.
+        if not api.clustered:
+            raise
         return {}
     found: dict[str, list[dict[str, str]]] = {}
     for interface, net in (state.get("network") or {}).items():

@@ -262,7 +262,9 @@ def test_the_lab_tears_down_fully(cluster):
                   if line.startswith(LAB["MAGE_CLUSTER_BRIDGE"][:6])],
         "mounts": [line for line in Path("/proc/mounts").read_text().splitlines() if LAB["MAGE_CLUSTER_DIR"] in line],
         "processes": [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-                      if "mage-lxd-cluster" in line or LAB["MAGE_CLUSTER_RUN"] in line],
+                      if "mage-lxd-cluster" in line or LAB["MAGE_CLUSTER_RUN"] in line or "backend_server.py" in line],
+        # An instance left running would keep its cgroup (the tree is shared with the host).
+        "cgroups": sorted(path.name for path in Path("/sys/fs/cgroup").glob("lxc.*mage-cl-*")),
         "state": [path for path in (LAB["MAGE_CLUSTER_DIR"], LAB["MAGE_CLUSTER_RUN"]) if Path(path).exists()],
     }
     assert leftovers == {key: [] for key in leftovers}

@@ -10,7 +10,8 @@ from mage_lxd.cluster import check_reachable, check_target, listed_instance, mem
 from mage_lxd.errors import OptionError, RemoteError
 from mage_lxd.instance_spec import check_unique_host_ports, parse_spec
 from mage_lxd.inventory import InventoryOptions, plan_inventory
-from mage_lxd.nat import check_iptables_rules, proxy_devices, resolve_listen_addresses
+from mage_lxd.nat import check_iptables_rules, check_listen_by_member, proxy_devices, resolve_listen_addresses
+from mage_lxd.provision import nat_record
 from mage_lxd.remote import Remote
 from mage_lxd.snapshot import take_snapshot
 from recorded_api import RecordedApi
@@ -72,7 +73,7 @@ def test_a_placement_error_names_the_target_and_the_members():
     assert message.endswith("Members: mage-m1 (online), mage-m2 (offline), mage-m3 (online)")
 
 
-@pytest.mark.parametrize("target", ["mage m1", "a/b", "@", "-x", "m1;rm"])
+@pytest.mark.parametrize("target", ["mage m1", "a/b", "@", "-x", "m1;rm", "mage-m1\n"])
 def test_a_target_that_is_no_member_or_group_name_is_refused(target):
     with pytest.raises(OptionError, match="is not a cluster member name, nor @group"):
         parse_spec({"name": "web1", "target": target})
@@ -102,7 +103,10 @@ def test_a_member_missing_from_listen_is_named():
 
 @pytest.mark.parametrize(("listen", "message"), [({}, "at least one cluster member"),
                                                  ({"@edge": "10.0.0.1"}, "'@edge' is not a cluster member name"),
-                                                 ({"mage-m1": "10.0.0.256"}, r"listen.mage-m1: '10.0.0.256' is not")])
+                                                 ({"mage-m1": "10.0.0.256"}, r"listen.mage-m1: '10.0.0.256' is not"),
+                                                 ({"mage-m1\n": "10.0.0.1"}, "is not a cluster member name"),
+                                                 ({"mage-m1": "10.0.0.1\n"}, "is not an IPv4 address"),
+                                                 ({1: "10.0.0.1", "1": "10.0.0.2"}, "member '1' is given twice")])
 def test_a_bad_listen_mapping_is_refused(listen, message):
     with pytest.raises(OptionError, match=message):
         nat_spec("web1", listen)
@@ -119,3 +123,20 @@ def test_the_iptables_backend_is_refused_on_a_cluster():
                                                 "intif": "magebr0"}]})
     with pytest.raises(OptionError, match="may run on another member.*Fix: use backend forward"):
         check_iptables_rules(cluster_api(), spec.nat, WHERE)
+
+
+def test_listen_per_member_needs_a_cluster_and_must_cover_where_a_new_instance_may_land():
+    rules = nat_spec("web1", BY_MEMBER).nat
+    with pytest.raises(OptionError, match="is not a cluster. Fix: give listen one address"):
+        check_listen_by_member(RecordedApi(), rules, WHERE, None)
+    # LXD picks the member: all three are possible and mage-m3 has no address; checked before creating.
+    with pytest.raises(OptionError, match=r"no address for cluster member\(s\) mage-m3, where the new instance"):
+        check_listen_by_member(cluster_api(), rules, WHERE, "")
+    check_listen_by_member(cluster_api(), rules, WHERE, "mage-m1")  # placed on a member it names
+    check_listen_by_member(cluster_api(), rules, WHERE, None)  # existing: resolved where it is
+
+
+def test_the_nat_record_keeps_the_declared_form():
+    plain, mapped = nat_spec("a", "10.0.0.1").nat[0], nat_spec("b", BY_MEMBER).nat[0]
+    assert "listen_by_member" not in nat_record(plain) and nat_record(plain)["listen"] == "10.0.0.1"
+    assert nat_record(mapped)["listen"] == {"mage-m1": "10.187.40.11", "mage-m2": "10.187.40.12"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mage_lxd.errors import OptionError
-from mage_lxd.remote import Remote, make_session, remote_from_mapping, unique_remotes
+from mage_lxd.remote import Remote, make_session, remote_from_mapping, remote_from_task_args, unique_remotes
 
 
 def test_defaults_are_the_local_socket_with_verification_on():
@@ -50,3 +50,18 @@ def test_https_session_pins_the_server_certificate_and_ignores_ca_bundle_variabl
     assert session.trust_env is False
     insecure = make_session(Remote(name="r", url="https://h:8443", validate_certs=False), "https://h:8443")
     assert insecure.verify is False
+
+
+def test_a_task_without_url_takes_the_whole_remote_from_the_environment(monkeypatch, tmp_path):
+    for name in ("cluster.crt", "client.crt", "client.key", "own.crt", "own.key"):
+        (tmp_path / name).write_text("x")
+    monkeypatch.setenv("MAGE_LXD_URL", "https://10.187.40.11:8443")
+    monkeypatch.setenv("MAGE_LXD_SERVER_CERT", str(tmp_path / "cluster.crt"))
+    monkeypatch.setenv("MAGE_LXD_CLIENT_CERT", str(tmp_path / "client.crt"))
+    monkeypatch.setenv("MAGE_LXD_CLIENT_KEY", str(tmp_path / "client.key"))
+    remote = remote_from_task_args({}, where="test")
+    assert (remote.url, remote.server_cert) == ("https://10.187.40.11:8443", str(tmp_path / "cluster.crt"))
+    # A task naming its own url never borrows the environment's certificates (they pin another server).
+    own = remote_from_task_args({"url": "https://127.0.0.1:18443", "client_cert": str(tmp_path / "own.crt"),
+                                 "client_key": str(tmp_path / "own.key")}, where="test")
+    assert (own.url, own.server_cert, own.client_cert) == ("https://127.0.0.1:18443", None, str(tmp_path / "own.crt"))

@@ -11,6 +11,10 @@ HOSTILE = [
     ({"name": "x.example.com; location /pwn { return 200 owned; } #", "pass": 80}, ".name"),
     ({"name": "a.example.com", "path": "/x { return 200; }", "pass": 80}, ".path"),
     ({"name": "a.example.com\nserver { }", "pass": 80}, ".name"),
+    # A pattern anchored with $ alone would let a trailing newline through.
+    ({"name": "a.example.com\n", "pass": 80}, ".name"),
+    ({"name": "a.example.com", "path": "/a\n", "pass": 80}, ".path"),
+    ({"name": "a.example.com", "pass": "http://:8080/\n"}, ".pass"),
     ({"name": "a.example.com", "path": "/a;b", "pass": 80}, ".path"),
     ({"name": "a.example.com", "path": "/a\"b", "pass": 80}, ".path"),
     ({"name": "a.example.com", "path": "/a b", "pass": 80}, ".path"),
