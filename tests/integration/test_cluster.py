@@ -264,7 +264,8 @@ def test_the_lab_tears_down_fully(cluster):
         "processes": [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
                       if "mage-lxd-cluster" in line or LAB["MAGE_CLUSTER_RUN"] in line or "backend_server.py" in line],
         # An instance left running would keep its cgroup (the tree is shared with the host).
-        "cgroups": sorted(path.name for path in Path("/sys/fs/cgroup").glob("lxc.*mage-cl-*")),
+        "cgroups": sorted(str(path) for pattern in ("lxc.*mage-cl-*", "*/lxc.*mage-cl-*")
+                          for path in Path("/sys/fs/cgroup").glob(pattern)),
         "state": [path for path in (LAB["MAGE_CLUSTER_DIR"], LAB["MAGE_CLUSTER_RUN"]) if Path(path).exists()],
     }
     assert leftovers == {key: [] for key in leftovers}
