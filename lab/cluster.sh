@@ -214,7 +214,7 @@ EOF
 stop_member() { # member
   member_index "$1" >/dev/null || { log "no member '$1' (members: ${members[*]})"; exit 2; }
   # SIGTERM stops the daemon and leaves its instances running, as a crashed or cut-off member would.
-  stop_pid "$1" 30
+  stop_pids 30 "$1"
   log "stopped the daemon of $1 (lab/cluster.sh up starts it again)"
 }
 
@@ -242,16 +242,19 @@ up() {
   log "up: ${members[*]} ($(member_address "${members[0]}"):8443)"
 }
 
-stop_pid() { # pidfile-name seconds
-  local pid
-  pid=$(pid_of "$1")
-  if alive "$pid"; then
-    kill "$pid" 2>/dev/null || true
-    local waited=0
-    while alive "$pid" && [ $waited -lt $(($2 * 10)) ]; do sleep 0.1; waited=$((waited + 1)); done
+stop_pids() { # seconds pidfile-name...
+  # All asked at once, then one deadline for all of them; what is still there then is killed.
+  local seconds=$1 name pid waited=0 pids=()
+  shift
+  for name in "$@"; do
+    pid=$(pid_of "$name")
+    if alive "$pid"; then kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
+  done
+  for pid in "${pids[@]}"; do
+    while alive "$pid" && [ $waited -lt $((seconds * 10)) ]; do sleep 0.1; waited=$((waited + 1)); done
     alive "$pid" && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run/$1.pid"
+  done
+  for name in "$@"; do rm -f "$run/$name.pid"; done
 }
 
 stop_namespace_processes() {
@@ -302,17 +305,9 @@ down() {
   # Nothing runs in the daemons any more, and their state is deleted below: all are asked to stop
   # at once (one by one, the last ones wait for a quorum that has already gone), and a daemon still
   # busy with a heartbeat round after 3 s is killed. dnsmasq takes 2 s to exit: in the same wait.
-  local name
-  for name in "${members[@]}" dnsmasq; do
-    alive "$(pid_of "$name")" && kill "$(pid_of "$name")" 2>/dev/null || true
-  done
-  for member in "${members[@]}"; do stop_pid "$member" 3; done
+  stop_pids 3 "${members[@]}" dnsmasq
   # A holder takes about 2 s to go (its mount namespace is torn down): all at once, too.
-  for member in "${members[@]}"; do
-    alive "$(pid_of "$member-holder")" && kill "$(pid_of "$member-holder")" 2>/dev/null || true
-  done
-  for member in "${members[@]}"; do stop_pid "$member-holder" 5; done
-  stop_pid dnsmasq 5
+  stop_pids 5 "${members[@]/%/-holder}"
   stop_namespace_processes
   for member in "${members[@]}"; do
     index=$(member_index "$member")
