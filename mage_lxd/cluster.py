@@ -23,6 +23,11 @@ def member_statuses(api: LxdApi) -> dict[str, str]:
     return {str(member["server_name"]): str(member.get("status") or "unknown").lower() for member in members}
 
 
+def member_name(location: str) -> str:
+    """The cluster member an instance's `location` names; "" off a cluster, where LXD says "none"."""
+    return "" if location == "none" else location
+
+
 def unreachable(instance: Mapping[str, Any]) -> bool:
     """True when LXD lists the instance but cannot read its state (its member is down)."""
     return str(instance.get("status")) == "Error" and bool(instance.get("location"))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mage_lxd.cluster import member_name
 from mage_lxd.errors import OptionError
 from mage_lxd.remote import Remote
 
@@ -228,7 +229,7 @@ def host_groups(variables: Mapping[str, Any], options: InventoryOptions) -> list
             else ""
         ],
         "type": [variables["lxd_type"]],
-        "location": [variables["lxd_location"] if variables["lxd_location"] != "none" else ""],
+        "location": [member_name(variables["lxd_location"])],
         "network": list(variables["lxd_networks"]),
         "remote": [variables["lxd_remote"]],
     }

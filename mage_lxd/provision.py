@@ -18,7 +18,7 @@ from typing import Any
 
 from mage_lxd.bootstrap import find_python, install_python
 from mage_lxd.channel import InstanceChannel
-from mage_lxd.cluster import check_reachable, check_target, listed_instance, placement_error
+from mage_lxd.cluster import check_reachable, check_target, listed_instance, member_name, placement_error
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec, NatRule
 from mage_lxd.nat import (
@@ -146,7 +146,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         raise
     if current is not None:
         check_reachable(api, current, where)
-        result.location = _location(current)
+        result.location = member_name(str(current.get("location") or ""))
     # Where the instance is (or is asked to go) decides per-member NAT listen addresses.
     placed = result.location or ("" if spec.target.startswith("@") else spec.target)
     if spec.state == "absent":
@@ -183,7 +183,7 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             return result
         _create(api, spec, wanted, where)
         current, etag = _read(api, path)
-        result.location = _location(current or {})
+        result.location = member_name(str((current or {}).get("location") or ""))
         if result.location != placed and any(rule.listen_by_member for rule in spec.nat):
             # LXD picked the member: now its per-member listen addresses are known.
             listen = resolve_listen_addresses(api, spec.nat, where, result.location)
@@ -225,12 +225,6 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
             raise RemoteError(f"{where}: NAT backends forward and iptables need an IPv4 address, and it has none")
         _apply_published(api, tag, spec.nat, target, listen, result)
     return result
-
-
-def _location(instance: Mapping[str, Any]) -> str:
-    # A server outside a cluster reports location "none".
-    location = str(instance.get("location") or "")
-    return "" if location == "none" else location
 
 
 def _put_definition(api: LxdApi, path: str, current: Mapping[str, Any], wanted: Mapping[str, Any], etag: str) -> None:
