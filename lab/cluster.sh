@@ -25,6 +25,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lab/lab.env
 . "$here/lab.env"
+# shellcheck source=lab/packages.sh
+. "$here/packages.sh"
 
 read -r -a members <<<"$MAGE_CLUSTER_MEMBERS"
 state=$MAGE_CLUSTER_DIR
@@ -219,6 +221,7 @@ stop_member() { # member
 }
 
 up() {
+  lab_install_missing_packages
   mkdir -p "$state" "$run"
   host_network_up
   local member

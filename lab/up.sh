@@ -9,24 +9,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lab/lab.env
 . "$here/lab.env"
+# shellcheck source=lab/packages.sh
+. "$here/packages.sh"
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 
 [ "$(id -u)" = 0 ] || { log "run as root (LXD's socket and package install need it)"; exit 1; }
-
-install_missing_packages() {
-  # nftables before the first start: with only the iptables-nft shim LXD falls back to its xtables
-  # driver, which leaves network-forward DNAT rules behind when a forward is removed.
-  local wanted=(lxd mmdebstrap busybox-static nftables iptables curl) missing=() pkg
-  for pkg in "${wanted[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]} from the distribution's packages"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
-}
 
 lxd_answers() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
 
@@ -80,7 +68,7 @@ ensure_https_on_loopback() {
     lxc config set core.https_address "$MAGE_LAB_HTTPS_ADDRESS"
 }
 
-install_missing_packages
+lab_install_missing_packages
 raise_inotify_limit
 start_daemon
 ensure_storage_and_network
