@@ -6,7 +6,7 @@ name: mage_lxd_sites
 short_description: Plan mageproxy's nginx sites from the inventory, validating every value
 description:
   - Takes C(hostvars) and the hosts to publish (default group C(lxd)) and returns the sites the
-    C(templates/mageproxy) templates render; each host contributes its C(mage_proxy) routes, its
+    C(templates/mageproxy) templates render; each host contributes its C(lxd_mage.proxy) routes, its
     C(lxd_address) and C(lxd_status) (stopped instances are left out of upstreams).
   - Every value that reaches nginx config is checked by allow-list first; a bad value or a duplicate
     route fails with an error naming the instance and the route, before anything is changed.
@@ -52,7 +52,7 @@ def mage_lxd_sites(hostvars, hosts):
             "name": str(host.get("mage_lxd_instance", name)),
             "status": str(host.get("lxd_status", "")),
             "address": str(host.get("lxd_address", "")),
-            "routes": host.get("mage_proxy") or [],
+            "routes": (host.get("lxd_mage") or {}).get("proxy") or [],
         })
     with raised_as(AnsibleFilterError):
         return [asdict(site) for site in plan_sites(described)]

@@ -6,7 +6,7 @@ name: mage_lxd
 short_description: Read LXD instances (data, addresses, config) from templates and tasks
 description:
   - Returns, for each term (an instance name or a shell-style pattern such as C(web*)), the matching
-    instances of O(project) as the mage_lxd inventory describes them (C(lxd_*) and C(mage_*) variables,
+    instances of O(project) as the mage_lxd inventory describes them (its C(lxd_*) variables,
     without the prefix C(lxd_)), or one O(key) of them.
   - One snapshot of the API per call, whatever the number of terms. Everything returned is marked
     unsafe, so nothing read from LXD is ever templated.
@@ -23,7 +23,7 @@ options:
   key:
     description:
       - Return only this value of each instance, e.g. C(ipv4) (all IPv4 addresses, flattened), C(address),
-        C(status), C(config), C(profiles), C(location), C(mage_proxy).
+        C(status), C(config), C(profiles), C(location), C(mage) (what mage-lxd recorded: C(proxy), C(nat)).
     type: str
   default:
     description: Returned for a term that matches no instance, instead of failing.
@@ -96,8 +96,7 @@ class LookupModule(LookupBase):
 
 
 def _pick(variables, key):
-    data = {name.removeprefix("lxd_"): value for name, value in variables.items()
-            if name.startswith(("lxd_", "mage_")) and not name.startswith("mage_lxd_")}
+    data = {name.removeprefix("lxd_"): value for name, value in variables.items() if name.startswith("lxd_")}
     if key is None:
         return data
     if key in ("ipv4", "ipv6"):

@@ -164,7 +164,9 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
     variables["lxd_address"] = address
     if address and options.set_ansible_host:
         variables["ansible_host"] = address
-    variables.update(mage_variables(config))
+    # One variable of the inventory's own: an instance's config can never name (and so override) a
+    # connection or Ansible variable, whatever keys someone sets on it.
+    variables["lxd_mage"] = mage_variables(config)
     return variables
 
 
@@ -199,7 +201,7 @@ def preferred_address(ipv4: Mapping[str, list[str]], ipv6: Mapping[str, list[str
 
 
 def mage_variables(config: Mapping[str, str]) -> dict[str, Any]:
-    """Decode `user.mage.<key>` config into `mage_<key>` variables (JSON when it parses)."""
+    """Decode `user.mage.<key>` config into {<key>: value} (JSON when it parses), for `lxd_mage`."""
     found: dict[str, Any] = {}
     for key, raw in config.items():
         if not key.startswith(MAGE_CONFIG_PREFIX):
@@ -211,7 +213,7 @@ def mage_variables(config: Mapping[str, str]) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except (TypeError, ValueError):
             value = raw
-        found["mage_" + re.sub(r"[.-]", "_", suffix)] = value
+        found[re.sub(r"[.-]", "_", suffix)] = value
     return found
 
 

@@ -198,7 +198,7 @@ def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
         instance = str(host["name"])
         raw_routes = host.get("routes") or []
         if not isinstance(raw_routes, list):
-            raise OptionError(f"instance '{instance}': mage_proxy must be a list of routes")
+            raise OptionError(f"instance '{instance}': user.mage.proxy must be a list of routes")
         for index, raw in enumerate(raw_routes):
             route = parse_route(instance, index, raw)
             key = (route.server_name, route.path)

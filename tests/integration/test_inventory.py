@@ -77,7 +77,7 @@ def test_list_matches_what_lxd_holds(instances, tmp_path):
         assert hostvars[name]["lxd_address"] == instances[name] == hostvars[name]["ansible_host"]
     assert hostvars["db1"]["lxd_address"] == "" and "ansible_host" not in hostvars["db1"]
 
-    assert hostvars["web1"]["mage_proxy"] == ROUTES
+    assert hostvars["web1"]["lxd_mage"]["proxy"] == ROUTES
     assert hostvars["web1"]["lxd_config"]["user.role"] == "frontend"
     assert all(hostvars[name]["ansible_connection"] == "mage_lxd" for name in hostvars)
 

@@ -32,7 +32,7 @@ def debug(expression: str) -> dict:
 def test_one_instance_and_a_pattern_of_addresses(instances):
     web1 = debug(f"{{{{ lookup('mage_lxd', 'web1', project='{PROJECT}') }}}}")["msg"]
     assert web1["status"] == "running" and web1["address"] == instances["web1"]
-    assert web1["mage_proxy"] == [{"name": "w.example.org", "pass": 80}]
+    assert web1["mage"]["proxy"] == [{"name": "w.example.org", "pass": 80}]
     addresses = debug(f"{{{{ query('mage_lxd', 'web*', key='ipv4', project='{PROJECT}') }}}}")["msg"]
     assert sorted(addresses) == sorted(instances.values())
     assert debug(f"{{{{ lookup('mage_lxd', 'db1', key='status', project='{PROJECT}') }}}}")["msg"] == "stopped"

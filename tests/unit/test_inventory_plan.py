@@ -53,8 +53,8 @@ def test_variables_of_a_running_instance(snapshot):
     assert variables["lxd_ipv4"]["eth0"] == [variables["lxd_address"]]
     assert variables["ansible_host"] == variables["lxd_address"]
     assert variables["lxd_config"] == {"user.role": "frontend"}
-    assert variables["mage_proxy"] == [{"name": "web1.example.org", "path": "/", "pass": 8080}]
-    assert variables["mage_nat"] == [{"extport": 8080, "intport": 80, "proto": "tcp"}]
+    assert variables["lxd_mage"]["proxy"] == [{"name": "web1.example.org", "path": "/", "pass": 8080}]
+    assert variables["lxd_mage"]["nat"] == [{"extport": 8080, "intport": 80, "proto": "tcp"}]
     # Read as data; the plugin marks it unsafe so Ansible never templates it.
     assert variables["lxd_description"] == "{{ lookup('pipe', 'id') }}"
 
