@@ -13,6 +13,7 @@ from typing import Any
 
 from mage_lxd.errors import OptionError
 from mage_lxd.routes import parse_route
+from mage_lxd.values import parse_bool
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
 TYPES = ("container", "virtual-machine")
@@ -134,14 +135,14 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         devices=devices,
         project=str(data.get("project") or "default"),
         target=_target(data.get("target"), f"{where}: target"),
-        ephemeral=bool(data.get("ephemeral", False)),
+        ephemeral=parse_bool(data.get("ephemeral", False), f"{where}: ephemeral"),
         nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or "proxy")
                   for index, entry in enumerate(data.get("nat") or [])),
         proxy=tuple(check_route_entry(entry, index, where) for index, entry in enumerate(data.get("proxy") or [])),
-        bootstrap=bool(data.get("bootstrap", True)),
+        bootstrap=parse_bool(data.get("bootstrap", True), f"{where}: bootstrap"),
         wait_for_address=_choice(data.get("wait_for_address", "inet"), ADDRESS_WAITS, f"{where}: wait_for_address"),
         address_timeout=_positive(data.get("address_timeout", 60), f"{where}: address_timeout"),
-        rebuild=bool(data.get("rebuild", False)),
+        rebuild=parse_bool(data.get("rebuild", False), f"{where}: rebuild"),
     )
 
 

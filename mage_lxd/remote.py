@@ -20,6 +20,7 @@ import requests
 from pylxd.client import get_session_for_url
 
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
+from mage_lxd.values import parse_bool
 
 # Where Debian's package and the snap put the socket; the first one that exists is used.
 LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
@@ -112,7 +113,7 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         client_cert=_optional_path(data.get("client_cert")),
         client_key=_optional_path(data.get("client_key")),
         server_cert=_optional_path(data.get("server_cert")),
-        validate_certs=_as_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs"),
+        validate_certs=parse_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs"),
         timeout=timeout,
     )
     _check_files(remote, where)
@@ -143,17 +144,6 @@ def remote_from_task_args(args: Mapping[str, Any], where: str) -> Remote:
 
 def _optional_path(value: Any) -> str | None:
     return os.path.expanduser(str(value)) if value else None
-
-
-def _as_bool(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise OptionError(f"{what}: '{value}' is not a boolean (true/false)")
 
 
 def _check_files(remote: Remote, where: str) -> None:

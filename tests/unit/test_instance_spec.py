@@ -100,3 +100,20 @@ def test_proxy_devices_and_iptables_rules_carry_the_instance():
     rules = iptables_rules("mage-lxd:default/a1", spec.nat, "10.0.0.5")
     assert [table for table, _ in rules] == ["nat", "filter"]
     assert "mage-lxd:default/a1:udp-53" in rules[0][1] and "10.0.0.5:53" in rules[0][1]
+
+
+FALSE_FORMS = [False, "no", "No", "false", "FALSE", "off", "0", 0, "n"]
+TRUE_FORMS = [True, "yes", "true", "True", "on", "1", 1, "y"]
+
+
+@pytest.mark.parametrize("option", ["ephemeral", "bootstrap", "rebuild"])
+@pytest.mark.parametrize(("value", "expected"), [(v, False) for v in FALSE_FORMS] + [(v, True) for v in TRUE_FORMS])
+def test_boolean_options_read_text_as_ansible_does(option, value, expected):
+    # bool('no') is True: 'ephemeral: "false"' once made an ephemeral container that `lxc stop` deleted.
+    assert getattr(parse_spec({"name": "web1", option: value}), option) is expected
+
+
+@pytest.mark.parametrize("option", ["ephemeral", "bootstrap", "rebuild"])
+def test_a_boolean_option_that_is_no_boolean_is_refused(option):
+    with pytest.raises(OptionError, match=f"instance 'web1': {option}: 'maybe' is not a boolean"):
+        parse_spec({"name": "web1", option: "maybe"})
