@@ -2,22 +2,22 @@
 # Documentation: library/mage_lxd_instance.py (ansible-doc -t module mage_lxd_instance).
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from mage_lxd.batch import BatchOptions, converge_batch
 from mage_lxd.errors import MageLxdError
 from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
 from mage_lxd.plugin_errors import raised_as
-from mage_lxd.provision import converge
-from mage_lxd.remote import REMOTE_OPTIONS, LxdApi, remote_from_task_args
+from mage_lxd.projects import parse_profiles
+from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
+from mage_lxd.values import parse_bool
 
 display = Display()
 
 TASK_ARGS = frozenset({*REMOTE_OPTIONS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
-                       "operation_timeout"})
+                       "operation_timeout", "project_profiles", "create_project"})
 DEFAULTABLE = (SPEC_KEYS - {"name"}) | {"image_server", "nat_backend"}
 
 
@@ -34,21 +34,15 @@ class ActionModule(ActionBase):
                 raise MageLxdError(f"mage_lxd_instance: unknown option(s) {', '.join(unknown)}")
             remote = remote_from_task_args(args, where="mage_lxd_instance remote")
             specs = self._specs(args)
-        operation_timeout = float(args.get("operation_timeout") or 300)
-        check_mode = bool(self._task.check_mode)
-
-        def one(spec):
-            try:
-                api = LxdApi(remote, log=display.vvv, project=spec.project,
-                             timeout=(remote.timeout, operation_timeout))
-                return converge(api, spec, check_mode=check_mode).as_dict()
-            except MageLxdError as exc:
-                return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
-
-        # Each instance's LXD operations wait on the server; a bounded pool runs them side by side.
-        with ThreadPoolExecutor(max_workers=max(1, min(int(args.get("forks") or 4), len(specs)))) as pool:
-            results = list(pool.map(one, specs))
-        return self._report(results, remote, args, "instances" in args, task_vars or {})
+            options = BatchOptions(
+                profiles=parse_profiles(args.get("project_profiles")),
+                create_project=parse_bool(args.get("create_project", True), "mage_lxd_instance: create_project"),
+                check_mode=bool(self._task.check_mode),
+                forks=int(args.get("forks") or 4),
+                operation_timeout=float(args.get("operation_timeout") or 300),
+            )
+            projects, results = converge_batch(remote, specs, options, log=display.vvv)
+        return self._report(projects, results, remote, args, "instances" in args, task_vars or {})
 
     def _specs(self, args):
         # Task-level options are defaults for every entry of `instances` (the seed's list form).
@@ -70,7 +64,7 @@ class ActionModule(ActionBase):
         check_unique_host_ports(specs)
         return specs
 
-    def _report(self, results, remote, args, as_list, task_vars):
+    def _report(self, projects, results, remote, args, as_list, task_vars):
         groups = list(args.get("groups") or ["lxd"])
         for item in results:
             if not item.get("failed") and item.get("status") not in ("absent", None):
@@ -81,13 +75,21 @@ class ActionModule(ActionBase):
                     item["add_host"] = {"host_name": item["name"], "groups": groups, "host_vars": host_vars}
             for warning in item.get("warnings") or []:
                 display.warning(warning)
+        for project in projects:
+            for warning in project["warnings"]:
+                display.warning(warning)
         failed = [item for item in results if item.get("failed")]
-        report = {"changed": any(item.get("changed") for item in results)}
+        project_diffs = [diff for project in projects for diff in project.pop("diff")]
+        report = {"changed": any(item.get("changed") for item in [*projects, *results])}
         if as_list:
             report["instances"] = results
-            report["diff"] = [item["diff"] for item in results if "diff" in item]
+            report["diff"] = project_diffs + [item["diff"] for item in results if "diff" in item]
         else:
             report.update(results[0])
+            if project_diffs:
+                report["diff"] = project_diffs + [results[0]["diff"]]
+            report["changed"] = report["changed"] or any(project["changed"] for project in projects)
+        report["projects"] = projects
         if failed:
             report["failed"] = True
             report["msg"] = "; ".join(item["msg"] for item in failed)

@@ -175,6 +175,43 @@ options:
     description: Seconds to wait for one LXD operation (creation, start, stop).
     type: float
     default: 300
+  create_project:
+    description:
+      - Create the project of an instance (O(project)) when it does not exist, before any instance is
+        touched. The new project uses the default project's images (C(features.images=false), so local
+        images serve it) and has profiles of its own (C(features.profiles=true), so profiles declared
+        for it change no other project); its C(default) profile gets the default project's root disk
+        and NICs, so instances there boot with storage and a network.
+      - V(false) means the project must already exist; a missing one is an error that says so, and
+        nothing is changed.
+      - In check mode a project that would be created is reported (with its instances as created).
+    type: bool
+    default: true
+  project_profiles:
+    description:
+      - Profiles to create or converge in the project of every instance of this task, before the
+        instances (so instances can name them in O(profiles)). Idempotent, with check and diff modes.
+      - Only the config keys and devices declared here are ever removed again (they are listed in the
+        profile's C(user.mage.managed)); what others set in the profile is kept.
+      - A profile named in an instance's O(profiles) that neither exists nor is declared here is an error
+        naming the instance and profile, before anything is changed.
+      - In a project with C(features.profiles=false), LXD keeps profiles in the default project.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Profile name.
+        type: str
+        required: true
+      description:
+        description: Its description.
+        type: str
+      config:
+        description: Config keys (C(user.mage.*) and C(volatile.*) are refused).
+        type: dict
+      devices:
+        description: Devices, as LXD takes them (names starting with C(mage-) are reserved).
+        type: dict
 """
 
 EXAMPLES = r"""
@@ -202,6 +239,18 @@ EXAMPLES = r"""
 
 - name: Read them back from LXD (the mage_lxd inventory) for the next plays
   ansible.builtin.meta: refresh_inventory
+
+- name: A project of its own (created when missing) with a declared profile its instances use
+  mage_lxd_instance:
+    project: shop
+    project_profiles:
+      - name: small
+        config:
+          limits.memory: 512MiB
+    instances:
+      - name: shop-web
+        image: mage/debian-12
+        profiles: [default, small]
 
 - name: Gone, with its NAT entries
   mage_lxd_instance:
@@ -243,6 +292,12 @@ add_host:
   description: Host entry with the mage_lxd connection (single-instance form adds it to the inventory).
   returned: unless the instance is absent
   type: dict
+projects:
+  description: Each project the task's instances live in, and what was done to it and its profiles.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: mage-demo, changed: true, actions: [created project, updated profile default], warnings: []}]
 instances:
   description: One result (the keys above, plus name, project, failed, msg) per entry of O(instances).
   returned: with O(instances)

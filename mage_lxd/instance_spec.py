@@ -119,10 +119,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     if unknown:
         raise OptionError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SPEC_KEYS))}")
     state = _choice(data.get("state", "started"), STATES, f"{where}: state")
-    devices = {str(k): _string_map(v, f"{where}: devices.{k}") for k, v in (data.get("devices") or {}).items()}
-    for device in devices:
-        if not _DEVICE_NAME.fullmatch(device) or device.startswith("mage-"):
-            raise OptionError(f"{where}: device name '{device}' is not valid (letters, digits, '-_.'; 'mage-' is reserved)")
+    devices = parse_devices(data.get("devices") or {}, where)
     for device, spec in mount_devices(data.get("mounts") or [], where).items():
         devices[device] = spec
     return InstanceSpec(
@@ -144,6 +141,17 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         address_timeout=_positive(data.get("address_timeout", 60), f"{where}: address_timeout"),
         rebuild=parse_bool(data.get("rebuild", False), f"{where}: rebuild"),
     )
+
+
+def parse_devices(raw: Any, where: str) -> dict[str, dict[str, str]]:
+    """LXD devices as LXD stores them (string values); names starting with 'mage-' are ours."""
+    if not isinstance(raw, Mapping):
+        raise OptionError(f"{where}: devices must be a mapping of device name to its keys")
+    devices = {str(k): _string_map(v, f"{where}: devices.{k}") for k, v in raw.items()}
+    for device in devices:
+        if not _DEVICE_NAME.fullmatch(device) or device.startswith("mage-"):
+            raise OptionError(f"{where}: device name '{device}' is not valid (letters, digits, '-_.'; 'mage-' is reserved)")
+    return devices
 
 
 def parse_image(value: Any, default_server: str, where: str) -> ImageSource | None:

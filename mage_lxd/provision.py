@@ -227,6 +227,25 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     return result
 
 
+def preview_in_new_project(api: LxdApi, spec: InstanceSpec) -> InstanceResult:
+    """Check mode for an instance whose project this run would create: it would be created.
+
+    `api` acts in the default project, whose images a new project uses (features.images=false), so an
+    unknown image is still refused here."""
+    result = InstanceResult(name=spec.name, project=spec.project, status="absent")
+    result.diff = {"before": {"state": "absent"}, "after": {"state": "absent"}}
+    if spec.state == "absent":
+        return result
+    where = f"instance '{spec.name}' in project '{spec.project}'"
+    _image_source(api, spec, where)
+    listen = resolve_listen_addresses(api, spec.nat, where, "" if spec.target.startswith("@") else spec.target)
+    wanted = desired_definition(spec, None, proxy_devices(spec.nat, listen))
+    result.did("created")
+    result.status = _target_state(spec.state)
+    result.diff["after"] = visible(wanted) | {"state": result.status}
+    return result
+
+
 def _put_definition(api: LxdApi, path: str, current: Mapping[str, Any], wanted: Mapping[str, Any], etag: str) -> None:
     # PUT replaces the whole instance: what we do not manage is sent back as it was.
     body = {key: current.get(key) for key in ("architecture", "ephemeral", "stateful", "description")}
