@@ -2,23 +2,44 @@
 # Documentation: library/mage_lxd_instance.py (ansible-doc -t module mage_lxd_instance).
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
+from functools import lru_cache
 
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import fragment_loader, module_loader
+from ansible.utils.display import Display
+from ansible.utils.plugin_docs import get_docstring
+
+from mage_lxd.argspec import argument_spec, given
 from mage_lxd.batch import BatchOptions, converge_batch
-from mage_lxd.errors import MageLxdError
-from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
+from mage_lxd.errors import MageLxdError, OptionError
+from mage_lxd.instance_spec import check_unique_host_ports, parse_spec
 from mage_lxd.plugin_errors import raised_as
 from mage_lxd.projects import parse_profiles
 from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
-from mage_lxd.values import parse_bool
 
 display = Display()
 
-TASK_ARGS = frozenset({*REMOTE_OPTIONS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
-                       "operation_timeout", "project_profiles", "create_project"})
-DEFAULTABLE = (SPEC_KEYS - {"name"}) | {"image_server", "nat_backend"}
+# Options of the task as a whole; every other documented option describes an instance, and in the
+# list form is a default for each entry of `instances`.
+TASK_ONLY = ("instances", "groups", "forks", "operation_timeout", "create_project", "project_profiles",
+             "remote", *REMOTE_OPTIONS)
+
+
+@lru_cache(maxsize=1)
+def documented_options():
+    """The options of library/mage_lxd_instance.py's DOCUMENTATION, doc fragments merged in."""
+    found = module_loader.find_plugin_with_context("mage_lxd_instance")
+    return get_docstring(found.plugin_resolved_path, fragment_loader)[0]["options"]
+
+
+def validated(spec, values, where):
+    """`values` checked and converted by Ansible's validator; errors name `where` and each option."""
+    result = ArgumentSpecValidator(spec).validate(values)
+    if result.error_messages:
+        raise OptionError(f"{where}: {'; '.join(result.error_messages)}")
+    return given(result.validated_parameters)
 
 
 class ActionModule(ActionBase):
@@ -27,26 +48,24 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
-        args = dict(self._task.args)
         with raised_as(AnsibleActionFail):
-            unknown = sorted(set(args) - SPEC_KEYS - TASK_ARGS)
-            if unknown:
-                raise MageLxdError(f"mage_lxd_instance: unknown option(s) {', '.join(unknown)}")
+            args = validated(argument_spec(documented_options()), dict(self._task.args), "mage_lxd_instance")
             remote = remote_from_task_args(args, where="mage_lxd_instance remote")
             specs = self._specs(args)
             options = BatchOptions(
                 profiles=parse_profiles(args.get("project_profiles")),
-                create_project=parse_bool(args.get("create_project", True), "mage_lxd_instance: create_project"),
+                create_project=args.get("create_project", True),
                 check_mode=bool(self._task.check_mode),
-                forks=int(args.get("forks") or 4),
-                operation_timeout=float(args.get("operation_timeout") or 300),
+                forks=args.get("forks", 4),
+                operation_timeout=args.get("operation_timeout", 300.0),
             )
             projects, results = converge_batch(remote, specs, options, log=display.vvv)
         return self._report(projects, results, remote, args, "instances" in args, task_vars or {})
 
     def _specs(self, args):
+        instance_spec = argument_spec(documented_options(), leave_out=TASK_ONLY)
         # Task-level options are defaults for every entry of `instances` (the seed's list form).
-        defaults = {key: value for key, value in args.items() if key in DEFAULTABLE}
+        defaults = {key: value for key, value in args.items() if key in instance_spec and key != "name"}
         if "instances" in args:
             if "name" in args:
                 raise MageLxdError("mage_lxd_instance: give either name or instances, not both")
@@ -54,6 +73,9 @@ class ActionModule(ActionBase):
             entries = [{"name": entry} if isinstance(entry, str) else entry for entry in args["instances"] or []]
             if not all(isinstance(entry, dict) for entry in entries):
                 raise MageLxdError("mage_lxd_instance: instances must be a list of mappings or names")
+            entries = [validated(instance_spec, entry, f"mage_lxd_instance: instances[{index}]"
+                                 + (f" ({entry['name']})" if entry.get("name") else ""))
+                       for index, entry in enumerate(entries)]
         else:
             entries = [{"name": args.get("name")}]
         specs = [parse_spec(entry, defaults) for entry in entries]

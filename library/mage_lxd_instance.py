@@ -145,9 +145,12 @@ options:
     choices: [proxy, forward, iptables]
     default: proxy
   proxy:
-    description: Web routes for mageproxy (C({name, path, pass})), recorded in the instance for the inventory.
+    description:
+      - Web routes for mageproxy (C({name, path, pass})), recorded in the instance for the inventory.
+      - Each route is checked by allow-list before anything changes (a string that looks like the seed's
+        mount shorthand is refused with a hint to put it under O(mounts)).
     type: list
-    elements: dict
+    elements: raw
     default: []
   bootstrap:
     description: Install python with the instance's package manager (apt, dnf, yum, apk, zypper, pacman) if missing.

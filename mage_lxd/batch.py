@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from mage_lxd.errors import MageLxdError
+from mage_lxd.errors import MageLxdError, OptionError
 from mage_lxd.instance_spec import InstanceSpec
 from mage_lxd.projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
 from mage_lxd.provision import converge, preview_in_new_project
@@ -35,6 +35,9 @@ def converge_batch(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (projects, instances) as the task reports them. Project and profile refusals raise
     before any change; an instance that fails is reported in its entry (failed, msg)."""
+    if options.forks < 1 or not 0 < options.operation_timeout < float("inf"):
+        raise OptionError("mage_lxd_instance: forks must be 1 or more, operation_timeout a finite number of seconds "
+                          f"above 0 (got {options.forks}, {options.operation_timeout})")
     timeout = (remote.timeout, options.operation_timeout)
     api = LxdApi(remote, log=log, timeout=timeout)
     # A project only absent instances name needs nothing: there is nothing to delete in it.

@@ -133,7 +133,7 @@ def strip_unsafe(data: Any) -> Any:
 def run_module(module: str, args: dict[str, Any], *extra: str, project: str = "default") -> dict[str, Any]:
     """Run one module (or action) on localhost ad hoc; return its result from the tree callback.
 
-    The command's own output (diffs, warnings) is under "_stdout". The inventory is the mage_lxd inventory of `project`, as in real use: a second run then finds
+    The command's own output is under "_stdout" (diffs) and "_stderr" (warnings). The inventory is the mage_lxd inventory of `project`, as in real use: a second run then finds
     its instances already there (add_host of a host Ansible does not know counts as a change).
     """
     import shutil
@@ -152,6 +152,7 @@ def run_module(module: str, args: dict[str, Any], *extra: str, project: str = "d
             raise AssertionError(f"no result from {module}:\n{result.stdout}\n{result.stderr}")
         reported = json.loads(output.read_text())
         reported["_stdout"] = result.stdout
+        reported["_stderr"] = result.stderr
         return reported
     finally:
         shutil.rmtree(tree)

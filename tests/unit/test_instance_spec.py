@@ -54,7 +54,6 @@ def test_mounts_become_read_only_disk_devices_named_after_the_path():
         ({"name": "a1", "mounts": ["relative:/x"]}, "is not '/host/path:/instance/path[:ro]'"),
         ({"name": "a1", "devices": {"mage-x": {"type": "disk"}}}, "'mage-' is reserved"),
         ({"name": "a1", "config": {"user.mage.proxy": "[]"}}, "managed by LXD or mage-lxd"),
-        ({"name": "a1", "colour": "red"}, "unknown option(s) colour"),
         ({"name": "a1", "proxy": ["/sys/fs/cgroup:/sys/fs/cgroup:ro"]}, "put it under 'mounts'"),
     ],
 )
@@ -117,3 +116,16 @@ def test_boolean_options_read_text_as_ansible_does(option, value, expected):
 def test_a_boolean_option_that_is_no_boolean_is_refused(option):
     with pytest.raises(OptionError, match=f"instance 'web1': {option}: 'maybe' is not a boolean"):
         parse_spec({"name": "web1", option: "maybe"})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan", 0, -1])
+def test_address_timeout_must_be_finite_and_positive(value):
+    # .nan once made the wait for an address endless.
+    with pytest.raises(OptionError, match="address_timeout: .* must be a finite number of seconds"):
+        parse_spec({"name": "web1", "address_timeout": value})
+
+
+@pytest.mark.parametrize("port", ["٨٠", "８０", True, "80.0", ""])
+def test_ports_are_ascii_digits_only(port):
+    with pytest.raises(OptionError, match="is not a port number"):
+        parse_spec({"name": "web1", "nat": [{"extport": port}]})
