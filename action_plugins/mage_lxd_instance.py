@@ -24,7 +24,7 @@ display = Display()
 # Options of the task as a whole; every other documented option describes an instance, and in the
 # list form is a default for each entry of `instances`.
 TASK_ONLY = ("instances", "groups", "forks", "operation_timeout", "create_project", "project_profiles",
-             "remote", *REMOTE_OPTIONS)
+             "allow_unsafe", "remote", *REMOTE_OPTIONS)
 
 
 @lru_cache(maxsize=1)
@@ -55,12 +55,15 @@ class ActionModule(ActionBase):
             options = BatchOptions(
                 profiles=parse_profiles(args.get("project_profiles")),
                 create_project=args.get("create_project", True),
+                allow_unsafe=args.get("allow_unsafe", True),
                 check_mode=bool(self._task.check_mode),
                 forks=args.get("forks", 4),
                 operation_timeout=args.get("operation_timeout", 300.0),
             )
-            projects, results = converge_batch(remote, specs, options, log=display.vvv)
-        return self._report(projects, results, remote, args, "instances" in args, task_vars or {})
+            batch = converge_batch(remote, specs, options, log=display.vvv)
+        for warning in batch.warnings:
+            display.warning(warning)
+        return self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {})
 
     def _specs(self, args):
         instance_spec = argument_spec(documented_options(), leave_out=TASK_ONLY)

@@ -19,7 +19,14 @@ description:
   - Publishes ports on the LXD host (O(nat)) with an LXD proxy device (default), an LXD network forward,
     or iptables DNAT rules, and records NAT and proxy routes in the instance (C(user.mage.nat),
     C(user.mage.proxy)) where the mage_lxd inventory reads them.
-  - Supports check mode (nothing is changed) and diff mode (config, devices, profiles, state).
+  - The whole batch is planned before the first write - projects, profiles, every instance's config,
+    devices, state and NAT - and checked against what can be known without writing (images, profiles,
+    host interfaces, host ports free, routes unique among this batch and the instances that already
+    publish routes in the project). A refusal anywhere changes nothing anywhere. A new instance that
+    cannot be started or published is removed again.
+  - Runs converging the same LXD server from this controller wait for each other (a lock file in the
+    temporary directory), so they never interleave.
+  - Supports check mode (the plan, nothing is changed) and diff mode (config, devices, profiles, state).
   - Runs on the controller (an action plugin); the task needs no connection to the instance.
 version_added: "0.1.0"
 author: mage-lxd developers
@@ -188,6 +195,14 @@ options:
       - V(false) means the project must already exist; a missing one is an error that says so, and
         nothing is changed.
       - In check mode a project that would be created is reported (with its instances as created).
+    type: bool
+    default: true
+  allow_unsafe:
+    description:
+      - Settings that weaken the isolation between an instance and its host are always named in a
+        warning, in check mode too - C(security.privileged), C(security.nesting), C(raw.*) config, and a
+        disk device whose source is the host's C(/) - for instances and for O(project_profiles).
+      - V(false) refuses them instead, before anything is changed.
     type: bool
     default: true
   project_profiles:

@@ -1,21 +1,27 @@
-"""Converge a whole declaration: its projects and profiles first, then its instances side by side.
+"""Converge a whole declaration: plan every project, profile and instance, check the plan, then apply.
 
-Everything that can refuse the batch (options, missing projects or profiles) does so before the
-first write; in check mode nothing is written and instances of a project the run would create are
-reported as created.
+Reads come first, then pure planning, then the checks that need the whole batch (routes unique in
+the future state, host ports free, settings that weaken isolation). Only a plan with no refusal is
+applied: a refused batch writes nothing to LXD. Check mode stops after planning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mage_lxd.batch_checks import existing_routes, host_port_refusals, route_refusals, spec_unsafe_settings, unsafe_settings
 from mage_lxd.errors import MageLxdError, OptionError
 from mage_lxd.instance_spec import InstanceSpec
 from mage_lxd.projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
-from mage_lxd.provision import converge, preview_in_new_project
+from mage_lxd.provision import InstancePlan, apply_instance, plan_instance, read_facts
 from mage_lxd.remote import Log, LxdApi, Remote, _no_log
 
 
@@ -25,41 +31,129 @@ class BatchOptions:
 
     profiles: Sequence[ProfileSpec] = ()
     create_project: bool = True
+    allow_unsafe: bool = True
     check_mode: bool = False
     forks: int = 4
     operation_timeout: float = 300.0
 
 
-def converge_batch(
-    remote: Remote, specs: Sequence[InstanceSpec], options: BatchOptions, log: Log = _no_log
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Return (projects, instances) as the task reports them. Project and profile refusals raise
-    before any change; an instance that fails is reported in its entry (failed, msg)."""
+@dataclass
+class BatchResult:
+    """What the task reports: projects, instances (failed ones carry failed/msg), and warnings."""
+
+    projects: list[dict[str, Any]]
+    instances: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: BatchOptions, log: Log = _no_log) -> BatchResult:
+    """Plan, check and apply the batch. Refusals raise OptionError before any write; an instance LXD
+    cannot reach or refuses is reported in its entry, and the others still converge."""
     if options.forks < 1 or not 0 < options.operation_timeout < float("inf"):
         raise OptionError("mage_lxd_instance: forks must be 1 or more, operation_timeout a finite number of seconds "
                           f"above 0 (got {options.forks}, {options.operation_timeout})")
     timeout = (remote.timeout, options.operation_timeout)
     api = LxdApi(remote, log=log, timeout=timeout)
-    # A project only absent instances name needs nothing: there is nothing to delete in it.
-    names = sorted({spec.project for spec in specs if spec.state != "absent"})
-    plans = plan_projects([read_project_state(api, name) for name in names], specs, options.profiles,
-                          options.create_project)
-    if not options.check_mode:
-        for plan in plans:
-            apply_project_plan(api, plan)
-    new_projects = {plan.name for plan in plans if plan.create}
+    with batch_lock(remote):
+        projects = plan_projects([read_project_state(api, name) for name in _projects_used(specs)], specs,
+                                 options.profiles, options.create_project)
+        new = {plan.name for plan in projects if plan.create}
 
-    def one(spec: InstanceSpec) -> dict[str, Any]:
+        def reader_for(spec: InstanceSpec) -> LxdApi:
+            # Before it exists, a new project's images are the default project's (features.images=false).
+            return LxdApi(remote, log=log, project="default" if spec.project in new else spec.project, timeout=timeout)
+
+        def writer_for(spec: InstanceSpec) -> LxdApi:
+            return LxdApi(remote, log=log, project=spec.project, timeout=timeout)
+
+        plans, failures = _plan_instances(specs, new, reader_for, options.forks)
+        warnings = _check(api, specs, plans, new, options)
+        if not options.check_mode:
+            for project in projects:
+                apply_project_plan(api, project)
+            failures |= _apply_instances(plans, writer_for, options.forks)
+    instances = [failures.get(spec.name + "/" + spec.project) or plans[_key(spec)].result.as_dict() for spec in specs]
+    return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings)
+
+
+def _projects_used(specs: Sequence[InstanceSpec]) -> list[str]:
+    # A project only absent instances name needs nothing: there is nothing to delete in it.
+    return sorted({spec.project for spec in specs if spec.state != "absent"})
+
+
+def _key(spec: InstanceSpec) -> str:
+    return spec.name + "/" + spec.project
+
+
+def _failure(spec: InstanceSpec, exc: Exception) -> dict[str, Any]:
+    return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
+
+
+def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, forks: int,
+                    ) -> tuple[dict[str, InstancePlan], dict[str, dict[str, Any]]]:
+    """Read and plan every instance. An unreachable one becomes a failure entry; a declaration that
+    cannot work (OptionError) refuses the batch, with every such refusal named at once."""
+    def read(spec: InstanceSpec) -> InstancePlan | Exception:
         try:
-            if options.check_mode and spec.project in new_projects:
-                return preview_in_new_project(LxdApi(remote, log=log, project="default", timeout=timeout), spec).as_dict()
-            instance_api = LxdApi(remote, log=log, project=spec.project, timeout=timeout)
-            return converge(instance_api, spec, check_mode=options.check_mode).as_dict()
+            return plan_instance(spec, read_facts(api_for(spec), spec, new_project=spec.project in new))
         except MageLxdError as exc:
-            return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(specs)))) as pool:
+        outcomes = list(pool.map(read, specs))
+    refusals = [str(outcome) for outcome in outcomes if isinstance(outcome, OptionError)]
+    if refusals:
+        raise OptionError(" ".join(refusals) + " Nothing was changed.")
+    plans = {_key(spec): outcome for spec, outcome in zip(specs, outcomes) if isinstance(outcome, InstancePlan)}
+    failures = {_key(spec): _failure(spec, outcome) for spec, outcome in zip(specs, outcomes)
+                if isinstance(outcome, Exception)}
+    return plans, failures
+
+
+def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, InstancePlan], new: set[str],
+           options: BatchOptions) -> list[str]:
+    """Refuse the batch (OptionError) on any refusal; return the warnings to show."""
+    unsafe = [message for spec in specs for message in spec_unsafe_settings(spec)]
+    unsafe += [message for profile in options.profiles
+               for message in unsafe_settings(f"profile '{profile.name}'", profile.config, profile.devices)]
+    refusals = []
+    for project in _projects_used(specs):
+        declared = [(s.name, list(s.proxy)) for s in specs if s.project == project and s.state != "absent" and s.proxy]
+        existing = [] if project in new else existing_routes(api, project, [s.name for s in specs if s.project == project])
+        refusals += route_refusals(declared, existing)
+    if not api.remote.is_https and not api.clustered:
+        # LXD runs on this machine: its ports are ours to probe.
+        refusals += host_port_refusals(plans.values())
+    if unsafe and not options.allow_unsafe:
+        refusals += [f"{message} (allow_unsafe is false)." for message in unsafe]
+    if refusals:
+        raise OptionError(" ".join(refusals) + " Nothing was changed.")
+    return [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
+
+
+def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -> dict[str, dict[str, Any]]:
+    def apply(plan: InstancePlan) -> dict[str, Any] | None:
+        try:
+            apply_instance(api_for(plan.spec), plan)
+        except MageLxdError as exc:
+            return _failure(plan.spec, exc)
+        return None
 
     # Each instance's LXD operations wait on the server; a bounded pool runs them side by side.
-    with ThreadPoolExecutor(max_workers=max(1, min(options.forks, len(specs)))) as pool:
-        instances = list(pool.map(one, specs))
-    projects = [plan.as_dict() | {"diff": plan.diffs()} for plan in plans]
-    return projects, instances
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(plans) or 1))) as pool:
+        outcomes = list(pool.map(apply, plans.values()))
+    return {key: outcome for key, outcome in zip(plans, outcomes) if outcome is not None}
+
+
+@contextmanager
+def batch_lock(remote: Remote) -> Iterator[None]:
+    """One batch at a time per LXD server on this controller: two runs converging the same instances
+    would otherwise interleave (one then fails with 'Instance is busy running a "create" operation')."""
+    digest = hashlib.sha256(remote.url.encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"mage-lxd-{digest}.lock")
+    with open(path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -19,7 +19,7 @@ from typing import Any
 from mage_lxd.bootstrap import find_python, install_python
 from mage_lxd.channel import InstanceChannel
 from mage_lxd.cluster import check_reachable, check_target, listed_instance, member_name, placement_error
-from mage_lxd.errors import NotFoundError, OptionError, RemoteError
+from mage_lxd.errors import MageLxdError, NotFoundError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec, NatRule
 from mage_lxd.nat import (
     apply_forwards,
@@ -130,15 +130,68 @@ def visible(definition: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> InstanceResult:
-    """Bring one instance to `spec`. Raises MageLxdError (naming the instance) on failure."""
-    result = InstanceResult(name=spec.name, project=spec.project)
-    where = f"instance '{spec.name}' in project '{spec.project}'"
-    path = f"instances/{spec.name}"
+StateStep = tuple[str, dict[str, Any], str]
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    """What LXD says about one declared instance, read before anything is planned."""
+
+    current: Mapping[str, Any] | None
+    etag: str = ""
+    location: str = ""
+    # Each NAT rule's host address (rule key -> address), resolved through LXD.
+    listen: Mapping[str, str] = field(default_factory=dict)
+    # Where a new (or rebuilt) instance's image comes from; None when nothing is created.
+    image_source: Mapping[str, str] | None = None
+    image_differs: bool = False
+
+
+@dataclass
+class InstancePlan:
+    """What converging one instance will do. `result` already reports it: check mode stops here."""
+
+    spec: InstanceSpec
+    facts: InstanceFacts
+    result: InstanceResult
+    delete: bool = False
+    create: dict[str, Any] | None = None
+    update: dict[str, Any] | None = None
+    state_steps: list[StateStep] = field(default_factory=list)
+
+
+def describe(spec: InstanceSpec) -> str:
+    """The instance as messages name it."""
+    return f"instance '{spec.name}' in project '{spec.project}'"
+
+
+def read_facts(api: LxdApi, spec: InstanceSpec, new_project: bool = False) -> InstanceFacts:
+    """Everything planning needs from LXD, read without writing. OptionError: the declaration cannot
+    work (the batch is refused); RemoteError: this instance cannot be reached.
+
+    For an instance of a project this run creates, `api` acts in the default project, whose images
+    the new project uses; the instance does not exist yet."""
+    where = describe(spec)
     check_iptables_rules(api, spec.nat, where)
-    tag = owner_tag(spec.project, spec.name)
+    current, etag = (None, "") if new_project else _read_current(api, spec, where)
+    location = member_name(str((current or {}).get("location") or ""))
+    listen: dict[str, str] = {}
+    if spec.state != "absent":
+        # Where the instance is (or is asked to go) decides per-member NAT listen addresses.
+        placed = location or ("" if spec.target.startswith("@") else spec.target)
+        check_listen_by_member(api, spec.nat, where, placed if current is None else None)
+        listen = resolve_listen_addresses(api, spec.nat, where, placed)
+    image_differs = current is not None and spec.state != "absent" and _image_differs(api, spec, current)
+    image_source = None
+    if spec.state != "absent" and (current is None or (spec.rebuild and image_differs)):
+        check_target(api, spec.target, where)
+        image_source = _image_source(api, spec, where)
+    return InstanceFacts(current, etag, location, listen, image_source, image_differs)
+
+
+def _read_current(api: LxdApi, spec: InstanceSpec, where: str) -> tuple[dict[str, Any] | None, str]:
     try:
-        current, etag = _read(api, path)
+        current, etag = _read(api, f"instances/{spec.name}")
     except RemoteError:
         # On a cluster the read fails when the instance's member is down: say so, naming it.
         if api.clustered:
@@ -146,74 +199,104 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
         raise
     if current is not None:
         check_reachable(api, current, where)
-        result.location = member_name(str(current.get("location") or ""))
-    # Where the instance is (or is asked to go) decides per-member NAT listen addresses.
-    placed = result.location or ("" if spec.target.startswith("@") else spec.target)
-    if spec.state == "absent":
-        listen: dict[str, str] = {}
-    else:
-        check_listen_by_member(api, spec.nat, where, placed if current is None else None)
-        listen = resolve_listen_addresses(api, spec.nat, where, placed)
-    result.diff["before"] = visible(current) | {"state": _state(current)} if current else {"state": "absent"}
+    return current, etag
 
+
+def plan_instance(spec: InstanceSpec, facts: InstanceFacts) -> InstancePlan:
+    """The changes that bring the instance to `spec` (pure)."""
+    current = facts.current
+    result = InstanceResult(name=spec.name, project=spec.project, location=facts.location)
+    result.diff["before"] = visible(current) | {"state": _state(current)} if current else {"state": "absent"}
+    plan = InstancePlan(spec=spec, facts=facts, result=result)
     if spec.state == "absent":
+        result.status = "absent"
         result.diff["after"] = {"state": "absent"}
         if current is not None:
+            plan.delete = True
             result.did("deleted")
-            if not check_mode:
-                _delete(api, path, current)
-        if current is not None and _may_have_published(current) and not check_mode:
-            _apply_published(api, tag, [], "", listen, result)
-        result.status = "absent"
-        return result
-
-    wanted = desired_definition(spec, current, proxy_devices(spec.nat, listen))
-    if current is not None and spec.rebuild and _image_differs(api, spec, current):
+        return plan
+    nat_devices = proxy_devices(spec.nat, dict(facts.listen))
+    wanted = desired_definition(spec, current, nat_devices)
+    if current is not None and spec.rebuild and facts.image_differs:
+        plan.delete = True
         result.did("rebuilt (image changed)")
-        if not check_mode:
-            _delete(api, path, current)
         current = None
-        wanted = desired_definition(spec, None, proxy_devices(spec.nat, listen))
+        wanted = desired_definition(spec, None, nat_devices)
     if current is None:
-        check_target(api, spec.target, where)
         result.did("created")
-        if check_mode:
-            result.diff["after"] = visible(wanted) | {"state": _target_state(spec.state)}
-            result.status = _target_state(spec.state)
-            return result
-        _create(api, spec, wanted, where)
-        current, etag = _read(api, path)
-        result.location = member_name(str((current or {}).get("location") or ""))
-        if result.location != placed and any(rule.listen_by_member for rule in spec.nat):
-            # LXD picked the member: now its per-member listen addresses are known.
-            listen = resolve_listen_addresses(api, spec.nat, where, result.location)
-            wanted = desired_definition(spec, current, proxy_devices(spec.nat, listen))
-            _put_definition(api, path, current or {}, wanted, etag)
-            current, etag = _read(api, path)
+        plan.create = {"name": spec.name, "type": spec.type, "source": dict(facts.image_source or {}),
+                       "ephemeral": spec.ephemeral, **wanted}
+        status = "Stopped"
     else:
-        _warn_if_elsewhere(spec, result)
-        if _image_differs(api, spec, current):
-            result.warnings.append(
-                f"{where} was made from another image than the one local alias '{spec.image.alias}' points at "
-                "now; it is kept as is (set rebuild: true to recreate it from the new image)"
-            )
+        result.warnings.extend(_kept_as_is(spec, facts))
         if visible(wanted) != visible(current):
             result.did("reconfigured")
-            if not check_mode:
-                _put_definition(api, path, current, wanted, etag)
-    assert current is not None
-    result.diff["after"] = visible(wanted) | {"state": _target_state(spec.state)}
-
-    status = _transition(api, path, spec.state, str(current.get("status")), check_mode, result)
+            plan.update = wanted
+        status = str(current.get("status"))
+    plan.state_steps = state_steps(spec.state, status)
+    for label, _, status in plan.state_steps:
+        result.did(label)
     result.status = status.lower()
-    if check_mode or status != "Running":
-        return result
+    result.diff["after"] = visible(wanted) | {"state": _target_state(spec.state)}
+    return plan
+
+
+def _kept_as_is(spec: InstanceSpec, facts: InstanceFacts) -> list[str]:
+    warnings = []
+    where = describe(spec)
+    # Moving an instance stops it and copies its storage: never a side effect of a declaration.
+    if spec.target and not spec.target.startswith("@") and facts.location and facts.location != spec.target:
+        warnings.append(
+            f"{where} is on cluster member '{facts.location}', not on target '{spec.target}'; it is left there "
+            "(target only places new instances; lxc move moves one)"
+        )
+    if facts.image_differs and not spec.rebuild and spec.image is not None:
+        warnings.append(
+            f"{where} was made from another image than the one local alias '{spec.image.alias}' points at "
+            "now; it is kept as is (set rebuild: true to recreate it from the new image)"
+        )
+    return warnings
+
+
+def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
+    """Carry out one instance's plan (the executor). A new instance that cannot be started or
+    published is removed again, so a failed run leaves no half-made instance behind."""
+    spec, result = plan.spec, plan.result
+    path = f"instances/{spec.name}"
+    current, etag = plan.facts.current, plan.facts.etag
+    if plan.delete and current is not None:
+        _delete(api, path, current)
+        if spec.state == "absent":
+            if _may_have_published(current):
+                _apply_published(api, owner_tag(spec.project, spec.name), [], "", {}, result)
+            return result
+    if plan.create is not None:
+        current, etag = _create(api, spec, plan.create, result)
+    elif plan.update is not None and current is not None:
+        _put_definition(api, path, current, plan.update, etag)
+    if current is None:
+        raise RemoteError(f"{describe(spec)}: nothing to converge (it was deleted and not recreated)")
+    try:
+        status = _run_state_steps(api, path, plan.state_steps, str(current.get("status")))
+        result.status = status.lower()
+        if status == "Running":
+            _after_start(api, plan, current, result)
+    except MageLxdError as exc:
+        if plan.create is None:
+            raise
+        _remove_new(api, path, describe(spec), exc)
+    return result
+
+
+def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], result: InstanceResult) -> None:
+    # Address, python, then NAT, which needs the address for forwards and iptables.
+    spec = plan.spec
     if spec.wait_for_address != "none":
-        _wait_for_address(api, path, spec, where, result)
+        _wait_for_address(api, f"instances/{spec.name}", spec, describe(spec), result)
     else:
-        _read_addresses(api, path, result)
-    channel = InstanceChannel(api, spec.name)
+        _read_addresses(api, f"instances/{spec.name}", result)
     if spec.bootstrap:
+        channel = InstanceChannel(api, spec.name)
         result.python = find_python(channel)
         if not result.python:
             tool = install_python(channel)
@@ -222,28 +305,22 @@ def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> Insta
     if spec.nat or _may_have_published(current):
         target = result.ipv4[0] if result.ipv4 else ""
         if not target and any(rule.backend in ("forward", "iptables") for rule in spec.nat):
-            raise RemoteError(f"{where}: NAT backends forward and iptables need an IPv4 address, and it has none")
-        _apply_published(api, tag, spec.nat, target, listen, result)
-    return result
+            raise RemoteError(f"{describe(spec)}: NAT backends forward and iptables need an IPv4 address, and it has none")
+        _apply_published(api, owner_tag(spec.project, spec.name), spec.nat, target, dict(plan.facts.listen), result)
 
 
-def preview_in_new_project(api: LxdApi, spec: InstanceSpec) -> InstanceResult:
-    """Check mode for an instance whose project this run would create: it would be created.
+def _remove_new(api: LxdApi, path: str, where: str, error: MageLxdError) -> None:
+    try:
+        _delete(api, path, api.get(path) or {})
+    except MageLxdError as cleanup:
+        raise RemoteError(f"{error} The new instance could not be removed again ({cleanup}); delete it by hand.") from error
+    raise RemoteError(f"{error} {where} did not exist before this run and was removed again.") from error
 
-    `api` acts in the default project, whose images a new project uses (features.images=false), so an
-    unknown image is still refused here."""
-    result = InstanceResult(name=spec.name, project=spec.project, status="absent")
-    result.diff = {"before": {"state": "absent"}, "after": {"state": "absent"}}
-    if spec.state == "absent":
-        return result
-    where = f"instance '{spec.name}' in project '{spec.project}'"
-    _image_source(api, spec, where)
-    listen = resolve_listen_addresses(api, spec.nat, where, "" if spec.target.startswith("@") else spec.target)
-    wanted = desired_definition(spec, None, proxy_devices(spec.nat, listen))
-    result.did("created")
-    result.status = _target_state(spec.state)
-    result.diff["after"] = visible(wanted) | {"state": result.status}
-    return result
+
+def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> InstanceResult:
+    """Read, plan and (unless in check mode) apply one instance. Raises MageLxdError naming it."""
+    plan = plan_instance(spec, read_facts(api, spec))
+    return plan.result if check_mode else apply_instance(api, plan)
 
 
 def _put_definition(api: LxdApi, path: str, current: Mapping[str, Any], wanted: Mapping[str, Any], etag: str) -> None:
@@ -274,31 +351,35 @@ def _target_state(state: str) -> str:
     return "started" if state == "restarted" else state
 
 
-def _create(api: LxdApi, spec: InstanceSpec, wanted: Mapping[str, Any], where: str) -> None:
-    source = _image_source(api, spec, where)
-    body = {"name": spec.name, "type": spec.type, "source": source, "ephemeral": spec.ephemeral, **wanted}
+def _create(api: LxdApi, spec: InstanceSpec, body: Mapping[str, Any], result: InstanceResult) -> tuple[dict[str, Any], str]:
+    """POST the instance and read it back; on a cluster, complete per-member NAT once LXD placed it."""
+    where = describe(spec)
+    path = f"instances/{spec.name}"
     params = {"target": spec.target} if spec.target else None
     try:
         api.post("instances", body, params)
     except RemoteError as exc:
         if spec.target:
             raise placement_error(api, spec.target, where, exc) from exc
+        source = body.get("source") or {}
         if source.get("server") and ("image" in str(exc).lower() or "connect" in str(exc).lower()):
             raise RemoteError(
                 f"{where}: image {spec.image.describe() if spec.image else ''} was not found: looked in the local "
                 f"aliases of project '{spec.project}' on LXD remote {api.remote.describe()} and on "
                 f"{source['server']} ({exc})"
             ) from exc
-        raise
-
-
-def _warn_if_elsewhere(spec: InstanceSpec, result: InstanceResult) -> None:
-    # Moving an instance stops it and copies its storage: never a side effect of a declaration.
-    if spec.target and not spec.target.startswith("@") and result.location and result.location != spec.target:
-        result.warnings.append(
-            f"instance '{spec.name}' in project '{spec.project}' is on cluster member '{result.location}', not on "
-            f"target '{spec.target}'; it is left there (target only places new instances; lxc move moves one)"
-        )
+        raise RemoteError(f"{where}: creating it failed: {exc}. Nothing was made.") from exc
+    current, etag = _read(api, path)
+    if current is None:
+        raise RemoteError(f"{where}: LXD reported it created, but it is not there")
+    result.location = member_name(str(current.get("location") or ""))
+    if any(rule.listen_by_member for rule in spec.nat) and result.location != spec.target:
+        # LXD picked the member: now its per-member listen addresses are known.
+        listen = resolve_listen_addresses(api, spec.nat, where, result.location)
+        wanted = desired_definition(spec, current, proxy_devices(spec.nat, listen))
+        _put_definition(api, path, current, wanted, etag)
+        current, etag = _read(api, path)
+    return current or {}, etag
 
 
 def _image_source(api: LxdApi, spec: InstanceSpec, where: str) -> dict[str, str]:
@@ -331,18 +412,16 @@ def _image_differs(api: LxdApi, spec: InstanceSpec, current: Mapping[str, Any]) 
     return bool(alias and base and alias.get("target") != base)
 
 
-def _transition(api: LxdApi, path: str, state: str, status: str, check_mode: bool, result: InstanceResult) -> str:
-    """Start/stop/restart/freeze as asked; return the status the instance ends in."""
-    steps: list[tuple[str, dict[str, Any], str]] = []
-    if state == "started":
-        if status == "Frozen":
-            steps.append(("unfrozen", {"action": "unfreeze"}, "Running"))
-        elif status != "Running":
-            steps.append(("started", {"action": "start"}, "Running"))
+def state_steps(state: str, status: str) -> list[StateStep]:
+    """(label, LXD state request, status after) to go from `status` to `state` (pure)."""
+    steps: list[StateStep] = []
+    if state in ("started", "restarted") and status == "Frozen":
+        steps.append(("unfrozen", {"action": "unfreeze"}, "Running"))
+        status = "Running"
+    if state == "started" and status != "Running":
+        steps.append(("started", {"action": "start"}, "Running"))
     elif state == "restarted":
-        if status == "Frozen":
-            steps.append(("unfrozen", {"action": "unfreeze"}, "Running"))
-        action = "restart" if status in ("Running", "Frozen") else "start"
+        action = "restart" if status == "Running" else "start"
         steps.append(("restarted", {"action": action, "timeout": STOP_TIMEOUT}, "Running"))
     elif state == "stopped" and status != "Stopped":
         steps.append(("stopped", {"action": "stop", "timeout": STOP_TIMEOUT}, "Stopped"))
@@ -350,16 +429,18 @@ def _transition(api: LxdApi, path: str, state: str, status: str, check_mode: boo
         if status != "Running":
             steps.append(("started", {"action": "start"}, "Running"))
         steps.append(("frozen", {"action": "freeze"}, "Frozen"))
-    for label, body, after in steps:
-        result.did(label)
-        if not check_mode:
-            try:
-                api.put(f"{path}/state", body)
-            except RemoteError:
-                if body["action"] != "stop":
-                    raise
-                # A clean shutdown that did not finish in time: stop it for sure.
-                api.put(f"{path}/state", {"action": "stop", "force": True})
+    return steps
+
+
+def _run_state_steps(api: LxdApi, path: str, steps: list[StateStep], status: str) -> str:
+    for _, body, after in steps:
+        try:
+            api.put(f"{path}/state", body)
+        except RemoteError:
+            if body["action"] != "stop":
+                raise
+            # A clean shutdown that did not finish in time: stop it for sure.
+            api.put(f"{path}/state", {"action": "stop", "force": True})
         status = after
     return status
 

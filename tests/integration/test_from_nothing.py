@@ -142,7 +142,7 @@ def test_declared_profiles_converge_with_check_diff_and_keep_what_others_set(mis
     assert checked["changed"] is True and not project_exists(missing_project)
     # LXD makes a new project's default profile empty; it is then filled with the root disk and NIC.
     assert checked["projects"][0]["actions"] == ["created project", "updated profile default", "created profile decl"]
-    assert checked["instances"][0]["actions"] == ["created"]
+    assert checked["instances"][0]["actions"] == ["created", "started"]
 
     made = run_module("mage_lxd_instance", args)
     assert made["changed"] is True and "failed" not in made, made.get("msg")

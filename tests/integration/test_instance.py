@@ -59,7 +59,7 @@ def test_create_start_stop_delete_and_a_second_run_changes_nothing(project):
 
 def test_check_mode_reports_and_changes_nothing(project):
     planned = run_module("mage_lxd_instance", {**BASE, "name": "check1"}, "--check", "--diff")
-    assert planned["changed"] is True and planned["actions"] == ["created"]
+    assert planned["changed"] is True and planned["actions"] == ["created", "started"]
     assert "check1" not in instance_names(PROJECT)
 
     run_module("mage_lxd_instance", {**BASE, "name": "check1", "config": {"user.a": "1"}})
