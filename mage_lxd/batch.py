@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from mage_lxd.batch_checks import existing_routes, host_port_refusals, route_refusals, spec_unsafe_settings, unsafe_settings
+from mage_lxd.batch_checks import (
+    config_refusals,
+    existing_routes,
+    host_port_refusals,
+    route_refusals,
+    spec_unsafe_settings,
+    unsafe_settings,
+)
 from mage_lxd.errors import MageLxdError, OptionError
 from mage_lxd.instance_spec import InstanceSpec
 from mage_lxd.projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
@@ -55,8 +62,11 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
     timeout = (remote.timeout, options.operation_timeout)
     api = LxdApi(remote, log=log, timeout=timeout)
     with batch_lock(remote):
-        projects = plan_projects([read_project_state(api, name) for name in _projects_used(specs)], specs,
-                                 options.profiles, options.create_project)
+        try:
+            projects = plan_projects([read_project_state(api, name) for name in _projects_used(specs)], specs,
+                                     options.profiles, options.create_project)
+        except OptionError as exc:
+            raise OptionError(f"{exc} Nothing was changed.") from exc
         new = {plan.name for plan in projects if plan.create}
 
         def reader_for(spec: InstanceSpec) -> LxdApi:
@@ -121,6 +131,8 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
         declared = [(s.name, list(s.proxy)) for s in specs if s.project == project and s.state != "absent" and s.proxy]
         existing = [] if project in new else existing_routes(api, project, [s.name for s in specs if s.project == project])
         refusals += route_refusals(declared, existing)
+        in_project = [plan for plan in plans.values() if plan.spec.project == project]
+        refusals += config_refusals(api, "default" if project in new else project, in_project)
     if not api.remote.is_https and not api.clustered:
         # LXD runs on this machine: its ports are ours to probe.
         refusals += host_port_refusals(plans.values())

@@ -9,11 +9,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mage_lxd.errors import OptionError
+from mage_lxd.errors import MageLxdError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec
 from mage_lxd.nat import PROXY_DEVICE_PREFIX
 from mage_lxd.provision import PROXY_KEY, InstancePlan, describe
@@ -117,4 +118,37 @@ def _port_problem(proto: str, address: str, port: int) -> str:
                 return "is already in use on this host"
             if exc.errno == errno.EADDRNOTAVAIL:
                 return "is not an address of this host"
+    return ""
+
+
+def config_refusals(api: LxdApi, project: str, plans: Iterable[InstancePlan]) -> list[str]:
+    """Declared config LXD itself refuses (unknown keys, values such as limits.memory: lots), found
+    without touching any instance: LXD 5.0 publishes no config schema, so each config about to be
+    written is offered to LXD as a scratch profile, which is deleted at once. A refusal is narrowed
+    down to the key, so the message names the instance and the key in LXD's words."""
+    refusals = []
+    for plan in plans:
+        config = dict(plan.spec.config)
+        if not config or (plan.create is None and plan.update is None):
+            continue
+        problem = _refused_by_lxd(api, project, config)
+        if problem:
+            keys = [key for key in sorted(config) if _refused_by_lxd(api, project, {key: config[key]})]
+            named = ", ".join(f"{key}={config[key]!r}" for key in keys) or ", ".join(sorted(config))
+            refusals.append(f"{describe(plan.spec)}: config {named}: LXD refuses it ({problem}).")
+    return refusals
+
+
+def _refused_by_lxd(api: LxdApi, project: str, config: Mapping[str, str]) -> str:
+    name = f"mage-check-{secrets.token_hex(4)}"
+    try:
+        api.post("profiles", {"name": name, "description": "mage-lxd: config check, deleted at once", "config": config},
+                 {"project": project})
+    except RemoteError as exc:
+        text = str(exc)
+        return text.split("failed: ", 1)[-1]
+    try:
+        api.delete(f"profiles/{name}", {"project": project})
+    except MageLxdError:
+        pass  # a scratch profile left behind changes no instance; the next check uses another name
     return ""

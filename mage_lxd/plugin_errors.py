@@ -14,4 +14,6 @@ def raised_as(error_class: type[Exception]) -> Iterator[None]:
     try:
         yield
     except MageLxdError as exc:
-        raise error_class(str(exc), orig_exc=exc) from exc
+        # The message once: Ansible prints an error's orig_exc and its cause chain after the message
+        # ("X: X: X"), and our messages already say everything the causes did.
+        raise error_class(str(exc)) from None
