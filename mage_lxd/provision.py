@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -273,11 +274,13 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
     if plan.create is not None:
         current, etag = _create(api, spec, plan.create, result)
     elif plan.update is not None and current is not None:
-        _put_definition(api, path, current, plan.update, etag)
+        with _step(spec, "updating its config, devices and profiles"):
+            _put_definition(api, path, current, plan.update, etag)
     if current is None:
         raise RemoteError(f"{describe(spec)}: nothing to converge (it was deleted and not recreated)")
     try:
-        status = _run_state_steps(api, path, plan.state_steps, str(current.get("status")))
+        with _step(spec, "changing its state"):
+            status = _run_state_steps(api, path, plan.state_steps, str(current.get("status")))
         result.status = status.lower()
         if status == "Running":
             _after_start(api, plan, current, result)
@@ -286,6 +289,17 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
             raise
         _remove_new(api, path, describe(spec), exc)
     return result
+
+
+@contextmanager
+def _step(spec: InstanceSpec, what: str) -> Iterator[None]:
+    # LXD's own words ("Invalid value: lots") name neither the instance nor what was being done.
+    try:
+        yield
+    except RemoteError as exc:
+        if str(exc).startswith(describe(spec)):
+            raise
+        raise RemoteError(f"{describe(spec)}: {what} failed: {exc}") from exc
 
 
 def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], result: InstanceResult) -> None:
