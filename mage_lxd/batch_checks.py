@@ -16,7 +16,7 @@ from typing import Any
 
 from mage_lxd.errors import MageLxdError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec
-from mage_lxd.nat import PROXY_DEVICE_PREFIX
+from mage_lxd.nat import BACKENDS, PROXY_DEVICE_PREFIX
 from mage_lxd.provision import PROXY_KEY, InstancePlan, describe
 from mage_lxd.remote import LxdApi
 from mage_lxd.routes import plan_sites
@@ -92,7 +92,7 @@ def host_port_refusals(plans: Iterable[InstancePlan]) -> list[str]:
             continue
         devices = (plan.facts.current or {}).get("devices") or {}
         for rule in spec.nat:
-            if rule.backend != "proxy" or (rule.listen_by_member and rule.key not in plan.facts.listen):
+            if not BACKENDS[rule.backend].binds_on_host or (rule.listen_by_member and rule.key not in plan.facts.listen):
                 continue
             address = plan.facts.listen.get(rule.key, "0.0.0.0")
             listen = f"{rule.proto}:{address}:{rule.extport}"

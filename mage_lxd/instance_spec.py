@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mage_lxd.errors import OptionError
+from mage_lxd.nat import BACKENDS, DEFAULT_BACKEND, NatRule
 from mage_lxd.routes import parse_route
 from mage_lxd.values import parse_bool
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
 TYPES = ("container", "virtual-machine")
 ADDRESS_WAITS = ("inet", "inet6", "none")
-NAT_BACKENDS = ("proxy", "forward", "iptables")
 PROTOCOLS = ("tcp", "udp")
 IMAGE_PROTOCOLS = ("simplestreams", "lxd")
 DEFAULT_IMAGE_SERVER = "https://images.linuxcontainers.org"
@@ -46,27 +46,6 @@ class ImageSource:
     def describe(self) -> str:
         """The image as messages name it."""
         return f"'{self.alias}'" + (f" on {self.server} ({self.protocol})" if self.server else " (local)")
-
-
-@dataclass(frozen=True)
-class NatRule:
-    """Publish `intport` of the instance as `extport` on the LXD host."""
-
-    extport: int
-    intport: int
-    proto: str = "tcp"
-    extif: str = ""
-    intif: str = ""
-    backend: str = "proxy"
-    listen: str = ""
-    # On a cluster: ((member, address), ...) - the address to listen on depends on where the
-    # instance runs. Sorted, so equal declarations compare equal.
-    listen_by_member: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def key(self) -> str:
-        """What identifies the rule on the host: protocol and host port."""
-        return f"{self.proto}-{self.extport}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +105,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         project=str(data.get("project") or "default"),
         target=_target(data.get("target"), f"{where}: target"),
         ephemeral=parse_bool(data.get("ephemeral", False), f"{where}: ephemeral"),
-        nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or "proxy")
+        nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or DEFAULT_BACKEND)
                   for index, entry in enumerate(data.get("nat") or [])),
         proxy=tuple(check_route_entry(entry, index, where) for index, entry in enumerate(data.get("proxy") or [])),
         bootstrap=parse_bool(data.get("bootstrap", True), f"{where}: bootstrap"),
@@ -226,14 +205,11 @@ def parse_nat(entry: Any, index: int, where: str, default_backend: str) -> NatRu
         proto=_choice(entry.get("proto", "tcp"), PROTOCOLS, f"{label}.proto"),
         extif=_interface(entry.get("extif"), f"{label}.extif"),
         intif=_interface(entry.get("intif"), f"{label}.intif"),
-        backend=_choice(entry.get("backend", default_backend), NAT_BACKENDS, f"{label}.backend"),
+        backend=_choice(entry.get("backend", default_backend), tuple(BACKENDS), f"{label}.backend"),
         listen="" if isinstance(entry.get("listen"), Mapping) else _listen(entry.get("listen"), f"{label}.listen"),
         listen_by_member=_listen_by_member(entry.get("listen"), f"{label}.listen"),
     )
-    if rule.backend == "iptables" and not (rule.extif and rule.intif):
-        raise OptionError(f"{label}: the iptables backend needs extif and intif (host interfaces)")
-    if rule.backend == "forward" and not rule.intif:
-        raise OptionError(f"{label}: the forward backend needs intif (the LXD network the instance is on)")
+    BACKENDS[rule.backend].check_rule(rule, label)
     return rule
 
 

@@ -13,15 +13,39 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from mage_lxd.cluster import member_statuses
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
-from mage_lxd.instance_spec import NatRule
 from mage_lxd.remote import LxdApi
 
 PROXY_DEVICE_PREFIX = "mage-nat-"
 FORWARD_DESCRIPTION = "mage-lxd"
+DEFAULT_BACKEND = "proxy"
+
+
+@dataclass(frozen=True)
+class NatRule:
+    """Publish `intport` of the instance as `extport` on the LXD host."""
+
+    extport: int
+    intport: int
+    proto: str = "tcp"
+    extif: str = ""
+    intif: str = ""
+    backend: str = DEFAULT_BACKEND
+    listen: str = ""
+    # On a cluster: ((member, address), ...) - the address to listen on depends on where the
+    # instance runs. Sorted, so equal declarations compare equal.
+    listen_by_member: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """What identifies the rule on the host: protocol and host port."""
+        return f"{self.proto}-{self.extport}"
+
+
 
 
 def owner_tag(project: str, instance: str) -> str:
@@ -30,11 +54,9 @@ def owner_tag(project: str, instance: str) -> str:
 
 
 def proxy_devices(rules: Iterable[NatRule], listen_addresses: dict[str, str]) -> dict[str, dict[str, str]]:
-    """The proxy devices for the rules of the proxy backend, keyed by device name."""
+    """The proxy devices for the proxy backend's rules, keyed by device name."""
     devices = {}
     for rule in rules:
-        if rule.backend != "proxy":
-            continue
         if rule.listen_by_member and rule.key not in listen_addresses:
             continue  # its member is not known yet (a new instance LXD has still to place)
         address = listen_addresses.get(rule.key, "0.0.0.0")
@@ -106,8 +128,9 @@ def interface_ipv4(api: LxdApi, interface: str, where: str) -> str:
 
 
 def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> None:
-    """The iptables backend edits this machine's firewall, so LXD must be local and interfaces real."""
-    wanted = [rule for rule in rules if rule.backend == "iptables"]
+    """The iptables backend (these are its rules) edits this machine's firewall, so LXD must be local
+    and the interfaces real."""
+    wanted = list(rules)
     if not wanted:
         return
     if api.clustered:
@@ -140,8 +163,6 @@ def apply_forwards(
     member = location if api.clustered else ""
     wanted: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for rule in rules:
-        if rule.backend != "forward":
-            continue
         if rule.key not in listen:
             raise OptionError(f"{tag}: nat {rule.key} with backend forward needs listen or extif")
         wanted.setdefault((rule.intif, listen[rule.key], member), []).append({
@@ -195,11 +216,9 @@ def _networks_with_tag(api: LxdApi, tag: str) -> list[str]:
 
 
 def iptables_rules(tag: str, rules: Iterable[NatRule], target: str) -> list[tuple[str, list[str]]]:
-    """(table, rule arguments) for the DNAT and FORWARD rules of the iptables backend."""
+    """(table, rule arguments) for the DNAT and FORWARD rules of the iptables backend's rules."""
     planned = []
     for rule in rules:
-        if rule.backend != "iptables":
-            continue
         comment = ["-m", "comment", "--comment", f"{tag}:{rule.key}"]
         planned.append(("nat", ["PREROUTING", "-i", rule.extif, "-p", rule.proto, "-m", rule.proto,
                                 "--dport", str(rule.extport), *comment, "-j", "DNAT",
@@ -257,3 +276,107 @@ def _enable_forwarding() -> None:
         if handle.read().strip() != "1":
             handle.seek(0)
             handle.write("1")
+
+
+class NatBackend:
+    """One way to publish ports: what it needs, what it checks, what it makes. Every backend is an
+    entry of BACKENDS, and nothing else names one."""
+
+    name = ""
+    # Rule fields it cannot work without (checked when the declaration is parsed).
+    needs: tuple[str, ...] = ()
+    # It points at the instance's IPv4, known only once the instance runs.
+    needs_address = False
+    # LXD opens a socket on the host for it, so the host port must be free.
+    binds_on_host = False
+
+    def check_rule(self, rule: NatRule, label: str) -> None:
+        """Refuse a rule that lacks what this backend needs (pure)."""
+        missing = [field for field in self.needs if not getattr(rule, field)]
+        if missing:
+            raise OptionError(f"{label}: the {self.name} backend needs {' and '.join(missing)}")
+
+    def check(self, api: LxdApi, rules: list[NatRule], where: str) -> None:
+        """Refuse, before any change, what this server or host cannot do (reads only)."""
+
+    def devices(self, rules: list[NatRule], listen: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """Instance devices that publish `rules` (part of the instance's own definition)."""
+        return {}
+
+    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
+                location: str) -> bool:
+        """Make what `tag` published exactly `rules` (none: remove it all); True if anything changed."""
+        return False
+
+
+class ProxyDevices(NatBackend):
+    """An LXD proxy device per rule: lives and dies with the instance, works on any LXD."""
+
+    name = "proxy"
+    binds_on_host = True
+
+    def devices(self, rules: list[NatRule], listen: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        return proxy_devices(rules, dict(listen))
+
+
+class NetworkForwards(NatBackend):
+    """Ports on an LXD network forward of the instance's bridge (LXD >= 4.18)."""
+
+    name = "forward"
+    needs = ("intif",)
+    needs_address = True
+
+    def check(self, api: LxdApi, rules: list[NatRule], where: str) -> None:
+        if rules and not api.has_extension("network_forward"):
+            raise OptionError(
+                f"{where}: nat {rules[0].key}: LXD remote {api.remote.describe()} has no network forwards (API "
+                "extension network_forward, LXD 4.18). Fix: use backend proxy."
+            )
+
+    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
+                location: str) -> bool:
+        return api.has_extension("network_forward") and apply_forwards(api, tag, rules, target, listen, location)
+
+
+class IptablesRules(NatBackend):
+    """The seed's DNAT and FORWARD rules on this machine's firewall (a local LXD only)."""
+
+    name = "iptables"
+    needs = ("extif", "intif")
+    needs_address = True
+
+    def check(self, api: LxdApi, rules: list[NatRule], where: str) -> None:
+        check_iptables_rules(api, rules, where)
+
+    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
+                location: str) -> bool:
+        return not api.remote.is_https and apply_iptables(tag, rules, target)
+
+
+BACKENDS: dict[str, NatBackend] = {backend.name: backend for backend in (ProxyDevices(), NetworkForwards(), IptablesRules())}
+
+
+def _of(backend: NatBackend, rules: Iterable[NatRule]) -> list[NatRule]:
+    return [rule for rule in rules if rule.backend == backend.name]
+
+
+def check_nat(api: LxdApi, rules: Iterable[NatRule], where: str) -> None:
+    """Every backend's checks of its own rules, before any change."""
+    rules = list(rules)
+    for backend in BACKENDS.values():
+        backend.check(api, _of(backend, rules), where)
+
+
+def nat_devices(rules: Iterable[NatRule], listen: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The instance devices every backend needs for `rules`."""
+    rules = list(rules)
+    return {name: device for backend in BACKENDS.values() for name, device in backend.devices(_of(backend, rules), listen).items()}
+
+
+def publish_nat(api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str],
+                location: str) -> list[str]:
+    """Publish `rules` with every backend outside the instance (removing what `tag` no longer
+    declares); return the names of the backends that changed something."""
+    rules = list(rules)
+    return [backend.name for backend in BACKENDS.values()
+            if backend.publish(api, tag, _of(backend, rules), target, listen, location)]

@@ -21,14 +21,15 @@ from mage_lxd.bootstrap import find_python, install_python
 from mage_lxd.channel import InstanceChannel
 from mage_lxd.cluster import check_reachable, check_target, listed_instance, member_name, placement_error
 from mage_lxd.errors import MageLxdError, NotFoundError, OptionError, RemoteError
-from mage_lxd.instance_spec import InstanceSpec, NatRule
+from mage_lxd.instance_spec import InstanceSpec
 from mage_lxd.nat import (
-    apply_forwards,
-    apply_iptables,
-    check_iptables_rules,
+    BACKENDS,
+    NatRule,
     check_listen_by_member,
+    check_nat,
+    nat_devices,
     owner_tag,
-    proxy_devices,
+    publish_nat,
     resolve_listen_addresses,
 )
 from mage_lxd.remote import LxdApi
@@ -80,7 +81,7 @@ def _json(value: Any) -> str:
 
 
 def desired_definition(
-    spec: InstanceSpec, current: Mapping[str, Any] | None, nat_devices: Mapping[str, Mapping[str, str]]
+    spec: InstanceSpec, current: Mapping[str, Any] | None, published: Mapping[str, Mapping[str, str]]
 ) -> dict[str, Any]:
     """The config, devices and profiles the instance must have, keeping what others set."""
     config: dict[str, str] = {}
@@ -96,7 +97,7 @@ def desired_definition(
     config.update(spec.config)
     user_devices = {name: dict(device) for name, device in spec.devices.items() if not name.startswith(OWN_DEVICE_PREFIX)}
     devices.update({name: dict(device) for name, device in spec.devices.items()})
-    devices.update({name: dict(device) for name, device in nat_devices.items()})
+    devices.update({name: dict(device) for name, device in published.items()})
     config[MANAGED_KEY] = _json({"config": sorted(spec.config), "devices": sorted(user_devices)})
     if spec.nat:
         config[NAT_KEY] = _json([nat_record(rule) for rule in spec.nat])
@@ -173,7 +174,7 @@ def read_facts(api: LxdApi, spec: InstanceSpec, new_project: bool = False) -> In
     For an instance of a project this run creates, `api` acts in the default project, whose images
     the new project uses; the instance does not exist yet."""
     where = describe(spec)
-    check_iptables_rules(api, spec.nat, where)
+    check_nat(api, spec.nat, where)
     current, etag = (None, "") if new_project else _read_current(api, spec, where)
     location = member_name(str((current or {}).get("location") or ""))
     listen: dict[str, str] = {}
@@ -216,13 +217,13 @@ def plan_instance(spec: InstanceSpec, facts: InstanceFacts) -> InstancePlan:
             plan.delete = True
             result.did("deleted")
         return plan
-    nat_devices = proxy_devices(spec.nat, dict(facts.listen))
-    wanted = desired_definition(spec, current, nat_devices)
+    published = nat_devices(spec.nat, facts.listen)
+    wanted = desired_definition(spec, current, published)
     if current is not None and spec.rebuild and facts.image_differs:
         plan.delete = True
         result.did("rebuilt (image changed)")
         current = None
-        wanted = desired_definition(spec, None, nat_devices)
+        wanted = desired_definition(spec, None, published)
     if current is None:
         result.did("created")
         plan.create = {"name": spec.name, "type": spec.type, "source": dict(facts.image_source or {}),
@@ -318,8 +319,9 @@ def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], re
             result.did(f"installed python with {tool}")
     if spec.nat or _may_have_published(current):
         target = result.ipv4[0] if result.ipv4 else ""
-        if not target and any(rule.backend in ("forward", "iptables") for rule in spec.nat):
-            raise RemoteError(f"{describe(spec)}: NAT backends forward and iptables need an IPv4 address, and it has none")
+        needing = sorted({rule.backend for rule in spec.nat if BACKENDS[rule.backend].needs_address})
+        if not target and needing:
+            raise RemoteError(f"{describe(spec)}: NAT backend(s) {', '.join(needing)} need an IPv4 address, and it has none")
         _apply_published(api, owner_tag(spec.project, spec.name), spec.nat, target, dict(plan.facts.listen), result)
 
 
@@ -390,7 +392,7 @@ def _create(api: LxdApi, spec: InstanceSpec, body: Mapping[str, Any], result: In
     if any(rule.listen_by_member for rule in spec.nat) and result.location != spec.target:
         # LXD picked the member: now its per-member listen addresses are known.
         listen = resolve_listen_addresses(api, spec.nat, where, result.location)
-        wanted = desired_definition(spec, current, proxy_devices(spec.nat, listen))
+        wanted = desired_definition(spec, current, nat_devices(spec.nat, listen))
         _put_definition(api, path, current, wanted, etag)
         current, etag = _read(api, path)
     return current or {}, etag
@@ -507,7 +509,5 @@ def _apply_published(
     api: LxdApi, tag: str, rules: tuple[NatRule, ...] | list[NatRule], target: str, listen: dict[str, str],
     result: InstanceResult,
 ) -> None:
-    if api.has_extension("network_forward") and apply_forwards(api, tag, rules, target, listen, result.location):
-        result.did("network forwards updated")
-    if not api.remote.is_https and apply_iptables(tag, rules, target):
-        result.did("iptables rules updated")
+    for backend in publish_nat(api, tag, rules, target, listen, result.location):
+        result.did(f"{backend} NAT updated")

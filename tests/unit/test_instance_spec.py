@@ -14,7 +14,7 @@ from mage_lxd.instance_spec import (
     check_unique_host_ports,
     parse_spec,
 )
-from mage_lxd.nat import iptables_rules, proxy_devices
+from mage_lxd.nat import BACKENDS, iptables_rules, nat_devices
 from mage_lxd.provision import MANAGED_KEY, desired_definition, visible
 
 
@@ -93,10 +93,10 @@ def test_proxy_devices_and_iptables_rules_carry_the_instance():
     spec = parse_spec({"name": "a1", "nat": [{"extport": 8080, "intport": 80},
                                              {"extport": 53, "proto": "udp", "backend": "iptables",
                                               "extif": "eth0", "intif": "lxdbr0"}]})
-    devices = proxy_devices(spec.nat, {"tcp-8080": "192.0.2.10"})
+    devices = nat_devices(spec.nat, {"tcp-8080": "192.0.2.10"})
     assert devices == {"mage-nat-tcp-8080": {"type": "proxy", "listen": "tcp:192.0.2.10:8080",
                                              "connect": "tcp:127.0.0.1:80", "bind": "host"}}
-    rules = iptables_rules("mage-lxd:default/a1", spec.nat, "10.0.0.5")
+    rules = iptables_rules("mage-lxd:default/a1", [rule for rule in spec.nat if rule.backend == "iptables"], "10.0.0.5")
     assert [table for table, _ in rules] == ["nat", "filter"]
     assert "mage-lxd:default/a1:udp-53" in rules[0][1] and "10.0.0.5:53" in rules[0][1]
 
@@ -129,3 +129,14 @@ def test_address_timeout_must_be_finite_and_positive(value):
 def test_ports_are_ascii_digits_only(port):
     with pytest.raises(OptionError, match="is not a port number"):
         parse_spec({"name": "web1", "nat": [{"extport": port}]})
+
+
+def test_the_documented_nat_backends_are_the_registered_ones():
+    # One registry (mage_lxd.nat.BACKENDS); the module's documentation must list exactly those.
+    import yaml
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[2] / "library" / "mage_lxd_instance.py").read_text()
+    options = yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])["options"]
+    assert options["nat_backend"]["choices"] == list(BACKENDS)
+    assert options["nat"]["suboptions"]["backend"]["choices"] == list(BACKENDS)
