@@ -16,6 +16,7 @@ from typing import Any
 
 from mage_lxd.cluster import member_name
 from mage_lxd.errors import OptionError
+from mage_lxd.nics import addresses_by_family, attached_networks
 from mage_lxd.remote import Remote
 
 GROUP_BY_CHOICES = ("project", "profile", "status", "os", "release", "type", "location", "network", "remote")
@@ -153,7 +154,7 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
         "lxd_image_os": config.get("image.os", ""),
         "lxd_image_release": config.get("image.release", ""),
         "lxd_image_description": config.get("image.description", ""),
-        "lxd_networks": sorted({nic for nic in _networks(instance)}),
+        "lxd_networks": attached_networks(instance),
         "lxd_ipv4": ipv4,
         "lxd_ipv6": ipv6,
         "lxd_config": {
@@ -168,26 +169,6 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
     # connection or Ansible variable, whatever keys someone sets on it.
     variables["lxd_mage"] = mage_variables(config)
     return variables
-
-
-def _networks(instance: Mapping[str, Any]) -> Iterable[str]:
-    devices = instance.get("expanded_devices") or instance.get("devices") or {}
-    for spec in devices.values():
-        if spec.get("type") == "nic" and (spec.get("network") or spec.get("parent")):
-            yield str(spec.get("network") or spec.get("parent"))
-
-
-def addresses_by_family(
-    addresses: Mapping[str, list[Mapping[str, str]]],
-) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Split {interface: [{family, address}]} into ({iface: [ipv4...]}, {iface: [ipv6...]})."""
-    ipv4: dict[str, list[str]] = {}
-    ipv6: dict[str, list[str]] = {}
-    for interface in sorted(addresses):
-        for entry in addresses[interface]:
-            target = ipv4 if entry["family"] == "inet" else ipv6
-            target.setdefault(interface, []).append(entry["address"])
-    return ipv4, ipv6
 
 
 def preferred_address(ipv4: Mapping[str, list[str]], ipv6: Mapping[str, list[str]], family: str) -> str:

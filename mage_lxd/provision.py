@@ -32,6 +32,7 @@ from mage_lxd.nat import (
     publish_nat,
     resolve_listen_addresses,
 )
+from mage_lxd.nics import addresses_by_family, flat, state_addresses
 from mage_lxd.remote import LxdApi
 
 MANAGED_KEY = "user.mage.managed"
@@ -463,14 +464,8 @@ def _run_state_steps(api: LxdApi, path: str, steps: list[StateStep], status: str
 
 def _read_addresses(api: LxdApi, path: str, result: InstanceResult) -> dict[str, Any]:
     state = api.get(f"{path}/state") or {}
-    result.ipv4, result.ipv6 = [], []
-    for interface, network in sorted((state.get("network") or {}).items()):
-        if interface == "lo":
-            continue
-        for address in network.get("addresses") or []:
-            if address.get("scope") != "global":
-                continue
-            (result.ipv4 if address.get("family") == "inet" else result.ipv6).append(str(address["address"]))
+    ipv4, ipv6 = addresses_by_family(state_addresses(state))
+    result.ipv4, result.ipv6 = flat(ipv4), flat(ipv6)
     return state
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from mage_lxd.cluster import member_statuses
 from mage_lxd.errors import MageLxdError, NotFoundError, OptionError
+from mage_lxd.nics import nic_devices, state_addresses
 from mage_lxd.remote import LxdApi
 
 ALL_PROJECTS = "*"
@@ -157,22 +158,6 @@ def _check_projects_exist(api: LxdApi, wanted: list[str]) -> None:
         )
 
 
-def nic_devices(instance: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """The instance's NICs as {device name: {"interface", "network", "hwaddr"}}."""
-    config = instance.get("expanded_config") or instance.get("config") or {}
-    devices = instance.get("expanded_devices") or instance.get("devices") or {}
-    nics = {}
-    for device, spec in devices.items():
-        if spec.get("type") != "nic":
-            continue
-        nics[device] = {
-            "interface": str(spec.get("name") or device),
-            "network": str(spec.get("network") or ""),
-            "hwaddr": str(spec.get("hwaddr") or config.get(f"volatile.{device}.hwaddr") or "").lower(),
-        }
-    return nics
-
-
 def _addresses_from_leases(
     api: LxdApi, running: list[Instance], addresses: dict[tuple[str, str], dict[str, list[dict[str, str]]]]
 ) -> list[Instance]:
@@ -231,15 +216,4 @@ def _addresses_from_state(api: LxdApi, instance: Instance) -> dict[str, list[dic
         if not api.clustered:
             raise
         return {}
-    found: dict[str, list[dict[str, str]]] = {}
-    for interface, net in (state.get("network") or {}).items():
-        if interface == "lo":
-            continue
-        usable = [
-            {"family": str(addr["family"]), "address": str(addr["address"])}
-            for addr in net.get("addresses") or []
-            if addr.get("scope") == "global" and addr.get("family") in ("inet", "inet6")
-        ]
-        if usable:
-            found[interface] = usable
-    return found
+    return state_addresses(state)

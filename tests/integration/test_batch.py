@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lxd_lab import create_project, delete_project, instance_names, lxc, query
+from lxd_lab import create_project, delete_project, instance_names, query
 from lxd_lab import run_module as run_any_module
 
 pytestmark = pytest.mark.integration
