@@ -73,7 +73,7 @@ EXAMPLES = r"""
   mage_lxd_config:
     files:
       /etc/nginx/conf.d/site.conf: "{{ lookup('ansible.builtin.template', 'site.conf.j2') }}"
-    record: /etc/nginx/mage-lxd-applied.json
+    record: /etc/nginx/mage-lxd-applied
     test: nginx -t
     reload: nginx -s reload
     running: kill -0 "$(cat /run/nginx.pid)"
