@@ -14,7 +14,7 @@ description:
     from LXD. A bad value or a duplicate route of an instance in O(strict) fails with an error naming
     the instance and the key, before anything is changed. Any other instance (its routes were set out
     of band, not by this run) is left out with a warning naming it and the key; the others go live.
-positional: hosts, projects, strict
+positional: hosts, projects, strict, proxy
 options:
   _input:
     description: C(hostvars).
@@ -35,11 +35,14 @@ options:
       Omitted, every instance is strict.
     type: list
     elements: str
+  proxy:
+    description: The proxy's own inventory name, for its C(/etc/hosts) (checked as an instance name).
+    type: str
 author: mage-lxd developers
 """
 
 EXAMPLES = r"""
-mageproxy_plan: "{{ hostvars | mage_lxd_sites(groups['lxd'], ['mage-demo'], ['mage-demo/app1']) }}"
+mageproxy_plan: "{{ hostvars | mage_lxd_sites(groups['lxd'], ['mage-demo'], ['mage-demo/app1'], inventory_hostname) }}"
 """
 
 RETURN = r"""
@@ -59,6 +62,9 @@ _value:
       description: One per instance left out (also shown as Ansible warnings).
       type: list
       elements: str
+    proxy_name:
+      description: O(proxy), checked.
+      type: str
 """
 
 from dataclasses import asdict
@@ -72,7 +78,7 @@ from mage_lxd.routes import plan_proxy
 display = Display()
 
 
-def mage_lxd_sites(hostvars, hosts, projects=None, strict=None):
+def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy=""):
     """The mageproxy plan (see DOCUMENTATION)."""
     described = []
     for name in hosts:
@@ -88,7 +94,8 @@ def mage_lxd_sites(hostvars, hosts, projects=None, strict=None):
             "routes": (host.get("lxd_mage") or {}).get("proxy") or [],
         })
     with raised_as(AnsibleFilterError):
-        plan = plan_proxy(described, strict=None if strict is None else [str(item) for item in strict])
+        plan = plan_proxy(described, strict=None if strict is None else [str(item) for item in strict],
+                          proxy_name=proxy)
     for warning in plan.warnings:
         display.warning(warning)
     return asdict(plan)

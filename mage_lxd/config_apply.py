@@ -125,14 +125,15 @@ def apply_config(
     if record.pending is not None:
         previous.update({path: text for path, text in record.pending.items() if path in wanted})
         result.actions.append("a previous run was cut off before it finished; completing or undoing it")
-    running = _succeeds(channel, commands, commands.running)
     loaded = bool(record_path) and record.loaded == {path: digest(text) for path, text in wanted.items()}
+    settled = not result.changed and loaded and record.pending is None
+    # Settled: one exec checks that it runs and tests the whole config (a foreign file may break it).
+    running = _running_and_tested(channel, commands, wanted) if settled else _succeeds(channel, commands, commands.running)
     if not running:
         result.actions.append("the service is not running; starting it")
-    elif not loaded and not result.changed and record.pending is None:
+    elif not settled and not result.changed and record.pending is None:
         result.actions.append("the files on disk were never reloaded; reloading")
-    if not result.changed and running and loaded and record.pending is None:
-        _run(channel, commands, commands.test, "test", ours=wanted)
+    if settled and running:
         return result
     if check_mode:
         return result
@@ -207,6 +208,23 @@ def _served_message(channel: InstanceChannel, commands: ServiceCommands, was_run
     return "The service answered a request and keeps serving the configuration it had loaded."
 
 
+_NOT_RUNNING = 100
+
+
+def _running_and_tested(channel: InstanceChannel, commands: ServiceCommands, ours: Mapping[str, bytes]) -> bool:
+    """Whether the service runs; when it does, its whole config must pass the test (else StepFailed)."""
+    if not commands.running:
+        _run(channel, commands, commands.test, "test", ours=ours)
+        return True
+    both = f"( {commands.running} ) >/dev/null 2>&1 || exit {_NOT_RUNNING}\n{commands.test or 'true'}"
+    code, out, err = _exec(channel, commands, both)
+    if code == _NOT_RUNNING:
+        return False
+    if code != 0:
+        raise StepFailed(_failure(channel, commands.test, "test", code, out, err, ours), "test")
+    return True
+
+
 def _succeeds(channel: InstanceChannel, commands: ServiceCommands, command: str) -> bool:
     if not command:
         return True
@@ -225,8 +243,13 @@ def _run(channel: InstanceChannel, commands: ServiceCommands, command: str, step
     if not command:
         return
     code, out, err = _exec(channel, commands, command)
-    if code == 0:
-        return
+    if code != 0:
+        raise StepFailed(_failure(channel, command, step, code, out, err, ours), step)
+
+
+def _failure(channel: InstanceChannel, command: str, step: str, code: int, out: bytes, err: bytes,
+             ours: Mapping[str, bytes] | None) -> str:
+    """The message for a failed step: what the service said, and whose file it names."""
     said = (err or out).decode(errors="replace").strip()
     message = f"{channel.describe()}: the {step} step ({command}) failed with exit {code}: {said}"
     # nginx names the file it refuses; say when that file is not one this task manages.
@@ -238,4 +261,4 @@ def _run(channel: InstanceChannel, commands: ServiceCommands, command: str, step
         message += " Fix: correct the value named above, then rerun."
     else:
         message += " Fix: see what the service said above (and its error log), then rerun."
-    raise StepFailed(message, step)
+    return message

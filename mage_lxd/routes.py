@@ -156,7 +156,7 @@ def hosts_file_name(value: Any, what: str) -> str:
     """An instance name fit for a line of /etc/hosts (an LXD instance name: letters, digits, '-')."""
     if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
         raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-'). "
-                          "Fix: correct the host's mage_lxd_instance variable, then rerun.")
+                          "Fix: correct that name (an instance name), then rerun.")
     return value
 
 
@@ -231,6 +231,7 @@ class ProxyPlan:
     sites: list[Site] = field(default_factory=list)
     hosts: list[HostsEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    proxy_name: str = ""
 
 
 def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
@@ -238,7 +239,8 @@ def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
     return plan_proxy(hosts, strict=None).sites
 
 
-def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None = None) -> ProxyPlan:
+def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None = None,
+               proxy_name: str = "") -> ProxyPlan:
     """The proxy's plan from host dicts (name, project, status, address, routes).
 
     `strict` lists the instances ("project/name", or "name" for any project) whose routes this run
@@ -247,12 +249,15 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
     warning naming it and the key, so the others still go live. They are planned after the strict
     ones, so a record set out of band never displaces a declared route. Stopped instances (or ones
     without an address) are left out of upstreams; a location without backends answers 503.
+    `proxy_name`, the proxy's own name for its /etc/hosts, is checked like an instance name.
     """
+    if proxy_name:
+        hosts_file_name(proxy_name, "mageproxy's inventory name (mageproxy_name)")
     wanted = None if strict is None else set(strict)
     is_strict = (lambda host: True) if wanted is None else (
         lambda host: host["name"] in wanted or f"{host.get('project', '')}/{host['name']}" in wanted)
     ordered = sorted(hosts, key=lambda item: (not is_strict(item), str(item.get("project", "")), str(item["name"])))
-    plan, claims, sites = ProxyPlan(), {}, {}
+    plan, claims, sites = ProxyPlan(proxy_name=proxy_name), {}, {}
     for host in ordered:
         try:
             routes, backend_address = _host_routes(host)
