@@ -9,7 +9,8 @@ from mage_lxd.config_apply import ServiceCommands, apply_config
 from mage_lxd.errors import OptionError
 from mage_lxd.plugin_errors import raised_as
 
-ARGS = frozenset({"files", "prepare", "test", "reload", "undo_prepare"})
+COMMANDS = frozenset({"prepare", "test", "reload", "undo_prepare", "running", "start", "probe", "functions"})
+ARGS = COMMANDS | {"files", "record", "modes"}
 
 
 class ActionModule(ActionBase):
@@ -25,12 +26,25 @@ class ActionModule(ActionBase):
             files = args.get("files") or {}
             if not isinstance(files, dict) or not all(isinstance(text, str) for text in files.values()):
                 raise OptionError("mage_lxd_config: files must map absolute paths to their text")
-            if not all(str(path).startswith("/") for path in files):
-                raise OptionError("mage_lxd_config: every path in files must be absolute")
+            record = str(args.get("record") or "")
+            if not all(str(path).startswith("/") for path in [*files, *([record] if record else [])]):
+                raise OptionError("mage_lxd_config: every path in files, and record, must be absolute")
+            modes = _modes(args.get("modes") or {})
             # The task's own connection already knows the instance, its project and its remote.
             channel = getattr(self._connection._connect(), "_channel", None)
             if channel is None:
                 raise OptionError("mage_lxd_config works through the mage_lxd connection (ansible_connection: mage_lxd)")
-            commands = ServiceCommands(**{key: str(args.get(key) or "") for key in ARGS - {"files"}})
-            applied = apply_config(channel, files, commands, check_mode=bool(self._task.check_mode))
-        return {"changed": bool(applied.changed), "files": applied.changed, "diff": applied.diff}
+            commands = ServiceCommands(**{key: str(args.get(key) or "") for key in COMMANDS})
+            applied = apply_config(channel, files, commands, check_mode=bool(self._task.check_mode),
+                                   record_path=record, modes=modes)
+        changed = bool(applied.changed or applied.actions)
+        return {"changed": changed, "files": applied.changed, "actions": applied.actions, "diff": applied.diff,
+                "msg": applied.msg or ("; ".join(applied.actions) if applied.actions else "")}
+
+
+def _modes(raw):
+    """{path: '0600'} as {path: 0o600}; octal text only, so YAML's 0600 (an int 384) is refused."""
+    if not isinstance(raw, dict) or not all(isinstance(mode, str) and len(mode) == 4 and
+                                            set(mode) <= set("01234567") for mode in raw.values()):
+        raise OptionError("mage_lxd_config: modes must map paths to quoted octal modes such as '0600'")
+    return {str(path): int(mode, 8) for path, mode in raw.items()}

@@ -8,8 +8,10 @@ Measured, each the median of 3 runs:
 - render: planning and validating the 500 routes (mage_lxd.routes.plan_sites) plus rendering the
   nginx template with Jinja2, in this process: the plugin work of a run.
 - full apply: `ansible-playbook playbooks/proxy.yml` after the sites file was removed, so it is
-  rendered, tested with `nginx -t` and reloaded (Ansible's own start-up included).
-- no-change rerun: the same command again; nothing changes, nothing is reloaded.
+  rendered, journalled, tested with `nginx -t`, reloaded (waiting for nginx's new workers) and
+  probed with a request (Ansible's own start-up included).
+- no-change rerun: the same command again; nothing changes, nothing is reloaded, but every run still
+  reads the record of what nginx loaded, checks that nginx runs and tests the whole config.
 - startup floor: `ansible-playbook` of an empty play against the same inventory, which is what any
   playbook costs here before doing work.
 

@@ -5,37 +5,63 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: mage_lxd_config
-short_description: Apply config files to a service in an LXD instance, tested, reloaded, rolled back on failure
+short_description: Apply config files to a service in an LXD instance and converge on what it runs
 description:
-  - Compares O(files) with what the instance holds through the LXD files API; when nothing differs it
-    does nothing at all (no command runs, no reload).
-  - Otherwise runs O(prepare), writes the changed files, runs O(test) and O(reload); if any step fails
-    the previous files are put back, O(undo_prepare) runs, and the task fails naming the step and what
-    the service said. The service keeps its running configuration throughout.
+  - Compares O(files) with what the instance holds through the LXD files API, reads O(record) (the
+    digests of the files the service last loaded, written only after a reload or start succeeded),
+    checks that the service runs (O(running)) and that its whole configuration passes O(test).
+    When all of that holds, nothing changes and nothing is reloaded.
+  - Otherwise runs O(prepare), journals the previous files in O(record), writes the changed files,
+    runs O(test), then O(reload) (or O(start) when the service was down) and O(probe). If any step
+    fails, whatever the failure (a refused config, a broken connection, an interrupt), the previous
+    files are put back, O(undo_prepare) runs, and the task fails naming the step and what the
+    service said; it says what is served only after O(probe) answered.
+  - A run cut off anywhere leaves the journal behind; the next run completes that change (the files
+    pass the test and are loaded) or puts the journalled files back.
+  - A file the test refuses that this task does not manage (a foreign C(conf.d) file) is named as such.
   - Works through the task's own mage_lxd connection (the host must be an LXD instance reached with
-    C(ansible_connection=mage_lxd)); playbooks/proxy.yml uses it for mageproxy's nginx.
+    C(ansible_connection=mage_lxd)); the mageproxy role uses it for nginx.
 version_added: "0.1.0"
 author: mage-lxd developers
 attributes:
   check_mode:
     support: full
-    description: Reports which files would change; changes nothing.
+    description: Reports which files would change and what would be done; changes nothing.
   diff_mode:
     support: full
     description: Before/after text of each changed file.
 options:
   files:
-    description: Absolute path in the instance to the full text it must hold (written mode 0644, owner root).
+    description: Absolute path in the instance to the full text it must hold (owner root, mode 0644 unless O(modes) says).
     type: dict
     required: true
+  modes:
+    description: Path to a quoted octal mode (C('0600')) for files that must not be 0644.
+    type: dict
+  record:
+    description: Absolute path in the instance of the record (digests loaded, journal of a change).
+      Without it, a file written by a run cut off before its reload is taken for live.
+    type: str
+  functions:
+    description: Shell text (function definitions) run before each command below, so commands can be short names.
+    type: str
   prepare:
-    description: Shell command run before the files are written (only when something changed).
+    description: Shell command run before the files are written (only when something is applied).
     type: str
   test:
-    description: Shell command that must succeed with the new files in place, e.g. C(nginx -t).
+    description: Shell command that must succeed with the files in place, e.g. C(nginx -t); run on every run.
     type: str
   reload:
-    description: Shell command that makes the service use them, e.g. C(nginx -s reload).
+    description: Shell command that makes the running service use them, e.g. C(nginx -s reload).
+    type: str
+  running:
+    description: Shell command that exits 0 when the service runs; run on every run.
+    type: str
+  start:
+    description: Shell command that starts the service when O(running) said it does not run.
+    type: str
+  probe:
+    description: Shell command that makes a request to the service and exits 0 when it answered.
     type: str
   undo_prepare:
     description: Shell command run after the files were put back, to undo O(prepare).
@@ -47,8 +73,11 @@ EXAMPLES = r"""
   mage_lxd_config:
     files:
       /etc/nginx/conf.d/site.conf: "{{ lookup('ansible.builtin.template', 'site.conf.j2') }}"
+    record: /etc/nginx/mage-lxd-applied
     test: nginx -t
     reload: nginx -s reload
+    running: kill -0 "$(cat /run/nginx.pid)"
+    start: nginx
 """
 
 RETURN = r"""
@@ -57,6 +86,15 @@ files:
   returned: always
   type: list
   elements: str
+actions:
+  description: What else was done or needed (a cut-off run completed, the service started, a reload of unloaded files).
+  returned: always
+  type: list
+  elements: str
+msg:
+  description: What is served, said only after O(probe) answered.
+  returned: always
+  type: str
 """
 
 if __name__ == "__main__":

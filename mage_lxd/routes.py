@@ -27,6 +27,12 @@ _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 _PASS_URL = re.compile(r"^(https?)://:([0-9]{1,5})(/[A-Za-z0-9._~/-]*)?$")
 _SIZE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
 _FILE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
+_PORT = re.compile(r"[0-9]{1,5}")
+# What an IP address or network may be made of, before ipaddress reads it: no scope id ('%').
+_IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?")
+# An LXD instance name (and so a name in mageproxy's /etc/hosts).
+_INSTANCE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+FIX_ROUTE = "Fix: correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
 
 
 @dataclass(frozen=True)
@@ -124,17 +130,41 @@ def _networks(value: Any, what: str) -> tuple[str, ...]:
         raise OptionError(f"{what} must be a list of networks such as 10.0.0.0/8")
     found = []
     for item in value:
+        # ipaddress alone takes IPv6 scope ids such as 'fe80::1%x;allow all;#': allow-list first.
         try:
-            found.append(str(ipaddress.ip_network(str(item), strict=False)))
+            if not isinstance(item, str) or not _IP_TEXT.fullmatch(item):
+                raise ValueError(item)
+            found.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:
-            raise OptionError(f"{what}: '{item}' is not an IP network") from None
+            raise OptionError(f"{what}: '{item}' is not an IP network such as 10.0.0.0/8 or fd00::/8") from None
     return tuple(found)
+
+
+def upstream_address(value: Any, what: str) -> str:
+    """An address read from LXD as nginx's `server` takes it (IPv6 in brackets), checked by allow-list."""
+    try:
+        if not isinstance(value, str) or not _IP_TEXT.fullmatch(value) or "/" in value:
+            raise ValueError(value)
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise OptionError(f"{what}: {value!r} is not an IP address. Fix: check the instance's network "
+                          "in LXD (lxc list), then rerun.") from None
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def hosts_file_name(value: Any, what: str) -> str:
+    """An instance name fit for a line of /etc/hosts (an LXD instance name: letters, digits, '-')."""
+    if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
+        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-'). "
+                          "Fix: correct that name (an instance name), then rerun.")
+    return value
 
 
 def _parse_pass(value: Any, what: str) -> tuple[str, int, str]:
     if isinstance(value, bool):
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    # ASCII digits only: str.isdigit() and int() also take digits of other scripts.
+    if isinstance(value, int) or (isinstance(value, str) and _PORT.fullmatch(value)):
         return "http", _port(int(value), what), "/"
     match = _PASS_URL.fullmatch(str(value)) if isinstance(value, str) else None
     if not match:
@@ -186,54 +216,129 @@ def upstream_name(server_name: str, path: str) -> str:
     return f"mage_{readable}_{digest}"
 
 
-def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
-    """Sites from each instance's routes, address and status (dicts: name, status, address, routes).
+@dataclass
+class HostsEntry:
+    """One line of mageproxy's /etc/hosts: an instance it proxies to."""
 
-    Raises OptionError for a bad value or a duplicate route. Stopped instances (or ones without an
-    address) are left out of upstreams; a location without backends answers 503.
+    address: str
+    name: str
+
+
+@dataclass
+class ProxyPlan:
+    """What mageproxy renders: sites, /etc/hosts entries, and warnings for instances left out."""
+
+    sites: list[Site] = field(default_factory=list)
+    hosts: list[HostsEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    proxy_name: str = ""
+
+
+def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
+    """Sites from every host's routes, each validated strictly (see plan_proxy)."""
+    return plan_proxy(hosts, strict=None).sites
+
+
+def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None = None,
+               proxy_name: str = "") -> ProxyPlan:
+    """The proxy's plan from host dicts (name, project, status, address, routes).
+
+    `strict` lists the instances ("project/name", or "name" for any project) whose routes this run
+    declared: a bad value there raises OptionError before anything changes. None means every
+    instance. Any other instance with a bad value or a clashing route is left out whole, with a
+    warning naming it and the key, so the others still go live. They are planned after the strict
+    ones, so a record set out of band never displaces a declared route. Stopped instances (or ones
+    without an address) are left out of upstreams; a location without backends answers 503.
+    `proxy_name`, the proxy's own name for its /etc/hosts, is checked like an instance name.
     """
-    sites: dict[str, Site] = {}
-    claims: dict[tuple[str, str], Location] = {}
-    for host in sorted(hosts, key=lambda item: str(item["name"])):
-        instance = str(host["name"])
-        raw_routes = host.get("routes") or []
-        if not isinstance(raw_routes, list):
-            raise OptionError(f"instance '{instance}': user.mage.proxy must be a list of routes")
-        for index, raw in enumerate(raw_routes):
-            route = parse_route(instance, index, raw)
-            key = (route.server_name, route.path)
-            location = claims.get(key)
-            if location is None:
-                location = Location(path=route.path, upstream=upstream_name(*key), route=route,
-                                    declared_at=f"instance '{instance}': proxy[{index}]")
-                claims[key] = location
-                site = sites.setdefault(route.server_name, Site(server_name=route.server_name))
-                site.locations.append(location)
-                _merge_tls(site, route)
-            elif not (route.balance and location.route.balance):
-                raise OptionError(
-                    f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is already routed by "
-                    f"{location.declared_at}; give one of them another name or path, or set balance: true on "
-                    "every instance that serves it"
-                )
-            elif route.settings() != location.route.settings():
-                raise OptionError(
-                    f"instance '{instance}': proxy[{index}] {route.server_name}{route.path} is balanced with "
-                    f"{location.declared_at} but their settings differ; make them the same"
-                )
-            if host.get("status") == "running" and host.get("address"):
-                location.backends.append(Backend(instance=instance, address=str(host["address"]), port=route.port))
+    if proxy_name:
+        hosts_file_name(proxy_name, "mageproxy's inventory name (mageproxy_name)")
+    wanted = None if strict is None else set(strict)
+    is_strict = (lambda host: True) if wanted is None else (
+        lambda host: host["name"] in wanted or f"{host.get('project', '')}/{host['name']}" in wanted)
+    ordered = sorted(hosts, key=lambda item: (not is_strict(item), str(item.get("project", "")), str(item["name"])))
+    plan, claims, sites = ProxyPlan(proxy_name=proxy_name), {}, {}
+    for host in ordered:
+        try:
+            routes, backend_address = _host_routes(host)
+            _claim(routes, claims, sites, host, backend_address)
+        except OptionError as error:
+            if is_strict(host):
+                raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
+            plan.warnings.append(f"{error} Its routes are left out of mageproxy; the others are served. "
+                                 f"{FIX_ROUTE if 'Fix:' not in str(error) else ''}".strip())
+            continue
+        if routes and backend_address:
+            plan.hosts.append(HostsEntry(address=backend_address.strip("[]"),
+                                         name=hosts_file_name(host["name"], f"{_where(host)}: mage_lxd_instance")))
     for site in sites.values():
         site.locations.sort(key=lambda item: (-len(item.path), item.path))
-    return [sites[name] for name in sorted(sites)]
+    plan.sites = [sites[name] for name in sorted(sites)]
+    return plan
+
+
+def _where(host: Mapping[str, Any]) -> str:
+    # Escaped: a name read from the inventory may hold a newline, and a message must stay one line.
+    name = str(host["name"]).encode("unicode_escape").decode()
+    project = host.get("project")
+    return f"instance '{name}'" + (f" in project '{project}'" if project else "")
+
+
+def _host_routes(host: Mapping[str, Any]) -> tuple[list[Route], str]:
+    """One host's validated routes and its upstream address ('' when it serves nothing now)."""
+    instance = str(host["name"])
+    raw_routes = host.get("routes") or []
+    if not isinstance(raw_routes, list):
+        raise OptionError(f"{_where(host)}: user.mage.proxy must be a list of routes")
+    routes = [parse_route(instance, index, raw) for index, raw in enumerate(raw_routes)]
+    address = ""
+    if routes and host.get("status") == "running" and host.get("address"):
+        hosts_file_name(instance, f"{_where(host)}: mage_lxd_instance")
+        address = upstream_address(host["address"], f"{_where(host)}: lxd_address")
+    return routes, address
+
+
+def _claim(routes: list[Route], claims: dict[tuple[str, str], Location], sites: dict[str, Site],
+           host: Mapping[str, Any], address: str) -> None:
+    """Add one host's routes to the sites, all or none: a clash raises before any is added."""
+    fresh: dict[tuple[str, str], int] = {}
+    for index, route in enumerate(routes):
+        key = (route.server_name, route.path)
+        location = claims.get(key)
+        where = f"instance '{route.instance}': proxy[{index}] {route.server_name}{route.path}"
+        if key in fresh:
+            raise OptionError(f"{where} is already routed by proxy[{fresh[key]}] of the same instance")
+        fresh[key] = index
+        if location is not None and not (route.balance and location.route.balance):
+            raise OptionError(f"{where} is already routed by {location.declared_at}; give one of them another "
+                              "name or path, or set balance: true on every instance that serves it")
+        if location is not None and route.settings() != location.route.settings():
+            raise OptionError(f"{where} is balanced with {location.declared_at} but their settings differ; "
+                              "make them the same")
+        _check_tls(sites.get(route.server_name), route)
+    for index, route in enumerate(routes):
+        key = (route.server_name, route.path)
+        if key not in claims:
+            claims[key] = Location(path=route.path, upstream=upstream_name(*key), route=route,
+                                   declared_at=f"instance '{route.instance}': proxy[{index}]")
+            site = sites.setdefault(route.server_name, Site(server_name=route.server_name))
+            site.locations.append(claims[key])
+            _merge_tls(site, route)
+        if address:
+            claims[key].backends.append(Backend(instance=route.instance, address=address, port=route.port))
+
+
+def _check_tls(site: Site | None, route: Route) -> None:
+    if route.tls_cert and site is not None and site.tls_cert and \
+            (site.tls_cert, site.tls_key) != (route.tls_cert, route.tls_key):
+        raise OptionError(
+            f"instance '{route.instance}': {route.server_name} has two different TLS certificates; one per server name"
+        )
 
 
 def _merge_tls(site: Site, route: Route) -> None:
     if not route.tls_cert:
         return
-    if site.tls_cert and (site.tls_cert, site.tls_key) != (route.tls_cert, route.tls_key):
-        raise OptionError(
-            f"instance '{route.instance}': {route.server_name} has two different TLS certificates; one per server name"
-        )
+    _check_tls(site, route)
     site.tls_cert, site.tls_key = route.tls_cert, route.tls_key
     site.redirect_https = site.redirect_https or route.redirect_https
