@@ -137,7 +137,7 @@ def seed(count: int, workdir: Path) -> tuple[float, float]:
     lxc("project", "create", SEED, "-c", "features.images=false", "-c", "features.profiles=false")
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     command = [str(CG_VENV / "bin" / "ansible-playbook"), "-i", "localhost,", "-c", "local", "seed.yml",
-               "-e", f"@{variables}"]
+               "-e", f"@{variables}", "-e", f"ansible_python_interpreter={CG_VENV / 'bin' / 'python'}"]
     return timed(command, env, workdir), timed(command, env, workdir)
 
 

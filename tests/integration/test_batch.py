@@ -59,7 +59,7 @@ BAD_ENTRIES = {
                                   "instance 'pub1': proxy[0] keep.batch.test/ is already routed by instance 'bad1'"),
     "route twice in one instance": ({"name": "bad1", "proxy": [{"name": "b.batch.test", "pass": 80},
                                                                {"name": "b.batch.test", "pass": 81}]},
-                                    "b.batch.test/ is already routed by instance 'bad1': proxy[0]"),
+                                    "b.batch.test/ is already routed by proxy[0] of the same instance"),
     "config LXD refuses": ({"name": "bad1", "config": {"limits.memory": "lots", "user.fine": "1"}},
                            "instance 'bad1' in project 'mage-test-batch': config limits.memory='lots': LXD refuses it"),
 }
