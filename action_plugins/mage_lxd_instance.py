@@ -54,6 +54,7 @@ class ActionModule(ActionBase):
             specs = self._specs(args)
             options = BatchOptions(
                 profiles=parse_profiles(args.get("project_profiles")),
+                project=args.get("project") or "default",
                 create_project=args.get("create_project", True),
                 allow_unsafe=args.get("allow_unsafe", True),
                 check_mode=bool(self._task.check_mode),

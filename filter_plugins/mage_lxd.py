@@ -83,7 +83,9 @@ def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy=""):
     described = []
     for name in hosts:
         host = hostvars[name]
-        project = str(host.get("lxd_project", ""))
+        # mage_lxd_project, not lxd_project: `-e lxd_project=X` (site.yml's project) is an extra var,
+        # which overrides the inventory's lxd_project on every host.
+        project = str(host.get("mage_lxd_project", host.get("lxd_project", "")))
         if projects is not None and project not in projects:
             continue
         described.append({

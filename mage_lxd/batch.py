@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,18 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from mage_lxd.batch_checks import (
-    config_refusals,
+    definition_refusals,
     existing_routes,
+    instance_definitions,
     host_port_refusals,
     route_refusals,
     spec_unsafe_settings,
     unsafe_settings,
 )
-from mage_lxd.errors import MageLxdError, OptionError
+from mage_lxd.errors import MageLxdError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec
 from mage_lxd.projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
 from mage_lxd.provision import InstancePlan, apply_instance, plan_instance, read_facts
-from mage_lxd.remote import Log, LxdApi, Remote, _no_log
+from mage_lxd.remote import Log, LxdApi, Remote, _no_log, local_socket_path
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class BatchOptions:
     """How the batch runs: what it may create, how many instances at once, and how long LXD may take."""
 
     profiles: Sequence[ProfileSpec] = ()
+    # The task's own project: where declared profiles go even when no instance names it.
+    project: str = "default"
     create_project: bool = True
     allow_unsafe: bool = True
     check_mode: bool = False
@@ -63,8 +67,8 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
     api = LxdApi(remote, log=log, timeout=timeout)
     with batch_lock(remote):
         try:
-            projects = plan_projects([read_project_state(api, name) for name in _projects_used(specs)], specs,
-                                     options.profiles, options.create_project)
+            projects = plan_projects([read_project_state(api, name) for name in _projects_used(specs, options)],
+                                     specs, options.profiles, options.create_project)
         except OptionError as exc:
             raise OptionError(f"{exc} Nothing was changed.") from exc
         new = {plan.name for plan in projects if plan.create}
@@ -86,9 +90,10 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
     return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings)
 
 
-def _projects_used(specs: Sequence[InstanceSpec]) -> list[str]:
+def _projects_used(specs: Sequence[InstanceSpec], options: BatchOptions) -> list[str]:
     # A project only absent instances name needs nothing: there is nothing to delete in it.
-    return sorted({spec.project for spec in specs if spec.state != "absent"})
+    used = {spec.project for spec in specs if spec.state != "absent"}
+    return sorted(used | ({options.project} if options.profiles else set()))
 
 
 def _key(spec: InstanceSpec) -> str:
@@ -127,20 +132,30 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
     unsafe += [message for profile in options.profiles
                for message in unsafe_settings(f"profile '{profile.name}'", profile.config, profile.devices)]
     refusals = []
-    for project in _projects_used(specs):
+    definitions = 0
+    for project in _projects_used(specs, options):
         declared = [(s.name, list(s.proxy)) for s in specs if s.project == project and s.state != "absent" and s.proxy]
         existing = [] if project in new else existing_routes(api, project, [s.name for s in specs if s.project == project])
         refusals += route_refusals(declared, existing)
-        in_project = [plan for plan in plans.values() if plan.spec.project == project]
-        refusals += config_refusals(api, "default" if project in new else project, in_project)
+        to_write = instance_definitions(plan for plan in plans.values() if plan.spec.project == project)
+        to_write += [(f"profile '{p.name}' in project '{project}'", p.config, p.devices) for p in options.profiles]
+        definitions += len(to_write)
+        if not options.check_mode:
+            refusals += definition_refusals(api, "default" if project in new else project, to_write)
     if not api.remote.is_https and not api.clustered:
         # LXD runs on this machine: its ports are ours to probe.
         refusals += host_port_refusals(plans.values())
+    if options.check_mode and definitions:
+        # Offering them to LXD would write (a scratch profile): check mode writes nothing.
+        check_note = "check mode: config and devices were not offered to LXD for checking; a real run does that first"
+    else:
+        check_note = ""
     if unsafe and not options.allow_unsafe:
         refusals += [f"{message} (allow_unsafe is false)." for message in unsafe]
     if refusals:
         raise OptionError(" ".join(refusals) + " Nothing was changed.")
-    return [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
+    notes = [check_note] if check_note else []
+    return notes + [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
 
 
 def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -> dict[str, dict[str, Any]]:
@@ -148,7 +163,8 @@ def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -
         try:
             apply_instance(api_for(plan.spec), plan)
         except MageLxdError as exc:
-            return _failure(plan.spec, exc)
+            # Part of a plan with writes may have been applied before the failure: say it may have changed.
+            return _failure(plan.spec, exc) | {"changed": plan.result.changed}
         return None
 
     # Each instance's LXD operations wait on the server; a bounded pool runs them side by side.
@@ -157,15 +173,38 @@ def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -
     return {key: outcome for key, outcome in zip(plans, outcomes) if outcome is not None}
 
 
+LOCK_WAIT_SECONDS = 600
+
+
 @contextmanager
-def batch_lock(remote: Remote) -> Iterator[None]:
+def batch_lock(remote: Remote, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """One batch at a time per LXD server on this controller: two runs converging the same instances
-    would otherwise interleave (one then fails with 'Instance is busy running a "create" operation')."""
-    digest = hashlib.sha256(remote.url.encode()).hexdigest()[:16]
-    path = os.path.join(tempfile.gettempdir(), f"mage-lxd-{digest}.lock")
-    with open(path, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    would otherwise interleave (one then fails with 'Instance is busy running a "create" operation').
+    Keyed by where the server is (the resolved socket path or the URL), so two spellings of one
+    server share the lock."""
+    where = remote.url if remote.is_https else local_socket_path(remote.url)
+    path = os.path.join(tempfile.gettempdir(), f"mage-lxd-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
+    try:
+        # Readable and writable by everyone: a root run must not lock out the next user's run.
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RemoteError(f"the lock file {path} for LXD remote {remote.describe()} cannot be opened ({exc}). "
+                          "Fix: remove it, or set TMPDIR to a directory you can write.") from exc
+    try:
+        deadline = time.monotonic() + wait
+        while not _try_lock(handle):
+            if time.monotonic() > deadline:
+                raise RemoteError(f"another run has converged instances on LXD remote {remote.describe()} for more "
+                                  f"than {wait:g}s (it holds {path}). Fix: wait for it to finish, then rerun.")
+            time.sleep(0.2)
+        yield
+    finally:
+        os.close(handle)
+
+
+def _try_lock(handle: int) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from mage_lxd.errors import MageLxdError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec
-from mage_lxd.nat import BACKENDS, PROXY_DEVICE_PREFIX
+from mage_lxd.nat import BACKENDS
 from mage_lxd.provision import PROXY_KEY, InstancePlan, describe
 from mage_lxd.remote import LxdApi
 from mage_lxd.routes import plan_sites
@@ -37,9 +38,17 @@ def unsafe_settings(where: str, config: Mapping[str, str], devices: Mapping[str,
         elif key.startswith("raw."):
             found.append(f"{where}: config {key} passes settings straight to LXC or QEMU, around LXD's checks")
     for name, device in sorted(devices.items()):
-        if device.get("type") == "disk" and device.get("source") and os.path.normpath(device["source"]) == "/":
+        if device.get("type") == "disk" and _is_host_root(str(device.get("source") or "")):
             found.append(f"{where}: device {name} mounts the host's / into it")
     return found
+
+
+def _is_host_root(source: str) -> bool:
+    # "//", "/./" and /proc/<pid>/root all name the host's root as LXD resolves them.
+    if not source.startswith("/"):
+        return False
+    path = os.path.normpath("/" + source.lstrip("/"))
+    return path == "/" or re.fullmatch(r"/proc/[^/]+/root", path) is not None
 
 
 def spec_unsafe_settings(spec: InstanceSpec) -> list[str]:
@@ -82,27 +91,47 @@ def route_refusals(declared: list[tuple[str, Any]], existing: list[tuple[str, An
 
 
 def host_port_refusals(plans: Iterable[InstancePlan]) -> list[str]:
-    """Proxy-device ports that something on this host already listens on (or addresses it lacks).
+    """Host ports LXD would bind for the batch (NAT proxy devices, declared proxy devices) that
+    something on this host already listens on, or addresses the host lacks. Ports that proxy
+    devices of this batch's instances hold now are left out: this very batch moves or drops them.
 
     Only meaningful when LXD runs on this machine (its local socket): the caller decides."""
+    plans = list(plans)
+    held = {(proto, port) for plan in plans for device in ((plan.facts.current or {}).get("devices") or {}).values()
+            if device.get("type") == "proxy" for proto, _, port in [_listen_port(device)]}
     refusals = []
     for plan in plans:
-        spec = plan.spec
-        if spec.state == "absent":
+        if plan.spec.state == "absent":
             continue
-        devices = (plan.facts.current or {}).get("devices") or {}
-        for rule in spec.nat:
-            if not BACKENDS[rule.backend].binds_on_host or (rule.listen_by_member and rule.key not in plan.facts.listen):
+        for what, listen in _host_listeners(plan):
+            proto, address, port = listen
+            if (proto, port) in held:
                 continue
-            address = plan.facts.listen.get(rule.key, "0.0.0.0")
-            listen = f"{rule.proto}:{address}:{rule.extport}"
-            if devices.get(f"{PROXY_DEVICE_PREFIX}{rule.key}", {}).get("listen") == listen:
-                continue  # already published by this very instance
-            problem = _port_problem(rule.proto, address, rule.extport)
+            problem = _port_problem(proto, address, port)
             if problem:
-                refusals.append(f"{describe(spec)}: nat {rule.key}: {address}:{rule.extport} {problem}. Fix: choose "
-                                "another extport or listen address, or stop what holds it.")
+                refusals.append(f"{describe(plan.spec)}: {what}: {address}:{port} {problem}. Fix: choose another port "
+                                "or listen address, or stop what holds it.")
     return refusals
+
+
+def _host_listeners(plan: InstancePlan) -> list[tuple[str, tuple[str, str, int]]]:
+    # (what declared it, (proto, address, port)) for every socket LXD would open on the host for it.
+    found = []
+    for rule in plan.spec.nat:
+        if BACKENDS[rule.backend].binds_on_host and not (rule.listen_by_member and rule.key not in plan.facts.listen):
+            found.append((f"nat {rule.key}", (rule.proto, plan.facts.listen.get(rule.key, "0.0.0.0"), rule.extport)))
+    for name, device in sorted(plan.spec.devices.items()):
+        listen = _listen_port(device) if device.get("type") == "proxy" and device.get("bind", "host") == "host" else None
+        if listen and listen[2]:
+            found.append((f"device {name}", listen))
+    return found
+
+
+def _listen_port(device: Mapping[str, str]) -> tuple[str, str, int]:
+    # A proxy device's "tcp:ADDRESS:PORT" (the address may be [IPv6]); port 0 when unreadable.
+    proto, _, rest = str(device.get("listen") or "").partition(":")
+    address, _, port = rest.rpartition(":")
+    return proto, address.strip("[]"), int(port) if port.isascii() and port.isdigit() else 0
 
 
 def _port_problem(proto: str, address: str, port: int) -> str:
@@ -121,32 +150,45 @@ def _port_problem(proto: str, address: str, port: int) -> str:
     return ""
 
 
-def config_refusals(api: LxdApi, project: str, plans: Iterable[InstancePlan]) -> list[str]:
-    """Declared config LXD itself refuses (unknown keys, values such as limits.memory: lots), found
-    without touching any instance: LXD 5.0 publishes no config schema, so each config about to be
-    written is offered to LXD as a scratch profile, which is deleted at once. A refusal is narrowed
-    down to the key, so the message names the instance and the key in LXD's words."""
+def definition_refusals(api: LxdApi, project: str, definitions: Iterable[tuple[str, Mapping[str, str],
+                         Mapping[str, Mapping[str, str]]]]) -> list[str]:
+    """Config and devices LXD itself refuses (unknown keys, limits.memory: lots, a NIC on a missing
+    network), found without touching any instance or profile of the user's.
+
+    LXD 5.0 publishes no config schema, so each (where, config, devices) about to be written is
+    offered to LXD as a scratch profile, deleted at once. Best effort: LXD checks a profile as it
+    checks any instance, so keys valid only for one instance type, or raw.lxc lines, are only judged
+    when the instance is made. A refusal is narrowed down to the key or device it comes from."""
     refusals = []
-    for plan in plans:
-        config = dict(plan.spec.config)
-        if not config or (plan.create is None and plan.update is None):
+    for where, config, devices in definitions:
+        # image.* keys describe an instance's image: LXD takes them on instances, never on profiles.
+        config = {key: value for key, value in config.items() if not key.startswith("image.")}
+        if not (config or devices):
             continue
-        problem = _refused_by_lxd(api, project, config)
+        problem = _refused_by_lxd(api, project, config, devices)
         if problem:
-            keys = [key for key in sorted(config) if _refused_by_lxd(api, project, {key: config[key]})]
-            named = ", ".join(f"{key}={config[key]!r}" for key in keys) or ", ".join(sorted(config))
-            refusals.append(f"{describe(plan.spec)}: config {named}: LXD refuses it ({problem}).")
+            named = [f"config {key}={value!r}" for key, value in sorted(config.items())
+                     if _refused_by_lxd(api, project, {key: value}, {})]
+            named += [f"device {name}" for name, device in sorted(devices.items())
+                      if _refused_by_lxd(api, project, {}, {name: device})]
+            refusals.append(f"{where}: {', '.join(named) or 'its config and devices'}: LXD refuses it ({problem}).")
     return refusals
 
 
-def _refused_by_lxd(api: LxdApi, project: str, config: Mapping[str, str]) -> str:
+def instance_definitions(plans: Iterable[InstancePlan]) -> list[tuple[str, Mapping[str, str], Mapping[str, Mapping[str, str]]]]:
+    """What each plan is about to write of the user's own config and devices."""
+    return [(describe(plan.spec), plan.spec.config, plan.spec.devices) for plan in plans
+            if plan.create is not None or plan.update is not None]
+
+
+def _refused_by_lxd(api: LxdApi, project: str, config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]) -> str:
     name = f"mage-check-{secrets.token_hex(4)}"
+    body = {"name": name, "description": "mage-lxd: config check, deleted at once", "config": dict(config),
+            "devices": {key: dict(value) for key, value in devices.items()}}
     try:
-        api.post("profiles", {"name": name, "description": "mage-lxd: config check, deleted at once", "config": config},
-                 {"project": project})
+        api.post("profiles", body, {"project": project})
     except RemoteError as exc:
-        text = str(exc)
-        return text.split("failed: ", 1)[-1]
+        return str(exc).split("failed: ", 1)[-1]
     try:
         api.delete(f"profiles/{name}", {"project": project})
     except MageLxdError:

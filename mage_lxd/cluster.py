@@ -76,6 +76,9 @@ def check_target(api: LxdApi, target: str, where: str) -> None:
             f"{where}: target '{target}' is a cluster group, and LXD remote {api.remote.describe()} has no cluster "
             "groups (API extension clustering_groups). Fix: name a member instead."
         )
+    if not target.startswith("@") and target not in member_statuses(api):
+        # Before any change: a misspelt member would otherwise fail only when LXD is asked to create.
+        raise OptionError(str(placement_error(api, target, where, RemoteError("no such cluster member"))))
 
 
 def placement_error(api: LxdApi, target: str, where: str, error: RemoteError) -> RemoteError:

@@ -217,6 +217,9 @@ def check_unique_host_ports(specs: list[InstanceSpec]) -> None:
     """Two entries claiming one host port and protocol are refused, naming both instances."""
     claims: list[tuple[str, NatRule]] = []
     for spec in specs:
+        if spec.state == "absent":
+            continue  # it gives its ports up
+        name = f"instance '{spec.name}'" + (f" (project {spec.project})" if spec.project != "default" else "")
         for rule in spec.nat:
             here = _claimed_addresses(rule)
             for owner, other in claims:
@@ -224,10 +227,10 @@ def check_unique_host_ports(specs: list[InstanceSpec]) -> None:
                 # No address means every address, so it overlaps with any other.
                 if (other.proto, other.extport) == (rule.proto, rule.extport) and (not here or not there or here & there):
                     raise OptionError(
-                        f"instance '{spec.name}': nat {rule.proto}/{rule.extport} is already claimed by "
-                        f"instance '{owner}'; give one of them another extport"
+                        f"{name}: nat {rule.proto}/{rule.extport} is already claimed by {owner}; give one of them "
+                        "another extport"
                     )
-            claims.append((spec.name, rule))
+            claims.append((name, rule))
 
 
 def _claimed_addresses(rule: NatRule) -> set[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from mage_lxd.remote import LxdApi
 PROXY_DEVICE_PREFIX = "mage-nat-"
 FORWARD_DESCRIPTION = "mage-lxd"
 DEFAULT_BACKEND = "proxy"
+_FORWARD_EDITS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,12 @@ class NetworkForwards(NatBackend):
 
     def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
                 location: str) -> bool:
-        return api.has_extension("network_forward") and apply_forwards(api, tag, rules, target, listen, location)
+        if not api.has_extension("network_forward"):
+            return False
+        # A forward's ports are read, edited and written back whole: instances of one batch that
+        # share a listen address would otherwise overwrite each other's ports.
+        with _FORWARD_EDITS:
+            return apply_forwards(api, tag, rules, target, listen, location)
 
 
 class IptablesRules(NatBackend):

@@ -25,6 +25,7 @@ from typing import Any
 
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.instance_spec import InstanceSpec, parse_config, parse_devices
+from mage_lxd.provision import managed_record
 from mage_lxd.remote import LxdApi
 
 MANAGED_KEY = "user.mage.managed"
@@ -55,6 +56,8 @@ class ProjectState:
     profiles: Mapping[str, Mapping[str, Any]]
     # The default project's default profile devices a new project's default profile is filled from.
     base_devices: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # False: LXD keeps this project's profiles in the default project (features.profiles=false).
+    own_profiles: bool = True
 
 
 @dataclass
@@ -140,13 +143,14 @@ def parse_profiles(raw: Any) -> tuple[ProfileSpec, ...]:
 def read_project_state(api: LxdApi, project: str) -> ProjectState:
     """One project's existence and profiles (and, when it is missing, what a new one starts from)."""
     try:
-        api.get(f"projects/{project}")
+        config = (api.get(f"projects/{project}") or {}).get("config") or {}
     except NotFoundError:
         default = api.get("profiles/default", {"project": "default"}) or {}
         return ProjectState(name=project, exists=False, profiles={"default": {"config": {}, "devices": {}}},
                             base_devices=base_devices(default.get("devices") or {}))
     listed = api.get("profiles", {"project": project, "recursion": "1"}) or []
-    return ProjectState(name=project, exists=True, profiles={str(p["name"]): p for p in listed})
+    return ProjectState(name=project, exists=True, profiles={str(p["name"]): p for p in listed},
+                        own_profiles=project == "default" or config.get("features.profiles") == "true")
 
 
 def base_devices(devices: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -180,6 +184,11 @@ def plan_projects(
                     f"{where} is new, and the default project's default profile has no root disk or NIC to give it; "
                     "its instances need a profile that does (declare one in project_profiles)"
                 )
+        if declared and not state.own_profiles:
+            plan.warnings.append(
+                f"{where} has no profiles of its own (features.profiles=false): LXD writes the declared profiles "
+                f"({', '.join(p.name for p in declared)}) in the default project, for every project that shares them"
+            )
         for profile in declared:
             _plan_profile(plan, profile, profiles.get(profile.name))
         _check_profiles_exist(state.name, specs, {*profiles, *(p.name for p in declared)})
@@ -204,7 +213,7 @@ def desired_profile(spec: ProfileSpec, current: Mapping[str, Any] | None) -> dic
     devices: dict[str, dict[str, str]] = {}
     if current is not None:
         old_config = current.get("config") or {}
-        managed = json.loads(old_config.get(MANAGED_KEY) or "{}")
+        managed = managed_record(old_config.get(MANAGED_KEY))
         config = {k: v for k, v in old_config.items() if k not in managed.get("config", []) and k != MANAGED_KEY}
         devices = {n: dict(d) for n, d in (current.get("devices") or {}).items() if n not in managed.get("devices", [])}
     config.update(spec.config)

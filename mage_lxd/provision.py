@@ -88,7 +88,7 @@ def desired_definition(
     config: dict[str, str] = {}
     devices: dict[str, dict[str, str]] = {}
     if current is not None:
-        managed = json.loads((current.get("config") or {}).get(MANAGED_KEY) or "{}")
+        managed = managed_record((current.get("config") or {}).get(MANAGED_KEY))
         for key, value in (current.get("config") or {}).items():
             if key not in managed.get("config", []) and not key.startswith("user.mage."):
                 config[key] = value
@@ -111,6 +111,16 @@ def desired_definition(
     else:
         profiles = ["default"]
     return {"config": config, "devices": devices, "profiles": profiles}
+
+
+def managed_record(raw: str | None) -> dict[str, list[str]]:
+    """What mage-lxd set in an instance or profile (user.mage.managed). Unreadable (edited by hand):
+    nothing counts as ours, so nothing is removed - keys are only ever kept, never lost."""
+    try:
+        record = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def nat_record(rule: NatRule) -> dict[str, Any]:
@@ -267,14 +277,20 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
     spec, result = plan.spec, plan.result
     path = f"instances/{spec.name}"
     current, etag = plan.facts.current, plan.facts.etag
-    if plan.delete and current is not None:
-        _delete(api, path, current)
-        if spec.state == "absent":
+    if spec.state == "absent":
+        if plan.delete and current is not None:
+            _delete(api, path, current)
             if _may_have_published(current):
                 _apply_published(api, owner_tag(spec.project, spec.name), [], "", {}, result)
-            return result
+        return result
+    if plan.delete and current is not None:
+        # rebuild: true with another image. The image and the definition were checked before this.
+        _delete(api, path, current)
     if plan.create is not None:
-        current, etag = _create(api, spec, plan.create, result)
+        try:
+            current, etag = _create(api, spec, plan.create, result)
+        except MageLxdError as exc:
+            raise RemoteError(f"{exc}{_REBUILD_LOSS if plan.delete else ''}") from exc
     elif plan.update is not None and current is not None:
         with _step(spec, "updating its config, devices and profiles"):
             _put_definition(api, path, current, plan.update, etag)
@@ -289,8 +305,12 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
     except MageLxdError as exc:
         if plan.create is None:
             raise
-        _remove_new(api, path, describe(spec), exc)
+        _remove_new(api, plan, exc)
     return result
+
+
+# Said whenever a rebuild fails after the old instance was deleted: never hide a loss.
+_REBUILD_LOSS = " The previous instance had already been deleted for the rebuild (rebuild: true); its data is gone."
 
 
 @contextmanager
@@ -326,12 +346,17 @@ def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], re
         _apply_published(api, owner_tag(spec.project, spec.name), spec.nat, target, dict(plan.facts.listen), result)
 
 
-def _remove_new(api: LxdApi, path: str, where: str, error: MageLxdError) -> None:
+def _remove_new(api: LxdApi, plan: InstancePlan, error: MageLxdError) -> None:
+    # Made by this run: delete it with whatever it already published, so nothing is half-made.
+    spec, path = plan.spec, f"instances/{plan.spec.name}"
     try:
+        _apply_published(api, owner_tag(spec.project, spec.name), [], "", {}, plan.result)
         _delete(api, path, api.get(path) or {})
     except MageLxdError as cleanup:
         raise RemoteError(f"{error} The new instance could not be removed again ({cleanup}); delete it by hand.") from error
-    raise RemoteError(f"{error} {where} did not exist before this run and was removed again.") from error
+    if plan.delete:
+        raise RemoteError(f"{error} The rebuilt instance was removed again.{_REBUILD_LOSS}") from error
+    raise RemoteError(f"{error} {describe(spec)} did not exist before this run and was removed again.") from error
 
 
 def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> InstanceResult:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lxd_lab import create_project, delete_project, instance_names, query
+from lxd_lab import create_project, delete_project, instance_names, lxc, query
 from lxd_lab import run_module as run_any_module
 
 pytestmark = pytest.mark.integration
@@ -83,13 +83,21 @@ def test_a_taken_host_port_refuses_the_batch_before_any_change(project, taken_po
     assert lxd_state() == before
 
 
-def test_a_new_instance_that_cannot_start_is_removed_and_named(project, taken_port):
-    # LXD accepts the definition and only fails at start: its own proxy device's port is taken.
+def test_a_user_proxy_device_on_a_taken_port_is_refused_before_any_change(project, taken_port):
+    before = lxd_state()
     result = run_module({"name": "nostart1", "devices": {"web": {
         "type": "proxy", "listen": f"tcp:127.0.0.1:{taken_port}", "connect": "tcp:127.0.0.1:80"}}})
-    assert "instance 'nostart1' in project 'mage-test-batch' did not exist before this run and was removed again" \
-        in result["msg"], result
-    assert "nostart1" not in instance_names(PROJECT)
+    assert f"device web: 127.0.0.1:{taken_port} is already in use on this host" in result["msg"], result
+    assert lxd_state() == before
+
+
+def test_a_new_instance_that_fails_after_starting_is_removed_and_named(project):
+    # No NIC (the profile's is masked): it starts, but no address comes.
+    result = run_module({"name": "noaddr2", "devices": {"eth0": {"type": "none"}}, "address_timeout": 2})
+    assert "has no IPv4 address after 2s" in result["msg"], result
+    assert "instance 'noaddr2' in project 'mage-test-batch' did not exist before this run and was removed again" \
+        in result["msg"]
+    assert "noaddr2" not in instance_names(PROJECT)
 
 
 @pytest.mark.parametrize(("config", "warning"), [
@@ -120,3 +128,44 @@ def test_no_scratch_profile_is_left_behind(project):
     names += [item["name"] for item in query(f"/1.0/profiles?recursion=1&project={PROJECT}")]
     assert not [name for name in names if name.startswith("mage-check-")]
     assert json.dumps(lxd_state())  # the project is still readable as a whole
+
+
+def test_a_declared_profile_lxd_refuses_stops_the_batch_before_the_project_exists(lab):
+    project = "mage-test-batch-prof"
+    delete_project(project)
+    try:
+        result = run_any_module("mage_lxd_instance", {
+            **BASE, "project": project, "instances": [{"name": "p1"}],
+            "project_profiles": [{"name": "bad", "config": {"limits.memory": "lots"}}]})
+        assert f"profile 'bad' in project '{project}': config limits.memory='lots': LXD refuses it" in result["msg"]
+        assert "Nothing was changed." in result["msg"]
+        assert lxc("project", "show", project, check=False).returncode != 0
+    finally:
+        delete_project(project)
+
+
+def test_profiles_declared_with_no_instances_go_to_the_tasks_project(lab):
+    project = "mage-test-batch-only"
+    delete_project(project)
+    try:
+        made = run_any_module("mage_lxd_instance", {
+            "project": project, "instances": [], "project_profiles": [{"name": "solo", "config": {"limits.cpu": "1"}}]})
+        assert made["changed"] is True, made.get("msg")
+        assert query(f"/1.0/profiles/solo?project={project}")["config"]["limits.cpu"] == "1"
+    finally:
+        delete_project(project)
+
+
+def test_keys_lxd_takes_only_on_instances_are_not_refused(project):
+    # image.* keys are refused on profiles, so the scratch-profile check must leave them out.
+    made = run_module({"name": "imgkey1", "config": {"image.description": "mine"}})
+    assert "msg" not in made, made["msg"]
+
+
+def test_an_instance_may_move_its_own_nat_port_to_another_address(project):
+    first = run_module({"name": "natmove1", "nat": [{"extport": 18711, "intport": 80}]})
+    assert "msg" not in first, first["msg"]
+    moved = run_module({"name": "natmove1", "nat": [{"extport": 18711, "intport": 80, "listen": "127.0.0.1"}]})
+    assert "msg" not in moved and moved["changed"] is True, moved.get("msg")
+    device = query(f"/1.0/instances/natmove1?project={PROJECT}")["devices"]["mage-nat-tcp-18711"]
+    assert device["listen"] == "tcp:127.0.0.1:18711"

@@ -85,3 +85,13 @@ def test_a_declared_profile_keeps_keys_others_set_and_drops_only_its_own():
 def test_bad_profile_declarations_are_refused(raw, message):
     with pytest.raises(OptionError, match=message):
         parse_profiles(raw)
+
+
+@pytest.mark.parametrize(("source", "root"), [("/", True), ("//", True), ("/./", True), ("/proc/1/root", True),
+                                              ("/proc/self/root/", True), ("/srv", False), ("relative", False),
+                                              ("/proc/1/rootfs", False)])
+def test_a_mount_of_the_hosts_root_is_seen_however_it_is_spelt(source, root):
+    from mage_lxd.batch_checks import unsafe_settings
+
+    found = unsafe_settings("instance 'a'", {}, {"d": {"type": "disk", "source": source, "path": "/mnt"}})
+    assert bool(found) is root
