@@ -45,7 +45,9 @@ options:
       url:
         description:
           - C(https://HOST:PORT), or a unix socket as C(unix:/path) or C(/path).
-          - Empty means the local socket (C(/var/lib/lxd/unix.socket) or the snap's).
+          - Empty means the local socket, the first that exists of LXD's (C(/var/lib/lxd/unix.socket),
+            the snap's) and Incus's (C(/var/lib/incus/unix.socket)). Give Incus's socket here to read
+            Incus on a host that runs both.
         type: str
         default: ""
       client_cert:
