@@ -174,6 +174,14 @@ def remote_from_task_args(args: Mapping[str, Any], where: str) -> Remote:
     return remote_from_options(option, where)
 
 
+def mapping_with_environment(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An inventory remote that names no url takes MAGE_LXD_URL and its certificates, as a task
+    does, so one export points every plugin at another server (Incus's socket, a cluster)."""
+    if data.get("url") or not os.environ.get(REMOTE_ENV["url"]):
+        return dict(data)
+    return {**data, **{key: os.environ[name] for key, name in REMOTE_ENV.items() if os.environ.get(name)}}
+
+
 def _optional_path(value: Any) -> str | None:
     return os.path.expanduser(str(value)) if value else None
 
