@@ -10,7 +10,8 @@ import pytest
 
 from lxd_lab import LAB, ansible, create_project, delete_project, inventory_list, launch, lxc
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.lxd_only(reason="the lab serves HTTPS on loopback from LXD only; its Incus listens on its socket only")]
 
 PROJECT = "mage-test-inv-https"
 SERVER_CERT = "/var/lib/lxd/server.crt"
