@@ -117,6 +117,13 @@ ensure_storage_and_network() {
     incus profile device add default eth0 nic network="$MAGE_INCUS_BRIDGE" name=eth0 >/dev/null
 }
 
+ensure_https_on_loopback() {
+  # HTTPS is tested over loopback only; Incus also needs a listener to copy images between
+  # projects. An address already set is left as is.
+  [ -n "$(incus config get core.https_address)" ] ||
+    incus config set core.https_address "$MAGE_INCUS_HTTPS_ADDRESS"
+}
+
 ensure_images() {
   # The tarballs lab/images.sh built for its current recipe (same cache, same hash rule).
   local cache=${MAGE_LAB_CACHE:-/var/cache/mage-lxd}/images recipe_hash alias tarball want have
@@ -140,5 +147,6 @@ ensure_images() {
 ensure_incus_installed
 start_daemon
 ensure_storage_and_network
+ensure_https_on_loopback
 ensure_images
 log "Incus $(incus query /1.0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["environment"]["server_version"])') is ready on $MAGE_INCUS_SOCKET"

@@ -57,7 +57,12 @@ INCUS = ServerKind(title="Incus", cli="incus", state_dir="/var/lib/incus", file_
 
 def server_kind(host_info: Mapping[str, Any]) -> ServerKind:
     """The server kind `GET /1.0` announces (`environment.server` is 'incus' on Incus, else LXD)."""
-    return INCUS if host_info.get("environment", {}).get("server") == "incus" else LXD
+    server = host_info.get("environment", {}).get("server")
+    if server:
+        return INCUS if server == "incus" else LXD
+    # An untrusted client gets no `environment`; Incus's extension list still tells (its guest API
+    # is dev_incus where LXD's is devlxd), so its Fix hints name incus to a client it refused.
+    return INCUS if "dev_incus_events" in host_info.get("api_extensions", []) else LXD
 
 
 def kind_from_url(url: str) -> ServerKind:

@@ -41,7 +41,7 @@ LAB = lab_env()
 if ON_INCUS:
     # Incus's own pool and bridge stand in for LXD's under the names the tests use.
     LAB.update(MAGE_LAB_POOL=LAB["MAGE_INCUS_POOL"], MAGE_LAB_BRIDGE=LAB["MAGE_INCUS_BRIDGE"],
-               MAGE_LAB_SUBNET=LAB["MAGE_INCUS_SUBNET"])
+               MAGE_LAB_SUBNET=LAB["MAGE_INCUS_SUBNET"], MAGE_LAB_HTTPS_ADDRESS=LAB["MAGE_INCUS_HTTPS_ADDRESS"])
     # The one variable that points every plugin (inventory included) at Incus; the ansible
     # commands the tests run inherit it.
     os.environ["MAGE_LXD_URL"] = f"unix:{LAB['MAGE_INCUS_SOCKET']}"
@@ -54,6 +54,15 @@ def project_name(name: str) -> str:
     """A test project's name on this pass's server. LXD and Incus share the host's cgroup tree
     (instances are named project_instance there), so Incus's projects get names of their own."""
     return name.replace("mage-test-", "mage-test-inc-", 1) if ON_INCUS else name
+
+
+# The lab server's own certificate, to pin over HTTPS.
+SERVER_CERT = "/var/lib/incus/server.crt" if ON_INCUS else "/var/lib/lxd/server.crt"
+
+
+def trust_certificate(cert: Path) -> None:
+    """Make the lab server trust a client certificate (the two CLIs spell this differently)."""
+    lxc("config", "trust", "add-certificate" if ON_INCUS else "add", str(cert))
 
 
 def lab_remote() -> Remote:

@@ -16,7 +16,7 @@ from mage_lxd.channel import InstanceChannel
 from mage_lxd.errors import RemoteError
 from lxd_lab import (LAB, ON_INCUS, ansible, create_project, delete_project, lab_remote, launch, lxc, project_name,
                      wait_for_leases)
-from test_inventory_https import SERVER_CERT, fingerprint, make_certificate
+from test_inventory_https import SERVER_CERT, fingerprint, make_certificate, trust_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -148,10 +148,9 @@ def test_a_missing_instance_is_named(inventory):
     assert "instance 'conn-gone'" in result["msg"] and "does not exist" in result["msg"]
 
 
-@pytest.mark.lxd_only(reason="the lab serves HTTPS on loopback from LXD only; its Incus listens on its socket only")
 def test_the_same_playbook_over_https_with_a_client_certificate(inventory, tmp_path):
     cert, key = make_certificate(tmp_path, "mage-test-conn")
-    lxc("config", "trust", "add", str(cert))
+    trust_certificate(cert)
     try:
         source = tmp_path / "over-https.bin"
         source.write_bytes(os.urandom(3 * 1024 * 1024))

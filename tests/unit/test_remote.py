@@ -77,6 +77,9 @@ def test_the_server_kind_comes_from_get_1_0():
     incus = json.loads((recorded / "incus-6.0.4-host.json").read_text())
     lxd = json.loads((recorded / "lxd-5.0.2.json").read_text())["GET /1.0"]
     assert server_kind(incus) is INCUS and server_kind(lxd) is LXD
+    # What an untrusted client is told: no environment, the extension list only.
+    assert server_kind({"api_extensions": incus["api_extensions"]}) is INCUS
+    assert server_kind({"api_extensions": lxd["api_extensions"]}) is LXD
     # Incus reads only X-Incus-* file headers from 7.2 on; LXD only X-LXD-*.
     assert (INCUS.file_header_prefix, INCUS.cli) == ("X-Incus-", "incus")
     assert (LXD.file_header_prefix, LXD.cli) == ("X-LXD-", "lxc")
