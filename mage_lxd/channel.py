@@ -112,8 +112,9 @@ class InstanceChannel:
         fields = out.decode(errors="replace").splitlines()[0].split(":")
         return ExecUser(name=fields[0], uid=int(fields[2]), gid=int(fields[3]), home=fields[5] or "/")
 
-    def _file_headers(self, mode: int, uid: int, gid: int) -> dict[str, str]:
-        # X-LXD-* to LXD, X-Incus-* to Incus (its 7.2 reads no other; see remote.ServerKind).
+    def file_headers(self, mode: int, uid: int, gid: int) -> dict[str, str]:
+        """The files API headers that write a file with `mode` and owner: X-LXD-* to LXD, X-Incus-*
+        to Incus (Incus 7.2 reads no other; see remote.ServerKind)."""
         prefix = self.api.kind.file_header_prefix
         return {f"{prefix}type": "file", f"{prefix}mode": f"{mode:04o}", f"{prefix}uid": str(uid),
                 f"{prefix}gid": str(gid), f"{prefix}write": "overwrite"}
@@ -125,7 +126,7 @@ class InstanceChannel:
     def put_file(self, local_path: str, remote_path: str, user: ExecUser = ROOT) -> None:
         """Stream a local file into the instance, keeping its permission bits."""
         mode = stat.S_IMODE(os.stat(local_path).st_mode)
-        headers = self._file_headers(mode, user.uid, user.gid)
+        headers = self.file_headers(mode, user.uid, user.gid)
         self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
         with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
             # A file object makes requests stream the body instead of reading it into memory.
@@ -145,7 +146,7 @@ class InstanceChannel:
 
     def write_small_file(self, remote_path: str, content: bytes, mode: int = 0o644) -> None:
         """Write a small file (config) as root with `mode`, replacing what is there."""
-        headers = self._file_headers(mode, 0, 0)
+        headers = self.file_headers(mode, 0, 0)
         self.log(f"mage_lxd: write {self.describe()}:{remote_path} ({len(content)} bytes)")
         with self._errors(f"write {remote_path}"):
             self._node.files.post(params={"path": remote_path}, data=content, headers=headers)

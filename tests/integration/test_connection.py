@@ -208,7 +208,7 @@ def test_a_file_put_through_the_connection_keeps_its_mode_and_owner(containers, 
     # given X-LXD-*) would leave root:root 0644, so the container's own stat decides.
     channel = InstanceChannel.connect(lab_remote(), PROJECT, RUNNING[0])
     assert channel.api.kind.title == ("Incus" if ON_INCUS else "LXD")
-    assert all(name.startswith(channel.api.kind.file_header_prefix) for name in channel._file_headers(0o644, 0, 0))
+    assert all(name.startswith(channel.api.kind.file_header_prefix) for name in channel.file_headers(0o644, 0, 0))
     source = tmp_path / "script.sh"
     source.write_text("#!/bin/sh\necho kept\n")
     source.chmod(0o751)
