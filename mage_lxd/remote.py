@@ -271,8 +271,9 @@ class LxdApi:
         if not os.path.exists(path):
             raise RemoteError(
                 f"{self.remote.describe_as(kind)}: the socket {path} does not exist. Fix: start "
-                f"{kind.title} (lab/up.sh does it here), or set the remote's url to the right socket "
-                f"(LXD: {LOCAL_SOCKETS[0]}, Incus: {INCUS.state_dir}/unix.socket) or an https:// endpoint."
+                f"{kind.title} (lab/up.sh does it here), or set the remote's url (or MAGE_LXD_URL) to "
+                f"the right socket (LXD: {LOCAL_SOCKETS[0]}, Incus: {INCUS.state_dir}/unix.socket) or "
+                "an https:// endpoint."
             )
         if not os.access(path, os.R_OK | os.W_OK):
             group = "lxd" if kind is LXD else "incus-admin"
