@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import statistics
 import subprocess
@@ -54,17 +55,39 @@ def lab_env() -> dict[str, str]:
 
 
 LAB = lab_env()
-BRIDGE = LAB["MAGE_LAB_BRIDGE"]
+# The lab server measured: MAGE_BENCH_SERVER=incus runs a benchmark on the lab's Incus (lab/incus.sh)
+# against community.general's incus plugins; otherwise on LXD against its lxd plugins.
+SERVER = os.environ.get("MAGE_BENCH_SERVER", "lxd")
+if SERVER not in ("lxd", "incus"):
+    raise SystemExit(f"MAGE_BENCH_SERVER={SERVER!r}: use lxd or incus")
+ON_INCUS = SERVER == "incus"
+CLI = "incus" if ON_INCUS else "lxc"
+SOCKET = LAB["MAGE_INCUS_SOCKET"] if ON_INCUS else SOCKET
+BRIDGE = LAB["MAGE_INCUS_BRIDGE"] if ON_INCUS else LAB["MAGE_LAB_BRIDGE"]
+# community.general's plugins for this server: the lxd ones shell out to lxc, the incus ones to incus.
+CG_PLUGIN = "community.general.incus" if ON_INCUS else "community.general.lxd"
+
+
+def bench_project_name(name: str) -> str:
+    """The bench project on this server. LXD and Incus share the host's cgroup tree, where
+    instances are named project_instance, so Incus's bench projects get names of their own."""
+    return f"{name}-inc" if ON_INCUS else name
+
+
+def our_inventory(project: str) -> str:
+    """The mage_lxd inventory source for one bench project on this server."""
+    return f"plugin: mage_lxd\nremotes: [{{name: local, url: 'unix:{SOCKET}'}}]\nprojects: [{project}]\n"
 
 
 def lxc(*args: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `lxc ARGS`, killed after `timeout` seconds (RuntimeError); with check, fail unless it exits 0."""
+    """Run `lxc ARGS` (`incus ARGS` on Incus), killed after `timeout` seconds (RuntimeError); with
+    check, fail unless it exits 0."""
     try:
-        result = subprocess.run(["lxc", *args], capture_output=True, text=True, check=False, timeout=timeout)
+        result = subprocess.run([CLI, *args], capture_output=True, text=True, check=False, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"lxc {' '.join(args)} gave no answer in {timeout} s (killed)") from None
+        raise RuntimeError(f"{CLI} {' '.join(args)} gave no answer in {timeout} s (killed)") from None
     if check and result.returncode != 0:
-        raise RuntimeError(f"lxc {' '.join(args)} failed: {result.stderr.strip()}")
+        raise RuntimeError(f"{CLI} {' '.join(args)} failed: {result.stderr.strip()}")
     return result
 
 
@@ -103,6 +126,52 @@ def ensure_cg_venv() -> None:
         subprocess.run(probe, check=True)
     # Keep the venv out of git without touching the repo's .gitignore (Python 3.13's venv does this).
     (CG_VENV / ".gitignore").write_text("*\n")
+
+
+# community.general's incus inventory came in 12.0.0, which PyPI ships only in `ansible` 13, and
+# that needs Python >= 3.12 (Debian 12 has 3.11): the Incus benchmarks get a venv of their own.
+CG_INCUS_VENV = REPO / "bench" / ".venv-cg-incus"
+CG_INCUS_PYTHONS = ("python3.13", "python3.12")
+
+
+def python_for_cg_incus() -> str | None:
+    """A Python >= 3.12 on PATH or under pyenv (~/.pyenv/versions), or None."""
+    import glob
+    import shutil
+
+    # pyenv's shims are on PATH for versions that are not selected, and then fail: skip them.
+    found = [path for path in (shutil.which(name) for name in CG_INCUS_PYTHONS) if path and "/shims/" not in path]
+    found += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")), reverse=True)
+    return next((path for path in found if path), None)
+
+
+def ensure_cg_incus_venv() -> Path:
+    """Create bench/.venv-cg-incus with PyPI's `ansible` 13.x (community.general 12.x, whose incus
+    inventory and connection shell out to the incus binary), or reuse it; its directory."""
+    python = CG_INCUS_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import ansible_collections.community.general.plugins.inventory.incus"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        log(f"reusing {CG_INCUS_VENV.relative_to(REPO)}")
+        return CG_INCUS_VENV
+    base = python_for_cg_incus()
+    if base is None:
+        raise RuntimeError("community.general's incus inventory needs ansible 13 (Python >= 3.12); no python3.12 "
+                           "or newer found on PATH or under ~/.pyenv. Fix: install one, then rerun.")
+    log(f"creating {CG_INCUS_VENV.relative_to(REPO)} with {base} and ansible>=13,<14 (takes a few minutes)")
+    subprocess.run([base, "-m", "venv", str(CG_INCUS_VENV)], check=True)
+    subprocess.run([str(CG_INCUS_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                    "ansible>=13,<14"], check=True)
+    subprocess.run(probe, check=True)
+    (CG_INCUS_VENV / ".gitignore").write_text("*\n")
+    return CG_INCUS_VENV
+
+
+def cg_venv() -> Path:
+    """community.general's virtualenv for this server's benchmarks, made when missing."""
+    if ON_INCUS:
+        return ensure_cg_incus_venv()
+    ensure_cg_venv()
+    return CG_VENV
 
 
 # --- the LXD project and its containers ---------------------------------------------------------

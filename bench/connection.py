@@ -53,11 +53,17 @@ fs.inotify.max_user_instances; with Debian's default of 128 only about 20 such c
 others' systemd exits at once: "Too many open files"). The script warns before launching when the
 limit looks too low; raise it for the run with `sysctl -w fs.inotify.max_user_instances=1024`.
 
+On Incus (MAGE_BENCH_SERVER=incus): the lab's Incus (lab/incus.sh), the project
+mage-bench-conn-inc, and community.general.incus (which runs the `incus` binary for every exec,
+ansible_incus_project/ansible_incus_remote) from bench/.venv-cg-incus (PyPI's `ansible` 13.x, on a
+Python >= 3.12 found on PATH or under ~/.pyenv). Ours and theirs use the same Incus in the same run.
+
 Run it as root, from anywhere, with the project's venv and the lab up (lab/up.sh):
 
     .venv/bin/python bench/connection.py               # N = 10 and 30
     .venv/bin/python bench/connection.py --sizes 5 20  # other sizes
     .venv/bin/python bench/connection.py --keep        # leave mage-bench-conn and its containers
+    MAGE_BENCH_SERVER=incus .venv/bin/python bench/connection.py   # on Incus, against community.general.incus
 
 Progress goes to stderr, the results table to stdout. The first run creates bench/.venv-cg
 (a few minutes); later runs reuse it.
@@ -79,10 +85,11 @@ from pathlib import Path
 import pylxd
 
 import bench_lab
-from bench_lab import (CG_VENV, OUR_BIN, REPO, SOCKET, container_names, format_samples, log, lxc, parallel,
+from bench_lab import (CG_PLUGIN, ON_INCUS, OUR_BIN, REPO, SOCKET, container_names, format_samples, log, lxc,
+                       our_inventory, parallel,
                        project_instances)
 
-PROJECT = "mage-bench-conn"
+PROJECT = bench_lab.bench_project_name("mage-bench-conn")
 IMAGE = "mage/debian-12"
 CONTAINER_PYTHON = "/usr/bin/python3"
 FORKS = 5
@@ -357,9 +364,10 @@ def write_inventories(tmp: Path, count: int) -> None:
     """The static inventories for N hosts (community.general's and the local floor's), in `tmp`."""
     lines = ["[bench]", *container_names(BENCH, count), "",
              "[bench:vars]",
-             "ansible_connection=community.general.lxd",
-             f"ansible_lxd_project={PROJECT}",
-             "ansible_lxd_remote=local",
+             f"ansible_connection={CG_PLUGIN}",
+             # community.general.incus reads ansible_incus_*, its lxd plugin ansible_lxd_*.
+             f"ansible_{'incus' if ON_INCUS else 'lxd'}_project={PROJECT}",
+             f"ansible_{'incus' if ON_INCUS else 'lxd'}_remote=local",
              f"ansible_python_interpreter={CONTAINER_PYTHON}", ""]
     (tmp / "cg-hosts.ini").write_text("\n".join(lines))
     lines = ["[floor]", *local_names(count), "",
@@ -373,20 +381,20 @@ def local_names(count: int) -> list[str]:
     return [f"floor-{i:03d}" for i in range(1, count + 1)]
 
 
-def write_commands(tmp: Path) -> dict[str, PingCommand]:
+def write_commands(tmp: Path, cg_venv: Path) -> dict[str, PingCommand]:
     """The four ansible commands, their sources and configs in `tmp`."""
     ours = tmp / "mage_lxd.yml"
-    ours.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\n")
+    ours.write_text(our_inventory(PROJECT))
     cg_config = tmp / "ansible-cg.cfg"
     cg_config.write_text("[defaults]\nretry_files_enabled = False\n\n[inventory]\nenable_plugins = ini\n")
     repo_config = REPO / "ansible.cfg"
-    cg_ansible = CG_VENV / "bin" / "ansible"
+    cg_ansible = cg_venv / "bin" / "ansible"
     return {
         "ours": PingCommand("ours (mage_lxd)", OUR_BIN / "ansible", ours, repo_config, REPO,
                             extra_args=("-e", f"ansible_python_interpreter={CONTAINER_PYTHON}")),
-        "cg_pipe": PingCommand("community.general.lxd, pipelining", cg_ansible, tmp / "cg-hosts.ini", cg_config,
+        "cg_pipe": PingCommand(f"{CG_PLUGIN}, pipelining", cg_ansible, tmp / "cg-hosts.ini", cg_config,
                                tmp, extra_env={"ANSIBLE_PIPELINING": "True"}),
-        "cg_nopipe": PingCommand("community.general.lxd, no pipelining", cg_ansible, tmp / "cg-hosts.ini",
+        "cg_nopipe": PingCommand(f"{CG_PLUGIN}, no pipelining", cg_ansible, tmp / "cg-hosts.ini",
                                  cg_config, tmp, extra_env={"ANSIBLE_PIPELINING": "False"}),
         "local": PingCommand("local floor", OUR_BIN / "ansible", tmp / "local-hosts.ini", repo_config, REPO,
                              extra_env={"ANSIBLE_PIPELINING": "True"}),
@@ -433,7 +441,8 @@ def measure(commands: dict[str, PingCommand], count: int) -> tuple[dict[str, flo
 
 
 def print_report(results: dict[int, dict[str, float]], samples: dict[int, dict[str, list[float]]]) -> None:
-    print(f"`ansible all -m ansible.builtin.ping`, forks {FORKS}, median of {RUNS} runs (seconds)")
+    print(f"{bench_lab.SERVER}: `ansible all -m ansible.builtin.ping`, forks {FORKS}, median of {RUNS} runs "
+          f"(seconds), against {CG_PLUGIN}")
     print()
     print("| N | ours s | cg pipelining s | cg no-pipelining s | local floor s | ours/cg-pipelining | ours/local |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
@@ -463,13 +472,13 @@ def main() -> int:
     options = bench_lab.parse_options(__doc__.split("\n\n")[0], [10, 30], PROJECT)
     bench_lab.exit_on_sigterm()
     started = time.perf_counter()
-    bench_lab.ensure_cg_venv()
+    cg_venv = bench_lab.cg_venv()
     client = pylxd.Client(endpoint=SOCKET)
     results, samples = {}, {}
     try:
         bench_lab.ensure_project(BENCH)
         with tempfile.TemporaryDirectory(prefix="mage-bench-conn-") as tmp:
-            commands = write_commands(Path(tmp))
+            commands = write_commands(Path(tmp), cg_venv)
             for count in sorted(set(options.sizes)):
                 log(f"N={count}: preparing containers")
                 prepare_containers(client, count)

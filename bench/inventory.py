@@ -29,11 +29,17 @@ container has its DHCP lease. At the end the containers and the project are dele
 error, Ctrl-C or SIGTERM) unless --keep is given; a kept project is reused by the next run.
 Nothing outside the project is touched.
 
+On Incus (MAGE_BENCH_SERVER=incus): the lab's Incus (lab/incus.sh), the project mage-bench-inc, and
+community.general.incus (which runs the `incus` binary) from bench/.venv-cg-incus: PyPI's `ansible`
+13.x, the first with community.general 12 (its incus inventory), which needs Python >= 3.12 (found
+on PATH or under ~/.pyenv). Ours and theirs read the same Incus in the same run.
+
 Run it as root, from anywhere, with the project's venv and the lab up (lab/up.sh):
 
     .venv/bin/python bench/inventory.py                 # N = 50 and 250
     .venv/bin/python bench/inventory.py --sizes 20 100  # other sizes
     .venv/bin/python bench/inventory.py --keep          # leave mage-bench and its containers
+    MAGE_BENCH_SERVER=incus .venv/bin/python bench/inventory.py   # on Incus, against community.general.incus
 
 Progress goes to stderr, the results table to stdout. The first run creates bench/.venv-cg
 (a few minutes); later runs reuse it.
@@ -52,9 +58,10 @@ from pathlib import Path
 import pylxd
 
 import bench_lab
-from bench_lab import BRIDGE, CG_VENV, OUR_BIN, REPO, SOCKET, container_names, format_samples, log
+from bench_lab import (BRIDGE, CG_PLUGIN, ON_INCUS, OUR_BIN, REPO, SOCKET, container_names, format_samples, log,
+                       our_inventory)
 
-PROJECT = "mage-bench"
+PROJECT = bench_lab.bench_project_name("mage-bench")
 IMAGE = "mage/busybox"
 RUNS = 3
 LAUNCH_WORKERS = 8
@@ -118,22 +125,33 @@ class InventoryCommand:
         log(f"{self.label} lists {len(hosts)} hosts, {with_address} with ansible_host")
 
 
-def write_sources(tmp: Path) -> dict[str, InventoryCommand]:
-    """The inventory sources and configs of the three ansible commands, in `tmp`."""
-    ours = tmp / "mage_lxd.yml"
-    ours.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\n")
-    empty = tmp / "empty.yml"
-    empty.write_text("all: {}\n")
+def cg_source(tmp: Path) -> Path:
+    """community.general's inventory source for the bench project on this server."""
+    if ON_INCUS:
+        # Its file name must end in incus.yml; host_fqdn false names hosts as ours does.
+        cg = tmp / "incus.yml"
+        cg.write_text(f"plugin: {CG_PLUGIN}\nremotes: ['local:{PROJECT}']\nhost_fqdn: false\n")
+        return cg
     cg = tmp / "lxd.yml"
     # `state` is left out: its default (none) keeps every state; `ALL` is not one of its choices.
-    cg.write_text(f"plugin: community.general.lxd\nurl: unix:{SOCKET}\nproject: {PROJECT}\n")
+    cg.write_text(f"plugin: {CG_PLUGIN}\nurl: unix:{SOCKET}\nproject: {PROJECT}\n")
+    return cg
+
+
+def write_sources(tmp: Path, cg_venv: Path) -> dict[str, InventoryCommand]:
+    """The inventory sources and configs of the three ansible commands, in `tmp`."""
+    ours = tmp / "mage_lxd.yml"
+    ours.write_text(our_inventory(PROJECT))
+    empty = tmp / "empty.yml"
+    empty.write_text("all: {}\n")
+    cg = cg_source(tmp)
     cg_config = tmp / "ansible-cg.cfg"
-    cg_config.write_text("[inventory]\nenable_plugins = community.general.lxd\n")
+    cg_config.write_text(f"[inventory]\nenable_plugins = {CG_PLUGIN}\n")
     repo_config = REPO / "ansible.cfg"
     return {
         "ours": InventoryCommand("ours (mage_lxd)", OUR_BIN / "ansible-inventory", ours, repo_config, REPO),
         "bare": InventoryCommand("bare startup", OUR_BIN / "ansible-inventory", empty, repo_config, REPO),
-        "cg": InventoryCommand("community.general.lxd", CG_VENV / "bin" / "ansible-inventory", cg, cg_config, tmp),
+        "cg": InventoryCommand(CG_PLUGIN, cg_venv / "bin" / "ansible-inventory", cg, cg_config, tmp),
     }
 
 
@@ -156,6 +174,7 @@ def measure(client: pylxd.Client, commands: dict[str, InventoryCommand], count: 
 
 
 def print_report(results: dict[int, dict[str, float]]) -> None:
+    print(f"{bench_lab.SERVER}: ours against {CG_PLUGIN}\n")
     print("| N | raw snapshot s | ours s | bare startup s | community.general s | cg/ours | ours/(bare+raw) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for count, r in sorted(results.items()):
@@ -176,13 +195,13 @@ def main() -> int:
     options = bench_lab.parse_options(__doc__.split("\n\n")[0], [50, 250], PROJECT)
     bench_lab.exit_on_sigterm()
     started = time.perf_counter()
-    bench_lab.ensure_cg_venv()
+    cg_venv = bench_lab.cg_venv()
     client = pylxd.Client(endpoint=SOCKET)
     results = {}
     try:
         bench_lab.ensure_project(BENCH)
         with tempfile.TemporaryDirectory(prefix="mage-bench-") as tmp:
-            commands = write_sources(Path(tmp))
+            commands = write_sources(Path(tmp), cg_venv)
             for count in sorted(set(options.sizes)):
                 log(f"N={count}: preparing containers")
                 bench_lab.ensure_containers(client, BENCH, count)

@@ -17,8 +17,9 @@ options:
       - name: ansible_mage_lxd_remote
   url:
     description:
-      - C(https://HOST:PORT) of the LXD server, or its unix socket as C(unix:/path) or C(/path).
-      - Empty means the local socket (C(/var/lib/lxd/unix.socket) or the snap's).
+      - C(https://HOST:PORT) of the LXD or Incus server, or its unix socket as C(unix:/path) or C(/path).
+      - Empty means the local socket, the first that exists of LXD's (C(/var/lib/lxd/unix.socket), the
+        snap's) and Incus's (C(/var/lib/incus/unix.socket)).
     type: str
     default: ""
     env:

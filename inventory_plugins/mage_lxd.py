@@ -45,7 +45,11 @@ options:
       url:
         description:
           - C(https://HOST:PORT), or a unix socket as C(unix:/path) or C(/path).
-          - Empty means the local socket (C(/var/lib/lxd/unix.socket) or the snap's).
+          - Empty means the environment's C(MAGE_LXD_URL) (with C(MAGE_LXD_CLIENT_CERT),
+            C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT)) when it is set, as for the other plugins;
+            else the local socket, the first that exists of LXD's (C(/var/lib/lxd/unix.socket), the
+            snap's) and Incus's (C(/var/lib/incus/unix.socket)).
+          - On a host that runs both, C(unix:/var/lib/incus/unix.socket) reads Incus.
         type: str
         default: ""
       client_cert:
@@ -166,7 +170,7 @@ from ansible.utils.unsafe_proxy import wrap_var
 from mage_lxd.errors import OptionError
 from mage_lxd.inventory import InventoryOptions, plan_inventory
 from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import LxdApi, remote_from_mapping, unique_remotes
+from mage_lxd.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
 from mage_lxd.snapshot import SnapshotFilters, take_snapshot
 
 display = Display()
@@ -186,7 +190,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self._read_config_data(path)
         with raised_as(AnsibleParserError):
             remotes = unique_remotes(
-                remote_from_mapping(item, where="remotes") for item in self.get_option("remotes") or [{}]
+                remote_from_mapping(mapping_with_environment(item), where="remotes")
+                for item in self.get_option("remotes") or [{}]
             )
             options = InventoryOptions(
                 default_group=self.get_option("default_group"),

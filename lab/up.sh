@@ -4,6 +4,7 @@
 # On a machine with no LXD: install Debian's lxd package, start the daemon (in the background
 # when no service manager runs it), add a storage pool and a bridge, build the lab images.
 # On a machine whose LXD is already set up: only add what is missing; never change what is there.
+# Then lab/incus.sh does the same for Incus beside it (MAGE_LAB_INCUS=no skips that).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,3 +76,5 @@ ensure_storage_and_network
 ensure_https_on_loopback
 "$here/images.sh"
 log "LXD $(lxc query /1.0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["environment"]["server_version"])') is ready"
+# Incus beside LXD, for the tests on both servers; MAGE_LAB_INCUS=no leaves Incus out.
+[ "${MAGE_LAB_INCUS:-yes}" = no ] || "$here/incus.sh"

@@ -83,8 +83,8 @@ class LookupModule(LookupBase):
                 if not matches:
                     if default is NO_DEFAULT:
                         raise OptionError(
-                            f"mage_lxd lookup: no instance matches '{term}' in project '{project}' on LXD remote "
-                            f"{remote.describe()}; give default= to accept that"
+                            f"mage_lxd lookup: no instance matches '{term}' in project '{project}' on "
+                            f"{remote.describe_as()}; give default= to accept that"
                         )
                     found.append(default)
                     continue

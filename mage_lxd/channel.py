@@ -80,7 +80,7 @@ class InstanceChannel:
 
     def describe(self) -> str:
         """The instance as messages name it."""
-        return f"instance '{self.instance}' in project '{self.project}' on LXD remote {self.remote.describe()}"
+        return f"instance '{self.instance}' in project '{self.project}' on {self.api.describe()}"
 
     def exec(
         self,
@@ -112,16 +112,21 @@ class InstanceChannel:
         fields = out.decode(errors="replace").splitlines()[0].split(":")
         return ExecUser(name=fields[0], uid=int(fields[2]), gid=int(fields[3]), home=fields[5] or "/")
 
+    def file_headers(self, mode: int, uid: int, gid: int) -> dict[str, str]:
+        """The files API headers that write a file with `mode` and owner: X-LXD-* to LXD, X-Incus-*
+        to Incus (Incus 7.2 reads no other; see remote.ServerKind)."""
+        prefix = self.api.kind.file_header_prefix
+        return {f"{prefix}type": "file", f"{prefix}mode": f"{mode:04o}", f"{prefix}uid": str(uid),
+                f"{prefix}gid": str(gid), f"{prefix}write": "overwrite"}
+
+    def _file_type(self, headers: Mapping[str, str]) -> str:
+        # Incus answers with X-Incus-type only (already in 6.0): an X-LXD-type read finds nothing.
+        return headers.get(f"{self.api.kind.file_header_prefix}type", "file")
+
     def put_file(self, local_path: str, remote_path: str, user: ExecUser = ROOT) -> None:
         """Stream a local file into the instance, keeping its permission bits."""
         mode = stat.S_IMODE(os.stat(local_path).st_mode)
-        headers = {
-            "X-LXD-type": "file",
-            "X-LXD-mode": f"{mode:04o}",
-            "X-LXD-uid": str(user.uid),
-            "X-LXD-gid": str(user.gid),
-            "X-LXD-write": "overwrite",
-        }
+        headers = self.file_headers(mode, user.uid, user.gid)
         self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
         with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
             # A file object makes requests stream the body instead of reading it into memory.
@@ -135,14 +140,13 @@ class InstanceChannel:
                 response = self._node.files.get(params={"path": remote_path})
         except NotFoundError:
             return None
-        if response.headers.get("X-LXD-type", "file") != "file":
-            raise RemoteError(f"{self.describe()}: {remote_path} is a {response.headers['X-LXD-type']}, not a file")
+        if self._file_type(response.headers) != "file":
+            raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")
         return response.content
 
     def write_small_file(self, remote_path: str, content: bytes, mode: int = 0o644) -> None:
         """Write a small file (config) as root with `mode`, replacing what is there."""
-        headers = {"X-LXD-type": "file", "X-LXD-mode": f"{mode:04o}", "X-LXD-uid": "0", "X-LXD-gid": "0",
-                   "X-LXD-write": "overwrite"}
+        headers = self.file_headers(mode, 0, 0)
         self.log(f"mage_lxd: write {self.describe()}:{remote_path} ({len(content)} bytes)")
         with self._errors(f"write {remote_path}"):
             self._node.files.post(params={"path": remote_path}, data=content, headers=headers)
@@ -153,8 +157,8 @@ class InstanceChannel:
         with self._errors(f"fetch_file {remote_path}"):
             response = self._node.files.get(params={"path": remote_path}, stream=True)
             try:
-                if response.headers.get("X-LXD-type", "file") != "file":
-                    raise RemoteError(f"{self.describe()}: {remote_path} is a {response.headers['X-LXD-type']}, not a file")
+                if self._file_type(response.headers) != "file":
+                    raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")
                 partial = f"{local_path}.part"
                 with open(partial, "wb") as target:
                     for chunk in response.iter_content(CHUNK_SIZE):
@@ -196,9 +200,9 @@ class _InstanceErrors:
             raise NotFoundError(f"{where}: {self.what}: {text or 'not found'}") from exc
         lowered = text.lower()
         if "not running" in lowered or "is stopped" in lowered:
-            raise RemoteError(f"{where} is not running. Fix: start it (lxc start, or mage_lxd_instance state=started).") from exc
+            raise RemoteError(f"{where} is not running. Fix: start it ({self.channel.api.kind.cli} start, or mage_lxd_instance state=started).") from exc
         if "frozen" in lowered:
-            raise RemoteError(f"{where} is frozen. Fix: unfreeze it (lxc start, or mage_lxd_instance state=started).") from exc
+            raise RemoteError(f"{where} is frozen. Fix: unfreeze it ({self.channel.api.kind.cli} start, or mage_lxd_instance state=started).") from exc
         return self.inner.__exit__(exc_type, exc, tb)
 
     def _name_unreachable_member(self, where: str, exc: BaseException) -> None:

@@ -56,9 +56,9 @@ def check_reachable(api: LxdApi, instance: Mapping[str, Any], where: str) -> Non
     except MageLxdError:
         status = "unknown"
     raise RemoteError(
-        f"{where} is on cluster member '{member}' (member status: {status}), and LXD cannot reach it there "
-        f"(instance status: Error). Nothing was changed. Fix: start LXD on '{member}'; if that member is gone "
-        f"for good, remove it (lxc cluster remove --force {member}) and recreate the instance elsewhere."
+        f"{where} is on cluster member '{member}' (member status: {status}), and {api.kind.title} cannot reach it "
+        f"there (instance status: Error). Nothing was changed. Fix: start {api.kind.title} on '{member}'; if that member is gone "
+        f"for good, remove it ({api.kind.cli} cluster remove --force {member}) and recreate the instance elsewhere."
     )
 
 
@@ -68,12 +68,12 @@ def check_target(api: LxdApi, target: str, where: str) -> None:
         return
     if not api.clustered:
         raise OptionError(
-            f"{where}: target '{target}' places instances on cluster members, but LXD remote "
-            f"{api.remote.describe()} is not a cluster. Fix: leave target out."
+            f"{where}: target '{target}' places instances on cluster members, but "
+            f"{api.describe()} is not a cluster. Fix: leave target out."
         )
     if target.startswith("@") and not api.has_extension("clustering_groups"):
         raise OptionError(
-            f"{where}: target '{target}' is a cluster group, and LXD remote {api.remote.describe()} has no cluster "
+            f"{where}: target '{target}' is a cluster group, and {api.describe()} has no cluster "
             "groups (API extension clustering_groups). Fix: name a member instead."
         )
     if not target.startswith("@") and target not in member_statuses(api):

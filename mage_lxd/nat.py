@@ -79,8 +79,8 @@ def check_listen_by_member(api: LxdApi, rules: Iterable[NatRule], where: str, ne
         return
     if not api.clustered:
         raise OptionError(
-            f"{where}: nat {mapped[0].key}: listen gives addresses per cluster member, but LXD remote "
-            f"{api.remote.describe()} is not a cluster. Fix: give listen one address."
+            f"{where}: nat {mapped[0].key}: listen gives addresses per cluster member, but "
+            f"{api.describe()} is not a cluster. Fix: give listen one address."
         )
     if new_on is None:
         return
@@ -122,7 +122,7 @@ def interface_ipv4(api: LxdApi, interface: str, where: str) -> str:
     try:
         state = api.get(f"networks/{interface}/state") or {}
     except NotFoundError:
-        raise OptionError(f"{where}: host interface '{interface}' does not exist on LXD remote {api.remote.describe()}") from None
+        raise OptionError(f"{where}: host interface '{interface}' does not exist on {api.describe()}") from None
     for address in state.get("addresses") or []:
         if address.get("family") == "inet":
             return str(address["address"])
@@ -137,14 +137,14 @@ def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> N
         return
     if api.clustered:
         raise OptionError(
-            f"{where}: the iptables backend changes the firewall of the machine running Ansible, but on LXD "
-            f"cluster {api.remote.describe()} the instance may run on another member, whose host is not in "
+            f"{where}: the iptables backend changes the firewall of the machine running Ansible, but on "
+            f"cluster {api.describe()} the instance may run on another member, whose host is not in "
             "this play. Fix: use backend forward (made on the instance's member) or proxy."
         )
     if api.remote.is_https:
         raise OptionError(
-            f"{where}: the iptables backend changes the firewall of the machine running Ansible, but LXD "
-            f"remote {api.remote.describe()} is elsewhere. Fix: use backend proxy or forward."
+            f"{where}: the iptables backend changes the firewall of the machine running Ansible, but "
+            f"{api.describe()} is elsewhere. Fix: use backend proxy or forward."
         )
     if not shutil.which("iptables"):
         raise OptionError(f"{where}: the iptables backend needs the iptables command on this host")
@@ -331,7 +331,7 @@ class NetworkForwards(NatBackend):
     def check(self, api: LxdApi, rules: list[NatRule], where: str) -> None:
         if rules and not api.has_extension("network_forward"):
             raise OptionError(
-                f"{where}: nat {rules[0].key}: LXD remote {api.remote.describe()} has no network forwards (API "
+                f"{where}: nat {rules[0].key}: {api.describe()} has no network forwards (API "
                 "extension network_forward, LXD 4.18). Fix: use backend proxy."
             )
 

@@ -58,6 +58,8 @@ class ProjectState:
     base_devices: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # False: LXD keeps this project's profiles in the default project (features.profiles=false).
     own_profiles: bool = True
+    # The server's command line client, for Fix hints (lxc, or incus).
+    cli: str = "lxc"
 
 
 @dataclass
@@ -147,10 +149,10 @@ def read_project_state(api: LxdApi, project: str) -> ProjectState:
     except NotFoundError:
         default = api.get("profiles/default", {"project": "default"}) or {}
         return ProjectState(name=project, exists=False, profiles={"default": {"config": {}, "devices": {}}},
-                            base_devices=base_devices(default.get("devices") or {}))
+                            base_devices=base_devices(default.get("devices") or {}), cli=api.kind.cli)
     listed = api.get("profiles", {"project": project, "recursion": "1"}) or []
     return ProjectState(name=project, exists=True, profiles={str(p["name"]): p for p in listed},
-                        own_profiles=project == "default" or config.get("features.profiles") == "true")
+                        own_profiles=project == "default" or config.get("features.profiles") == "true", cli=api.kind.cli)
 
 
 def base_devices(devices: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -171,7 +173,7 @@ def plan_projects(
         if not state.exists and not create_project:
             raise OptionError(
                 f"{where} does not exist, and create_project is false, so it must already exist. Fix: create it "
-                f"(lxc project create {state.name}), or set create_project: true to let mage-lxd create it."
+                f"({state.cli} project create {state.name}), or set create_project: true to let mage-lxd create it."
             )
         plan = ProjectPlan(name=state.name, create=not state.exists)
         profiles = dict(state.profiles)
@@ -191,7 +193,7 @@ def plan_projects(
             )
         for profile in declared:
             _plan_profile(plan, profile, profiles.get(profile.name))
-        _check_profiles_exist(state.name, specs, {*profiles, *(p.name for p in declared)})
+        _check_profiles_exist(state, specs, {*profiles, *(p.name for p in declared)})
         plans.append(plan)
     return plans
 
@@ -224,7 +226,8 @@ def desired_profile(spec: ProfileSpec, current: Mapping[str, Any] | None) -> dic
     return {"description": description, "config": config, "devices": devices}
 
 
-def _check_profiles_exist(project: str, specs: list[InstanceSpec], known: set[str]) -> None:
+def _check_profiles_exist(state: ProjectState, specs: list[InstanceSpec], known: set[str]) -> None:
+    project = state.name
     for spec in specs:
         if spec.project != project or spec.state == "absent":
             continue
@@ -233,7 +236,7 @@ def _check_profiles_exist(project: str, specs: list[InstanceSpec], known: set[st
             raise OptionError(
                 f"instance '{spec.name}' in project '{project}': profile(s) {', '.join(repr(m) for m in missing)} "
                 f"do not exist in project '{project}'. Fix: declare them in project_profiles, or create them "
-                f"(lxc profile create NAME --project {project})."
+                f"({state.cli} profile create NAME --project {project})."
             )
 
 

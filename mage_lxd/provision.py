@@ -407,7 +407,7 @@ def _create(api: LxdApi, spec: InstanceSpec, body: Mapping[str, Any], result: In
         if source.get("server") and ("image" in str(exc).lower() or "connect" in str(exc).lower()):
             raise RemoteError(
                 f"{where}: image {spec.image.describe() if spec.image else ''} was not found: looked in the local "
-                f"aliases of project '{spec.project}' on LXD remote {api.remote.describe()} and on "
+                f"aliases of project '{spec.project}' on {api.describe()} and on "
                 f"{source['server']} ({exc})"
             ) from exc
         raise RemoteError(f"{where}: creating it failed: {exc}. Nothing was made.") from exc
@@ -432,8 +432,8 @@ def _image_source(api: LxdApi, spec: InstanceSpec, where: str) -> dict[str, str]
         return {"type": "image", "alias": image.alias}
     if not image.server:
         raise OptionError(
-            f"{where}: image '{image.alias}' is not a local alias in project '{spec.project}' on LXD remote "
-            f"{api.remote.describe()}. Fix: import it, or give image: {{alias: ..., server: https://...}}"
+            f"{where}: image '{image.alias}' is not a local alias in project '{spec.project}' on "
+            f"{api.describe()}. Fix: import it, or give image: {{alias: ..., server: https://...}}"
         )
     return {"type": "image", "mode": "pull", "server": image.server, "protocol": image.protocol, "alias": image.alias}
 

@@ -22,8 +22,9 @@ from pylxd.client import get_session_for_url
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.values import parse_bool
 
-# Where Debian's package and the snap put the socket; the first one that exists is used.
-LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
+# Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
+# the first one that exists is used, so a host with both talks to LXD unless a url says otherwise.
+LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket", "/var/lib/incus/unix.socket")
 DEFAULT_TIMEOUT = 10.0
 # What a plugin's options or a task's arguments say about the remote (its name is option `remote`).
 REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
@@ -35,6 +36,38 @@ REMOTE_ENV = {"url": "MAGE_LXD_URL", "client_cert": "MAGE_LXD_CLIENT_CERT", "cli
               "server_cert": "MAGE_LXD_SERVER_CERT"}
 
 Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """LXD or its fork Incus: both serve the same /1.0 API; these are the parts that differ."""
+
+    title: str  # how messages name the server
+    cli: str  # the command line client a Fix hint tells the user to run
+    state_dir: str  # where the server keeps its socket and server.crt
+    # Prefix of the files API headers (type, mode, uid, gid, write). Incus answers with X-Incus-*
+    # only, and since 7.2 reads only X-Incus-* (lxc/incus commit ba407ebf09b8 "shared/api: Remove
+    # legacy logic" dropped its X-LXD-* fallback): sent X-LXD-* headers would be ignored there.
+    file_header_prefix: str
+
+
+LXD = ServerKind(title="LXD", cli="lxc", state_dir="/var/lib/lxd", file_header_prefix="X-LXD-")
+INCUS = ServerKind(title="Incus", cli="incus", state_dir="/var/lib/incus", file_header_prefix="X-Incus-")
+
+
+def server_kind(host_info: Mapping[str, Any]) -> ServerKind:
+    """The server kind `GET /1.0` announces (`environment.server` is 'incus' on Incus, else LXD)."""
+    server = host_info.get("environment", {}).get("server")
+    if server:
+        return INCUS if server == "incus" else LXD
+    # An untrusted client gets no `environment`; Incus's extension list still tells (its guest API
+    # is dev_incus where LXD's is devlxd), so its Fix hints name incus to a client it refused.
+    return INCUS if "dev_incus_events" in host_info.get("api_extensions", []) else LXD
+
+
+def kind_from_url(url: str) -> ServerKind:
+    """The kind a url suggests before any answer (Incus's socket path), for messages only."""
+    return INCUS if not url.startswith("https://") and "incus" in local_socket_path(url) else LXD
 
 
 def _no_log(_message: str) -> None:
@@ -61,6 +94,10 @@ class Remote:
     def describe(self) -> str:
         """The remote as messages name it: `'local' (unix:/var/lib/lxd/unix.socket)`."""
         return f"'{self.name}' ({self.url or 'unix:' + local_socket_path('')})"
+
+    def describe_as(self, kind: ServerKind | None = None) -> str:
+        """`LXD remote 'local' (...)` or `Incus remote ...`; without a kind, guessed from the url."""
+        return f"{(kind or kind_from_url(self.url)).title} remote {self.describe()}"
 
     def connection_vars(self) -> dict[str, Any]:
         """The host variables the mage_lxd connection reads to reach this remote."""
@@ -142,6 +179,14 @@ def remote_from_task_args(args: Mapping[str, Any], where: str) -> Remote:
     return remote_from_options(option, where)
 
 
+def mapping_with_environment(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An inventory remote that names no url takes MAGE_LXD_URL and its certificates, as a task
+    does, so one export points every plugin at another server (Incus's socket, a cluster)."""
+    if data.get("url") or not os.environ.get(REMOTE_ENV["url"]):
+        return dict(data)
+    return {**data, **{key: os.environ[name] for key, name in REMOTE_ENV.items() if os.environ.get(name)}}
+
+
 def _optional_path(value: Any) -> str | None:
     return os.path.expanduser(str(value)) if value else None
 
@@ -156,7 +201,8 @@ def _check_files(remote: Remote, where: str) -> None:
     if remote.is_https and not remote.client_cert:
         raise OptionError(
             f"{where} '{remote.name}': an HTTPS remote needs client_cert and client_key "
-            "(a certificate the server trusts: lxc config trust add CERT)"
+            "(a certificate the server trusts: 'lxc config trust add CERT' on LXD, "
+            "'incus config trust add-certificate CERT' on Incus)"
         )
 
 
@@ -188,7 +234,9 @@ class LxdApi:
         if self.session is None:
             self.session = make_session(self.remote, endpoint)
         cert = (self.remote.client_cert, self.remote.client_key) if self.remote.client_cert else None
-        self.log(f"mage_lxd: connecting to LXD remote {self.remote.describe()}")
+        self.log(f"mage_lxd: connecting to {self.remote.describe_as()}")
+        # pylxd knows only LXD, but its handshake (GET /1.0, `auth` for `trusted`) and everything
+        # we use of it (sessions, API nodes, operation waits) is the /1.0 API Incus serves too.
         with self._errors("connect"):
             self.client = pylxd.Client(
                 endpoint=endpoint,
@@ -198,27 +246,40 @@ class LxdApi:
                 project=self.project,
             )
         if self.remote.is_https and not self.client.trusted:
+            add = "config trust add" if self.kind is LXD else "config trust add-certificate"
             raise RemoteError(
-                f"LXD remote {self.remote.describe()} does not trust the client certificate "
+                f"{self.describe()} does not trust the client certificate "
                 f"'{self.remote.client_cert}'. Fix: on the server run "
-                f"'lxc config trust add {os.path.basename(self.remote.client_cert or 'client.crt')}' "
+                f"'{self.kind.cli} {add} {os.path.basename(self.remote.client_cert or 'client.crt')}' "
                 "(or add a trust token), then retry."
             )
+
+    @property
+    def kind(self) -> ServerKind:
+        """LXD or Incus, as the server's own `GET /1.0` says (read once, at connect)."""
+        return server_kind(self.client.host_info)
+
+    def describe(self) -> str:
+        """The remote as messages name it, with its kind: `Incus remote 'local' (unix:...)`."""
+        return self.remote.describe_as(self.kind)
 
     def _endpoint(self) -> str:
         if self.remote.is_https:
             return self.remote.url.rstrip("/")
         path = local_socket_path(self.remote.url)
+        kind = kind_from_url(self.remote.url)
         if not os.path.exists(path):
             raise RemoteError(
-                f"LXD remote {self.remote.describe()}: the socket {path} does not exist. Fix: start "
-                "LXD (lab/up.sh does it here), or set the remote's url to the right socket or an "
-                "https:// endpoint."
+                f"{self.remote.describe_as(kind)}: the socket {path} does not exist. Fix: start "
+                f"{kind.title} (lab/up.sh does it here), or set the remote's url (or MAGE_LXD_URL) to "
+                f"the right socket (LXD: {LOCAL_SOCKETS[0]}, Incus: {INCUS.state_dir}/unix.socket) or "
+                "an https:// endpoint."
             )
         if not os.access(path, os.R_OK | os.W_OK):
+            group = "lxd" if kind is LXD else "incus-admin"
             raise RemoteError(
-                f"LXD remote {self.remote.describe()}: no permission on {path}. Fix: run as root or "
-                "as a member of the 'lxd' group."
+                f"{self.remote.describe_as(kind)}: no permission on {path}. Fix: run as root or "
+                f"as a member of the '{group}' group."
             )
         return path
 
@@ -286,7 +347,7 @@ class LxdApi:
         return node
 
     def _errors(self, what: str) -> _ErrorMapper:
-        return _ErrorMapper(self.remote, what)
+        return _ErrorMapper(self.remote, what, getattr(self, "client", None))
 
 
 def make_session(remote: Remote, endpoint: str) -> requests.Session:
@@ -311,9 +372,11 @@ def make_session(remote: Remote, endpoint: str) -> requests.Session:
 class _ErrorMapper:
     """Context manager turning pylxd/requests failures into RemoteErrors that name the remote."""
 
-    def __init__(self, remote: Remote, what: str) -> None:
+    def __init__(self, remote: Remote, what: str, client: pylxd.Client | None = None) -> None:
         self.remote = remote
         self.what = what
+        # Before the handshake only the url hints at the kind; after it, the server said.
+        self.kind = server_kind(client.host_info) if client is not None else kind_from_url(remote.url)
 
     def __enter__(self) -> None:
         return None
@@ -321,11 +384,11 @@ class _ErrorMapper:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: Any) -> bool:
         if exc is None or isinstance(exc, RemoteError):
             return False
-        where = f"LXD remote {self.remote.describe()}"
+        where = self.remote.describe_as(self.kind)
         if _caused_by(exc, requests.exceptions.SSLError):
             hint = (
                 "Fix: set server_cert to the server's certificate (on the server: "
-                "/var/lib/lxd/server.crt, or 'lxc info' under 'certificate')"
+                f"{self.kind.state_dir}/server.crt, or '{self.kind.cli} info' under 'certificate')"
                 if not self.remote.server_cert
                 else f"Fix: '{self.remote.server_cert}' is not this server's certificate; fetch the right one"
             )
@@ -337,7 +400,7 @@ class _ErrorMapper:
             ) from exc
         if isinstance(exc, (requests.exceptions.ConnectionError, pylxd.exceptions.ClientConnectionFailed)):
             raise RemoteError(
-                f"{where}: cannot connect ({_first_line(exc)}). Fix: is LXD running and listening "
+                f"{where}: cannot connect ({_first_line(exc)}). Fix: is {self.kind.title} running and listening "
                 "there (core.https_address for HTTPS)? Is the url right?"
             ) from exc
         if isinstance(exc, pylxd.exceptions.NotFound):

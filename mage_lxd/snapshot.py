@@ -121,7 +121,7 @@ def _read_instances(api: LxdApi, projects: list[str], filters: SnapshotFilters) 
     if not api.has_extension("projects"):
         if projects not in ([ALL_PROJECTS], ["default"]):
             raise OptionError(
-                f"projects: LXD remote {api.remote.describe()} has no projects; use the default project"
+                f"projects: {api.describe()} has no projects; use the default project"
             )
         return _tag_project(api.get("instances", params), "default")
     wanted = None if projects == [ALL_PROJECTS] else projects
@@ -153,8 +153,8 @@ def _check_projects_exist(api: LxdApi, wanted: list[str]) -> None:
     missing = [name for name in wanted if name not in known]
     if missing:
         raise OptionError(
-            f"projects: {', '.join(missing)} not found on LXD remote {api.remote.describe()}; "
-            f"it has: {', '.join(sorted(known))}. Fix the name, or create it (lxc project create NAME)."
+            f"projects: {', '.join(missing)} not found on {api.describe()}; "
+            f"it has: {', '.join(sorted(known))}. Fix the name, or create it ({api.kind.cli} project create NAME)."
         )
 
 

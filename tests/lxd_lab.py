@@ -1,4 +1,4 @@
-"""Test-side access to the lab's real LXD: projects, instances, ansible commands.
+"""Test-side access to the lab's real LXD or Incus: projects, instances, ansible commands.
 
 Integration tests create what they need in their own LXD projects (names start with `mage-test-`)
 and delete them afterwards; nothing outside those projects is touched.
@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mage_lxd.remote import Remote
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -29,14 +31,56 @@ def lab_env() -> dict[str, str]:
     return values
 
 
+# Which lab server this pytest run tests: `lxd` (default) or `incus` (./run test makes a second pass
+# with MAGE_TEST_SERVER=incus over tests/integration). The same tests run on both.
+SERVER = os.environ.get("MAGE_TEST_SERVER", "lxd")
+if SERVER not in ("lxd", "incus"):
+    raise SystemExit(f"MAGE_TEST_SERVER={SERVER!r}: use lxd or incus")
+ON_INCUS = SERVER == "incus"
 LAB = lab_env()
+if ON_INCUS:
+    # Incus's own pool and bridge stand in for LXD's under the names the tests use.
+    LAB.update(MAGE_LAB_POOL=LAB["MAGE_INCUS_POOL"], MAGE_LAB_BRIDGE=LAB["MAGE_INCUS_BRIDGE"],
+               MAGE_LAB_SUBNET=LAB["MAGE_INCUS_SUBNET"], MAGE_LAB_HTTPS_ADDRESS=LAB["MAGE_INCUS_HTTPS_ADDRESS"])
+    # The one variable that points every plugin (inventory included) at Incus; the ansible
+    # commands the tests run inherit it.
+    os.environ["MAGE_LXD_URL"] = f"unix:{LAB['MAGE_INCUS_SOCKET']}"
+# The client command and how messages name the server.
+CLI = "incus" if ON_INCUS else "lxc"
+TITLE = "Incus" if ON_INCUS else "LXD"
+
+
+def project_name(name: str) -> str:
+    """A test project's name on this pass's server. LXD and Incus share the host's cgroup tree
+    (instances are named project_instance there), so Incus's projects get names of their own."""
+    return name.replace("mage-test-", "mage-test-inc-", 1) if ON_INCUS else name
+
+
+# The lab server's own certificate, to pin over HTTPS.
+SERVER_CERT = "/var/lib/incus/server.crt" if ON_INCUS else "/var/lib/lxd/server.crt"
+
+
+def trust_certificate(cert: Path) -> None:
+    """Make the lab server trust a client certificate (the two CLIs spell this differently)."""
+    lxc("config", "trust", "add-certificate" if ON_INCUS else "add", str(cert))
+
+
+def lab_remote() -> Remote:
+    """The lab server as a Remote (Incus's socket on the Incus pass, else discovery finds LXD)."""
+    return Remote(url=os.environ.get("MAGE_LXD_URL", "") if ON_INCUS else "")
+
+
+def subnet_address(last: int) -> str:
+    """An address in the lab bridge's subnet (the host part replaced by `last`)."""
+    network = LAB["MAGE_LAB_SUBNET"].split("/")[0].rsplit(".", 1)[0]
+    return f"{network}.{last}"
 
 
 def lxc(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the lxc client (test setup only; the plugins never need it)."""
-    result = subprocess.run(["lxc", *args], capture_output=True, text=True, input=stdin, check=False)
+    """Run the server's own client, lxc or incus (test setup only; the plugins never need it)."""
+    result = subprocess.run([CLI, *args], capture_output=True, text=True, input=stdin, check=False)
     if check and result.returncode != 0:
-        raise AssertionError(f"lxc {' '.join(args)} failed: {result.stderr.strip()}")
+        raise AssertionError(f"{CLI} {' '.join(args)} failed: {result.stderr.strip()}")
     return result
 
 

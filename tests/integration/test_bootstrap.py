@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import ansible, create_project, delete_project, lxc, run_module, wait_for_leases
+from lxd_lab import ansible, create_project, delete_project, lxc, project_name, run_module, wait_for_leases
 
 pytestmark = pytest.mark.integration
 
-PROJECT = "mage-test-boot"
+PROJECT = project_name("mage-test-boot")
 REPO_DIR = Path("/var/cache/mage-lxd/python-repo")
 
 
@@ -83,7 +83,7 @@ def test_bootstrap_installs_python_once_and_then_reports_nothing(bare_container,
 
 
 def test_without_a_package_manager_the_error_says_what_to_do(lab):
-    project = "mage-test-boot-bb"
+    project = project_name("mage-test-boot-bb")
     create_project(project)
     try:
         result = run_module("mage_lxd_instance", {"name": "nopm1", "project": project, "image": "mage/busybox",

@@ -19,7 +19,8 @@ import pytest
 
 from lxd_lab import LAB, REPO, ansible, inventory_list, recap, recap_changed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.lxd_only(reason="the cluster lab (lab/cluster.sh) is three LXD daemons; there is no Incus cluster lab")]
 
 CLUSTER = REPO / "lab" / "cluster.sh"
 MEMBERS = LAB["MAGE_CLUSTER_MEMBERS"].split()

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from mage_lxd.channel import InstanceChannel
-from mage_lxd.remote import Remote
-
-from lxd_lab import LAB, ansible, create_project, delete_project, launch, lxc, wait_for_leases
-from test_inventory_https import SERVER_CERT, fingerprint, make_certificate
+from mage_lxd.errors import RemoteError
+from lxd_lab import (LAB, ON_INCUS, ansible, create_project, delete_project, lab_remote, launch, lxc, project_name,
+                     wait_for_leases)
+from test_inventory_https import SERVER_CERT, fingerprint, make_certificate, trust_certificate
 
 pytestmark = pytest.mark.integration
 
-PROJECT = "mage-test-conn"
+PROJECT = project_name("mage-test-conn")
 RUNNING = ["conn1", "conn2"]
 
 
@@ -150,7 +150,7 @@ def test_a_missing_instance_is_named(inventory):
 
 def test_the_same_playbook_over_https_with_a_client_certificate(inventory, tmp_path):
     cert, key = make_certificate(tmp_path, "mage-test-conn")
-    lxc("config", "trust", "add", str(cert))
+    trust_certificate(cert)
     try:
         source = tmp_path / "over-https.bin"
         source.write_bytes(os.urandom(3 * 1024 * 1024))
@@ -198,6 +198,26 @@ def test_the_same_playbook_over_https_with_a_client_certificate(inventory, tmp_p
 
 def test_a_command_that_exits_without_reading_its_stdin_still_reports_its_exit_code(containers):
     # As python missing does under a pipelined module: the stream closes while stdin is being sent.
-    channel = InstanceChannel.connect(Remote(), PROJECT, RUNNING[0])
+    channel = InstanceChannel.connect(lab_remote(), PROJECT, RUNNING[0])
     for _ in range(3):
         assert channel.exec(["sh", "-c", "exit 3"], stdin=b"x" * (16 * 1024 * 1024))[0] == 3
+
+
+def test_a_file_put_through_the_connection_keeps_its_mode_and_owner(containers, tmp_path):
+    # The files API sets mode and owner from headers; a server ignoring the ones sent (Incus >= 7.2
+    # given X-LXD-*) would leave root:root 0644, so the container's own stat decides.
+    channel = InstanceChannel.connect(lab_remote(), PROJECT, RUNNING[0])
+    assert channel.api.kind.title == ("Incus" if ON_INCUS else "LXD")
+    assert all(name.startswith(channel.api.kind.file_header_prefix) for name in channel.file_headers(0o644, 0, 0))
+    source = tmp_path / "script.sh"
+    source.write_text("#!/bin/sh\necho kept\n")
+    source.chmod(0o751)
+    channel.put_file(str(source), "/home/app/script.sh", channel.lookup_user("app"))
+    stat = lxc("exec", RUNNING[0], "--project", PROJECT, "--", "stat", "-c", "%a %U %G", "/home/app/script.sh")
+    assert stat.stdout.split() == ["751", "app", "app"]
+    channel.write_small_file("/root/small.conf", b"x=1\n", mode=0o600)
+    stat = lxc("exec", RUNNING[0], "--project", PROJECT, "--", "stat", "-c", "%a %U %G", "/root/small.conf")
+    assert stat.stdout.split() == ["600", "root", "root"]
+    assert channel.read_small_file("/root/small.conf") == b"x=1\n"
+    with pytest.raises(RemoteError, match="is a directory, not a file"):
+        channel.read_small_file("/root")

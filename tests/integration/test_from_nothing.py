@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from lxd_lab import REPO, ansible, delete_project, instance_names, lxc, query, recap_changed, run_module
+from lxd_lab import REPO, ansible, delete_project, instance_names, lxc, project_name, query, recap_changed, run_module
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +39,8 @@ def answer_after(output: str, prompt: str) -> str:
     raise AssertionError(f"the demo printed no '{prompt}' request:\n{output[-3000:]}")
 
 
+@pytest.mark.lxd_only(reason="the demo's project and NAT port (mage-demo, 127.0.0.1:8081) are the LXD lab's; beside a "
+                       "running LXD demo, Incus would share its cgroup names and port (README: the demo on Incus)")
 def test_the_readme_demo_runs_from_a_deleted_project_and_twice_changes_nothing(lab):
     delete_project(DEMO_PROJECT)
     try:
@@ -62,7 +64,7 @@ def test_the_readme_demo_runs_from_a_deleted_project_and_twice_changes_nothing(l
 @pytest.fixture
 def fresh_site(tmp_path, lab):
     """Declarations for site.yml in a project name that has never existed (random, so truly new)."""
-    project = f"mage-test-fresh-{secrets.token_hex(3)}"
+    project = project_name(f"mage-test-fresh-{secrets.token_hex(3)}")
     declarations = {
         "lxd_project": project,
         "mageproxy_project": project,
@@ -109,7 +111,7 @@ def test_site_yml_into_a_project_that_never_existed_checks_creates_and_converges
 
 @pytest.fixture
 def missing_project(lab):
-    project = f"mage-test-nothere-{secrets.token_hex(3)}"
+    project = project_name(f"mage-test-nothere-{secrets.token_hex(3)}")
     try:
         yield project
     finally:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lxd_lab import create_project, delete_project, instance_names, lxc, query
+from lxd_lab import create_project, delete_project, instance_names, lxc, project_name, query
 from lxd_lab import run_module as run_any_module
 
 pytestmark = pytest.mark.integration
 
-PROJECT = "mage-test-inst"
+PROJECT = project_name("mage-test-inst")
 # image_server "": local aliases only, so no test ever makes LXD reach an outside image server.
 BASE = {"project": PROJECT, "image": "mage/busybox", "bootstrap": False, "image_server": ""}
 
@@ -97,7 +97,7 @@ def test_profiles_are_compared_in_order(project):
 def test_no_address_fails_within_the_timeout_and_says_what_it_has(project):
     result = run_module("mage_lxd_instance", {**BASE, "name": "noaddr1", "profiles": ["nonic"], "address_timeout": 3})
     assert "actions" not in result, result  # failed: no per-instance report
-    assert "instance 'noaddr1' in project 'mage-test-inst' has no IPv4 address after 3s" in result["msg"]
+    assert f"instance 'noaddr1' in project '{PROJECT}' has no IPv4 address after 3s" in result["msg"]
     assert "it has: no network interface" in result["msg"] and "wait_for_address: none" in result["msg"]
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from lxd_lab import ansible, create_project, delete_project, inventory_list, launch, lxc, query, wait_for_leases
-from mage_lxd.remote import LxdApi, Remote
+from lxd_lab import (LAB, TITLE, ansible, create_project, delete_project, inventory_list, lab_remote, launch, lxc,
+                     project_name, query, wait_for_leases)
+from mage_lxd.remote import LxdApi
 from mage_lxd.snapshot import take_snapshot
 
 pytestmark = pytest.mark.integration
 
-PROJECT_A = "mage-test-inv-a"
-PROJECT_B = "mage-test-inv-b"
+PROJECT_A = project_name("mage-test-inv-a")
+PROJECT_B = project_name("mage-test-inv-b")
 HOSTILE_DESCRIPTION = "{{ lookup('ansible.builtin.pipe', 'touch MARKER') }}"
 ROUTES = [{"name": "web1.example.org", "path": "/", "pass": 8080}]
 
@@ -44,21 +45,26 @@ def write_config(directory: Path, body: str) -> Path:
     return path
 
 
+def group(key: str, value: str) -> str:
+    """The inventory's group name for a value (dashes become underscores)."""
+    return f"{key}_{value}".replace("-", "_")
+
+
 def test_list_matches_what_lxd_holds(instances, tmp_path):
     inventory = inventory_list(write_config(tmp_path, f"projects: [{PROJECT_A}, {PROJECT_B}]\n"))
     hostvars = inventory["_meta"]["hostvars"]
 
     assert set(hostvars) == {"web1", "db1", "web2"}
     assert sorted(inventory["lxd"]["hosts"]) == ["db1", "web1", "web2"]
-    assert sorted(inventory["project_mage_test_inv_a"]["hosts"]) == ["db1", "web1"]
-    assert inventory["project_mage_test_inv_b"]["hosts"] == ["web2"]
+    assert sorted(inventory[group("project", PROJECT_A)]["hosts"]) == ["db1", "web1"]
+    assert inventory[group("project", PROJECT_B)]["hosts"] == ["web2"]
     assert inventory["profile_web"]["hosts"] == ["web1"]
     assert inventory["status_stopped"]["hosts"] == ["db1"]
     assert sorted(inventory["status_running"]["hosts"]) == ["web1", "web2"]
     assert inventory["os_debian"]["hosts"] == ["web2"]
     assert inventory["release_debian_12"]["hosts"] == ["web2"]
     assert sorted(inventory["type_container"]["hosts"]) == ["db1", "web1", "web2"]
-    assert sorted(inventory["network_magebr0"]["hosts"]) == ["db1", "web1", "web2"]
+    assert sorted(inventory[group("network", LAB["MAGE_LAB_BRIDGE"])]["hosts"]) == ["db1", "web1", "web2"]
 
     for name, project in (("web1", PROJECT_A), ("db1", PROJECT_A), ("web2", PROJECT_B)):
         lxd_view = query(f"/1.0/instances/{name}?project={project}")
@@ -146,7 +152,7 @@ def test_graph_from_the_repo_root_lists_lab_containers_under_lxd(instances):
 
 
 def test_request_count_does_not_grow_with_instances(lab):
-    project = "mage-test-inv-count"
+    project = project_name("mage-test-inv-count")
     create_project(project)
     try:
         counts = []
@@ -156,7 +162,7 @@ def test_request_count_does_not_grow_with_instances(lab):
                 launch(project, f"c{index}")
             wait_for_leases(project, [f"c{index}" for index in range(total)])
             session = CountingSession()
-            api = LxdApi(Remote(), session=_unix_session(session))
+            api = LxdApi(lab_remote(), session=_unix_session(session))
             snapshot = take_snapshot(api, [project])
             assert len(snapshot["instances"]) == total
             assert all(item["addresses"] for item in snapshot["instances"])
@@ -177,7 +183,7 @@ class CountingSession:
 def _unix_session(counter: CountingSession) -> requests.Session:
     from mage_lxd.remote import local_socket_path, make_session
 
-    session = make_session(Remote(), local_socket_path(""))
+    session = make_session(lab_remote(), local_socket_path(lab_remote().url))
     send = session.send
 
     def counting_send(request, **kwargs):
@@ -193,8 +199,11 @@ def _unix_session(counter: CountingSession) -> requests.Session:
     [
         ("remotes: [{name: gone, url: 'unix:/nonexistent/lxd.socket'}]\n",
          "LXD remote 'gone' (unix:/nonexistent/lxd.socket): the socket /nonexistent/lxd.socket does not exist"),
+        ("remotes: [{name: gone, url: 'unix:/nonexistent/incus/unix.socket'}]\n",
+         "Incus remote 'gone' (unix:/nonexistent/incus/unix.socket): the socket /nonexistent/incus/unix.socket does "
+         "not exist. Fix: start Incus"),
         ("projects: [mage-test-no-such-project]\n",
-         "projects: mage-test-no-such-project not found on LXD remote 'local'"),
+         f"projects: mage-test-no-such-project not found on {TITLE} remote 'local'"),
         ("group_by: [colour]\n", "group_by"),
         ("hostname_format: '{name.__class__}'\n", "hostname_format"),
         ("remotes: [{name: r, url: 'https://127.0.0.1:1'}]\n", "an HTTPS remote needs client_cert and client_key"),
@@ -209,7 +218,7 @@ def test_bad_input_fails_with_one_clear_error(lab, tmp_path, body, expected):
 
 
 def test_cache_serves_the_last_snapshot_until_flushed(lab, tmp_path):
-    project = "mage-test-inv-cache"
+    project = project_name("mage-test-inv-cache")
     create_project(project)
     try:
         launch(project, "cached1")

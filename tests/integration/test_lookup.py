@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from lxd_lab import create_project, delete_project, launch, run_module, wait_for_leases
+from lxd_lab import create_project, delete_project, launch, project_name, run_module, wait_for_leases
 
 pytestmark = pytest.mark.integration
 
-PROJECT = "mage-test-lookup"
+PROJECT = project_name("mage-test-lookup")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """NAT for real, for each backend: a client in its own network namespace, joined to the host by a
 veth pair that plays the "external" interface, reaches a server in a container through the host.
 
-Only this machine is involved: the namespace (10.99.0.2), the host end of the veth (10.99.0.1),
-the lab bridge and its container.
+Only this machine is involved: the namespace (10.99.0.2; 10.99.1.2 on the Incus pass), the host
+end of the veth (10.99.0.1; 10.99.1.1), the lab bridge and its container.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import time
 
 import pytest
 
-from lxd_lab import LAB, create_project, delete_project, lxc, query, run_module, wait_for_leases
+from lxd_lab import (LAB, ON_INCUS, create_project, delete_project, lxc, project_name, query, run_module, subnet_address,
+                     wait_for_leases)
 
 pytestmark = pytest.mark.integration
 
-PROJECT = "mage-test-nat"
-NETNS = "mage-test-natc"
-HOST_IF, CLIENT_IF = "mage-nat-h", "mage-nat-c"
-HOST_ADDRESS, CLIENT_ADDRESS = "10.99.0.1", "10.99.0.2"
-EXTPORT, INTPORT = 18080, 8080
+PROJECT = project_name("mage-test-nat")
+# The Incus pass has its own namespace, veth, subnet and port, so it can run beside the LXD pass.
+NETNS = "mage-test-inc-natc" if ON_INCUS else "mage-test-natc"
+HOST_IF, CLIENT_IF = ("mage-inat-h", "mage-inat-c") if ON_INCUS else ("mage-nat-h", "mage-nat-c")
+HOST_ADDRESS, CLIENT_ADDRESS = ("10.99.1.1", "10.99.1.2") if ON_INCUS else ("10.99.0.1", "10.99.0.2")
+EXTPORT, INTPORT = (18180 if ON_INCUS else 18080), 8080
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -127,7 +129,7 @@ def test_published_port_answers_and_is_gone_after_removal(server, rule):
 
 def test_iptables_rules_of_others_are_never_touched(server):
     foreign = ["-t", "nat", "PREROUTING", "-i", HOST_IF, "-p", "tcp", "--dport", "18099", "-j", "DNAT",
-               "--to-destination", "10.187.32.250:80"]
+               "--to-destination", f"{subnet_address(250)}:80"]
     sh("iptables", "-t", "nat", "-A", *foreign[2:])
     try:
         args = {"name": server, "project": PROJECT, "bootstrap": False, "image_server": ""}

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import REPO, ansible, create_project, delete_project, lxc, recap_changed, run_module, wait_for_leases
+from lxd_lab import (REPO, ansible, create_project, delete_project, lxc, project_name, recap_changed, run_module,
+                     wait_for_leases)
 
 pytestmark = pytest.mark.integration
 
-PROJECT = "mage-test-proxy"
+PROJECT = project_name("mage-test-proxy")
 BACKEND = Path(__file__).resolve().parent / "backend_server.py"
 ROUTES = {
     "web-a": [{"name": "a.example.test", "path": "/", "pass": 8080},

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import LAB, REPO, ansible, create_project, delete_project, instance_names, lxc, query, recap_changed
+from lxd_lab import (LAB, ON_INCUS, REPO, ansible, create_project, delete_project, instance_names, lxc, project_name,
+                     query, recap_changed)
 
 pytestmark = pytest.mark.integration
 
-SEED_PROJECT = "mage-test-seed"
-SITE_PROJECT = "mage-test-site"
+SEED_PROJECT = project_name("mage-test-seed")
+SITE_PROJECT = project_name("mage-test-site")
+# Its own port on the Incus pass, so the two passes may run side by side.
+SITE_NAT_PORT = 18185 if ON_INCUS else 18085
 SITE_PROXY = "mage-test-site-px"
 
 
@@ -76,7 +79,7 @@ def site_inventory(lab, tmp_path):
           - name: site-a
             image: mage/busybox
             bootstrap: false
-            nat: [{{extport: 18085, intport: 80, listen: 127.0.0.1}}]
+            nat: [{{extport: {SITE_NAT_PORT}, intport: 80, listen: 127.0.0.1}}]
             proxy: [{{name: a.site.test, pass: 80}}]
           - name: site-b
             image: mage/busybox

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mage_lxd.errors import NotFoundError
-from mage_lxd.remote import Remote
+from mage_lxd.remote import Remote, ServerKind, server_kind
 
 RECORDED = Path(__file__).resolve().parent / "recorded" / "lxd-5.0.2.json"
 
@@ -30,6 +30,13 @@ class RecordedApi:
     @property
     def clustered(self) -> bool:
         return bool(self.host_info["environment"].get("server_clustered"))
+
+    @property
+    def kind(self) -> ServerKind:
+        return server_kind(self.host_info)
+
+    def describe(self) -> str:
+        return self.remote.describe_as(self.kind)
 
     def has_extension(self, name: str) -> bool:
         return name in self.host_info["api_extensions"]

@@ -37,3 +37,27 @@ def test_become_success_marker_is_stripped_only_when_it_leads():
     assert strip(b"BECOME-SUCCESS-abc\n{\"ok\": 1}", b"BECOME-SUCCESS-abc") == b"{\"ok\": 1}"
     assert strip(b"data BECOME-SUCCESS-abc\n", b"BECOME-SUCCESS-abc") == b"data BECOME-SUCCESS-abc\n"
     assert strip(b"no marker", b"BECOME-SUCCESS-abc") == b"no marker"
+
+
+def _channel_on(kind):
+    from types import SimpleNamespace
+
+    from mage_lxd.channel import InstanceChannel
+    from mage_lxd.remote import Remote
+
+    api = SimpleNamespace(remote=Remote(), project="p", log=lambda _m: None, kind=kind,
+                          client=SimpleNamespace(api=SimpleNamespace(instances={"web1": None})))
+    return InstanceChannel(api, "web1")
+
+
+def test_file_headers_speak_the_servers_own_dialect():
+    from mage_lxd.remote import INCUS, LXD
+
+    # Incus 7.2 ignores X-LXD-*: a file would lose its mode and owner there.
+    assert _channel_on(INCUS).file_headers(0o751, 1000, 1001) == {
+        "X-Incus-type": "file", "X-Incus-mode": "0751", "X-Incus-uid": "1000", "X-Incus-gid": "1001",
+        "X-Incus-write": "overwrite"}
+    assert _channel_on(LXD).file_headers(0o600, 0, 0) == {
+        "X-LXD-type": "file", "X-LXD-mode": "0600", "X-LXD-uid": "0", "X-LXD-gid": "0", "X-LXD-write": "overwrite"}
+    # A directory is told by the type header of the server's own dialect.
+    assert _channel_on(INCUS)._file_type({"X-Incus-type": "directory", "X-LXD-type": "file"}) == "directory"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.remote import Remote, make_session, remote_from_mapping, remote_from_task_args, unique_remotes
+from mage_lxd.errors import OptionError, RemoteError
+from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, make_session, remote_from_mapping,
+                             remote_from_task_args, server_kind, unique_remotes)
 
 
 def test_defaults_are_the_local_socket_with_verification_on():
@@ -65,3 +70,34 @@ def test_a_task_without_url_takes_the_whole_remote_from_the_environment(monkeypa
     own = remote_from_task_args({"url": "https://127.0.0.1:18443", "client_cert": str(tmp_path / "own.crt"),
                                  "client_key": str(tmp_path / "own.key")}, where="test")
     assert (own.url, own.server_cert, own.client_cert) == ("https://127.0.0.1:18443", None, str(tmp_path / "own.crt"))
+
+
+def test_the_server_kind_comes_from_get_1_0():
+    recorded = Path(__file__).resolve().parent / "recorded"
+    incus = json.loads((recorded / "incus-6.0.4-host.json").read_text())
+    lxd = json.loads((recorded / "lxd-5.0.2.json").read_text())["GET /1.0"]
+    assert server_kind(incus) is INCUS and server_kind(lxd) is LXD
+    # What an untrusted client is told: no environment, the extension list only.
+    assert server_kind({"api_extensions": incus["api_extensions"]}) is INCUS
+    assert server_kind({"api_extensions": lxd["api_extensions"]}) is LXD
+    # Incus reads only X-Incus-* file headers from 7.2 on; LXD only X-LXD-*.
+    assert (INCUS.file_header_prefix, INCUS.cli) == ("X-Incus-", "incus")
+    assert (LXD.file_header_prefix, LXD.cli) == ("X-LXD-", "lxc")
+
+
+def test_the_incus_socket_is_found_only_when_lxds_is_absent(monkeypatch):
+    present = {INCUS.state_dir + "/unix.socket"}
+    monkeypatch.setattr(os.path, "exists", lambda path: path in present)
+    assert local_socket_path("") == "/var/lib/incus/unix.socket"
+    assert Remote().describe_as() == "Incus remote 'local' (unix:/var/lib/incus/unix.socket)"
+    present.add("/var/lib/lxd/unix.socket")
+    assert local_socket_path("") == "/var/lib/lxd/unix.socket"
+    assert Remote().describe_as().startswith("LXD remote")
+    # An explicit url always wins over discovery.
+    assert local_socket_path("unix:/var/lib/incus/unix.socket") == "/var/lib/incus/unix.socket"
+
+
+def test_a_missing_incus_socket_is_named_with_incus_fix(monkeypatch):
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    with pytest.raises(RemoteError, match=r"^Incus remote 'i' .*does not exist\. Fix: start Incus"):
+        LxdApi(Remote(name="i", url="unix:/var/lib/incus/unix.socket"))
