@@ -17,11 +17,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mage_lxd.channel import InstanceChannel
 from mage_lxd.errors import RemoteError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,16 @@ def apply_config(
 ) -> ApplyResult:
     """Make `files` (path -> text) the instance's and the service's, safely (see the module docstring)."""
     wanted = {path: text.encode() for path, text in files.items()}
-    current = {path: channel.read_small_file(path) for path in wanted}
-    record = read_record(channel, record_path)
+    current = _before_any_change(channel, "reading the files", lambda: {path: channel.read_small_file(path) for path in wanted})
+    record = _before_any_change(channel, "reading the record", lambda: read_record(channel, record_path))
     result = ApplyResult(changed=[path for path in wanted if current[path] != wanted[path]])
     for path in result.changed:
-        result.diff.append({"before_header": path, "after_header": path, "after": files[path],
-                            "before": (current[path] or b"").decode(errors="replace")})
+        secret = not (modes or {}).get(path, 0o644) & 0o004
+        # A key or password file is never shown, not even in diff mode.
+        hidden = f"(not shown: mode {(modes or {}).get(path, 0):04o})"
+        result.diff.append({"before_header": path, "after_header": path,
+                            "after": hidden if secret else files[path],
+                            "before": hidden if secret else (current[path] or b"").decode(errors="replace")})
     # What to put back on failure: a journal left by a cut-off run holds the last good files.
     previous = {path: current[path] for path in wanted}
     if record.pending is not None:
@@ -128,7 +135,8 @@ def apply_config(
     loaded = bool(record_path) and record.loaded == {path: digest(text) for path, text in wanted.items()}
     settled = not result.changed and loaded and record.pending is None
     # Settled: one exec checks that it runs and tests the whole config (a foreign file may break it).
-    running = _running_and_tested(channel, commands, wanted) if settled else _succeeds(channel, commands, commands.running)
+    running = _before_any_change(channel, "checking the service", lambda: _running_and_tested(channel, commands, wanted)
+                                 if settled else _succeeds(channel, commands, commands.running))
     if not running:
         result.actions.append("the service is not running; starting it")
     elif not settled and not result.changed and record.pending is None:
@@ -206,6 +214,19 @@ def _served_message(channel: InstanceChannel, commands: ServiceCommands, was_run
         return "The service was reloaded and answered a request." if was_running else \
             "The service was started and answered a request."
     return "The service answered a request and keeps serving the configuration it had loaded."
+
+
+def _before_any_change(channel: InstanceChannel, what: str, read: Callable[[], T]) -> T:
+    """Run a read-only step; a broken connection there is retried once (nothing changed yet)."""
+    for attempt in (1, 2):
+        try:
+            return read()
+        # ws4py, under the exec path, raises BrokenPipeError or RuntimeError when LXD closed a socket first.
+        except (OSError, RuntimeError) as failure:
+            if attempt == 2:
+                raise RemoteError(f"{channel.describe()}: {what} failed twice ({type(failure).__name__}: {failure}) "
+                                  "before any change; nothing was changed. Fix: rerun.") from None
+    raise AssertionError("unreachable")
 
 
 _NOT_RUNNING = 100

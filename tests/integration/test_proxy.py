@@ -296,3 +296,51 @@ def test_an_out_of_band_malformed_record_leaves_only_that_instance_out(lab_proxy
         set_routes("web-a", ROUTES["web-a"])
         apply_proxy(lab_proxy["inventory"])
     assert request(lab_proxy["address"], "a.example.test")[0] == 200
+
+
+def test_tls_from_the_controller_with_redirect_hsts_basic_auth_and_ipv6(lab_proxy, tmp_path):
+    from tls_material import make_ca, make_leaf, pem_cert
+
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_text(pem_cert(ca[0]))
+    cert, key = make_leaf(ca, ["tls.example.test"])
+    user = subprocess.run(["openssl", "passwd", "-apr1", "s3cret"], capture_output=True, text=True, check=True).stdout
+    variables = {"mageproxy_certificates": {"tls.example.test": {"cert": cert, "key": key}},
+                 "mageproxy_htpasswd": {"staff": [f"alice:{user.strip()}"]}}
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    route = {"name": "tls.example.test", "pass": 8080, "tls": "provided", "redirect_https": True, "hsts": 600,
+             "htpasswd": "staff"}
+    set_routes("web-a", [*ROUTES["web-a"], route])
+    address = lab_proxy["address"]
+    https = ["curl", "-s", "-m", "5", "--resolve", f"tls.example.test:443:{address}", "--cacert",
+             str(tmp_path / "ca.pem"), "-D", "-", "https://tls.example.test/x"]
+    try:
+        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}")
+        assert result.returncode == 0, result.stdout[-3000:]
+        answer = subprocess.run([*https, "-u", "alice:s3cret"], capture_output=True, text=True).stdout
+        assert answer.startswith("HTTP/1.1 200") and "backend=web-a path=/x " in answer, answer
+        assert "Strict-Transport-Security: max-age=600" in answer
+        assert subprocess.run(https, capture_output=True, text=True).stdout.startswith("HTTP/1.1 401")
+        code, _ = request(address, "tls.example.test", "/x", "-u", "alice:s3cret")
+        assert code == 301
+        modes = in_proxy("stat", "-c", "%a %U %G", "/etc/nginx/mage-lxd/tls/tls.example.test.key",
+                         "/etc/nginx/mage-lxd/htpasswd/staff").stdout.split("\n")
+        assert modes[:2] == ["600 root root", "640 root www-data"]
+        # IPv6 listeners: the lab bridge has no IPv6, so ask from inside mageproxy over ::1.
+        over_v6 = in_proxy("python3", "-c", "import http.client as h; c = h.HTTPConnection('::1', 80); "
+                           "c.request('GET', '/', headers={'Host': 'a.example.test'}); print(c.getresponse().status)")
+        assert over_v6.stdout.strip() == "200"
+
+        # A key that does not match its certificate is refused before anything changes.
+        before = proxy_conf()
+        variables["mageproxy_certificates"]["tls.example.test"]["key"] = make_leaf(ca, ["tls.example.test"])[1]
+        (tmp_path / "vars.json").write_text(json.dumps(variables))
+        set_routes("web-a", [*ROUTES["web-a"], {**route, "hsts": 900}])
+        refused = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}")
+        message = " ".join(refused.stdout.split())
+        assert refused.returncode == 2
+        assert "mageproxy_certificates['tls.example.test'].key does not match its certificate" in message, message[-2000:]
+        assert proxy_conf() == before
+    finally:
+        set_routes("web-a", ROUTES["web-a"])
+        apply_proxy(lab_proxy["inventory"])

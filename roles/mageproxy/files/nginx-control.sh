@@ -17,7 +17,10 @@ mage_workers() {
   cat /proc/[0-9]*/stat 2>/dev/null | awk -v master="$1" '$4 == master { print $1 }' | sort
 }
 
+# htpasswd sets are written root-owned 0640: nginx's workers (group www-data) read them, no one
+# else; the group is set here, right before the test, so the test sees the files as nginx will.
 mage_test() {
+  if [ -d /etc/nginx/mage-lxd/htpasswd ]; then chgrp -R www-data /etc/nginx/mage-lxd/htpasswd || return 1; fi
   nginx -t -q
 }
 
@@ -74,6 +77,7 @@ mage_prepare() {
   command -v nginx >/dev/null 2>&1 ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >&2 ||
     dnf install -y nginx >&2 || apk add --no-cache nginx >&2 || return 1
+  mkdir -p /etc/nginx/mage-lxd/tls /etc/nginx/mage-lxd/htpasswd && chmod 0700 /etc/nginx/mage-lxd/tls || return 1
   if [ -L /etc/nginx/sites-enabled/default ]; then
     rm /etc/nginx/sites-enabled/default && touch /run/mage-lxd-stock-site-removed
   fi
