@@ -11,7 +11,7 @@ description:
     certificate, the certificate must be valid now and name the server. A route whose C(htpasswd) is a name
     needs O(htpasswd[name]), a list of C(user:hash) lines. Anything missing or wrong fails naming the
     server or set, before anything is changed."
-positional: certificates, htpasswd
+positional: certificates, htpasswd, acme
 options:
   _input:
     description: The plan returned by the mage_lxd_sites filter.
@@ -23,6 +23,12 @@ options:
     default: {}
   htpasswd:
     description: Set name to its C(user:hash) lines.
+    type: dict
+    default: {}
+  acme:
+    description:
+      - For sites whose routes say C(tls=acme) (server, email, days, ca_bundle); each value is allow-listed,
+        since mage-acme sources the file they land in.
     type: dict
     default: {}
 author: mage-lxd developers
@@ -46,6 +52,9 @@ _value:
     modes:
       description: Path to an octal mode for files that must not be 0644.
       type: dict
+    acme:
+      description: Whether any site uses ACME (mage-acme and its timer are then needed).
+      type: bool
 """
 
 from dataclasses import asdict
@@ -56,10 +65,10 @@ from mage_lxd.plugin_errors import raised_as
 from mage_lxd.tls import plan_proxy_files
 
 
-def mage_lxd_proxy_files(plan, certificates=None, htpasswd=None):
+def mage_lxd_proxy_files(plan, certificates=None, htpasswd=None, acme=None):
     """The files the sites of `plan` need (see DOCUMENTATION)."""
     with raised_as(AnsibleFilterError):
-        return asdict(plan_proxy_files(plan.get("sites") or [], certificates or {}, htpasswd or {}))
+        return asdict(plan_proxy_files(plan.get("sites") or [], certificates or {}, htpasswd or {}, acme=acme or {}))
 
 
 class FilterModule:

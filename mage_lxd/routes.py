@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mage_lxd.errors import OptionError
-from mage_lxd.tls import certificate_paths, htpasswd_path, is_htpasswd_name
+from mage_lxd.tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
@@ -113,9 +113,14 @@ def _parse_tls(value: Any, server_name: str, what: str) -> tuple[str, str, str]:
         return "", "", ""
     if value == "provided":
         return ("provided", *certificate_paths(server_name))
+    if value == "acme":
+        if server_name.startswith("*."):
+            raise OptionError(f"{what}: acme (HTTP-01) cannot issue a wildcard such as {server_name}; "
+                              "use tls: provided for it")
+        return ("acme", *acme_certificate_paths(server_name))
     if not isinstance(value, Mapping) or set(value) - {"cert", "key"}:
-        raise OptionError(f"{what} must be 'provided' (mageproxy_certificates on the controller) or "
-                          "{cert: /path, key: /path} (files on mageproxy)")
+        raise OptionError(f"{what} must be 'acme' (issued and renewed in mageproxy), 'provided' "
+                          "(mageproxy_certificates on the controller) or {cert: /path, key: /path} (files on mageproxy)")
     cert = _file(value.get("cert"), f"{what}.cert")
     key = _file(value.get("key"), f"{what}.key")
     if not (cert and key):

@@ -18,6 +18,9 @@ from typing import Any
 from mage_lxd.errors import OptionError
 
 TLS_DIR = "/etc/nginx/mage-lxd/tls"
+ACME_DIR = "/etc/nginx/mage-lxd/acme"
+_ACME_SERVER = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}")
 HTPASSWD_DIR = "/etc/nginx/mage-lxd/htpasswd"
 _HTPASSWD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # One user per line: a name, then a hash nginx reads (crypt, $apr1$, {SHA}, {SSHA}); no blanks.
@@ -30,12 +33,45 @@ class ProxyFiles:
 
     files: dict[str, str] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
+    # Whether any site uses ACME: the role then installs mage-acme and its timer.
+    acme: bool = False
 
 
 def certificate_paths(server_name: str) -> tuple[str, str]:
     """Where a controller-provided pair lives on mageproxy (a wildcard's '*' becomes '_')."""
     stem = server_name.replace("*", "_")
     return f"{TLS_DIR}/{stem}.crt", f"{TLS_DIR}/{stem}.key"
+
+
+def acme_certificate_paths(server_name: str) -> tuple[str, str]:
+    """Where mage-acme (lego, in mageproxy) puts the live pair of an ACME route."""
+    return f"{ACME_DIR}/live/{server_name}.crt", f"{ACME_DIR}/live/{server_name}.key"
+
+
+def acme_files(names: list[str], settings: Mapping[str, Any]) -> dict[str, str]:
+    """The domain list and settings mage-acme reads (a shell-sourced file, so every value is allow-listed)."""
+    server = str(settings.get("server") or "")
+    email = str(settings.get("email") or "")
+    days = settings.get("days", 30)
+    if not _ACME_SERVER.fullmatch(server):
+        raise OptionError(f"mageproxy_acme_server: '{server}' is not an https:// directory URL. "
+                          "Fix: set it to your ACME server's directory URL.")
+    if not _EMAIL.fullmatch(email):
+        raise OptionError(f"mageproxy_acme_email: '{email}' is not an e-mail address; routes with tls: acme "
+                          "need one for the ACME account. Fix: set mageproxy_acme_email.")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+        raise OptionError(f"mageproxy_acme_days: '{days}' must be a number of days (1-365). Fix: set it, e.g. 30.")
+    ca_bundle = str(settings.get("ca_bundle") or "").strip()
+    env = [f"MAGE_ACME_SERVER='{server}'", f"MAGE_ACME_EMAIL='{email}'", f"MAGE_ACME_DAYS={days}"]
+    files = {f"{ACME_DIR}/domains": "".join(f"{name}\n" for name in names)}
+    if ca_bundle:
+        if not ca_bundle.startswith("-----BEGIN CERTIFICATE-----"):
+            raise OptionError("mageproxy_acme_ca_bundle is not PEM certificates. Fix: give the PEM text of the "
+                              "CA that signed your ACME server's HTTPS certificate, or leave it empty.")
+        files[f"{ACME_DIR}/ca.pem"] = ca_bundle + "\n"
+        env.append(f"LEGO_CA_CERTIFICATES='{ACME_DIR}/ca.pem'")
+    files[f"{ACME_DIR}/env"] = "# Managed by mage-lxd (roles/mageproxy).\n" + "".join(f"{line}\n" for line in env)
+    return files
 
 
 def htpasswd_path(name: str) -> str:
@@ -107,11 +143,15 @@ def htpasswd_text(name: str, users: Any) -> str:
 
 def plan_proxy_files(
     sites: Iterable[Mapping[str, Any]], certificates: Mapping[str, Any], htpasswd: Mapping[str, Any],
-    now: datetime.datetime | None = None,
+    now: datetime.datetime | None = None, acme: Mapping[str, Any] | None = None,
 ) -> ProxyFiles:
     """The certificate, key and htpasswd files the planned sites need, each checked first."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     planned = ProxyFiles()
+    acme_names = [site["server_name"] for site in sites if site.get("tls_source") == "acme"]
+    if acme_names:
+        planned.files.update(acme_files(acme_names, acme or {}))
+        planned.acme = True
     for site in sites:
         name = site["server_name"]
         if site.get("tls_source") == "provided":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,6 +45,13 @@ def make_leaf(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], names: li
             .issuer_name(ca[0].subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(NOW + datetime.timedelta(days=days[0]))
             .not_valid_after(NOW + datetime.timedelta(days=days[1]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([_san(name) for name in names]), critical=False)
             .sign(ca[1], hashes.SHA256()))
     return pem_cert(cert), pem_key(key)
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)

@@ -71,7 +71,7 @@ def test_htpasswd_sets_are_checked_and_readable_by_nginx_only():
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"name": "a.example.org", "pass": 80, "tls": "yes"}, r"\.tls must be 'provided'"),
+    ({"name": "a.example.org", "pass": 80, "tls": "yes"}, r"\.tls must be 'acme'"),
     ({"name": "a.example.org", "pass": 80, "hsts": True}, r"\.hsts needs tls"),
     ({"name": "a.example.org", "pass": 80, "tls": "provided", "hsts": "\u0661\u0662"}, r"\.hsts: "),
     ({"name": "a.example.org", "pass": 80, "tls": "provided", "hsts": -1}, r"\.hsts: "),
