@@ -80,3 +80,33 @@ def test_htpasswd_sets_are_checked_and_readable_by_nginx_only():
 def test_tls_and_hsts_values_are_allow_listed(raw, message):
     with pytest.raises(OptionError, match=rf"^instance 'w1': proxy\[0\]{message}"):
         parse_route("w1", 0, raw)
+
+
+ACME = {"server": "https://acme.example.test:14000/dir", "email": "ops@example.test", "days": 30, "ca_bundle": ""}
+
+
+def test_acme_sites_get_their_domain_list_and_settings():
+    route = {"name": "shop.example.org", "pass": 80, "tls": "acme"}
+    planned = plan_proxy_files(sites(route), {}, {}, acme=ACME)
+    assert planned.acme and planned.files["/etc/nginx/mage-lxd/acme/domains"] == "shop.example.org\n"
+    assert "MAGE_ACME_SERVER='https://acme.example.test:14000/dir'" in planned.files["/etc/nginx/mage-lxd/acme/env"]
+    assert sites(route)[0]["tls_cert"] == "/etc/nginx/mage-lxd/acme/live/shop.example.org.crt"
+    assert not plan_proxy_files(sites({"name": "a.example.org", "pass": 80}), {}, {}, acme=ACME).acme
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({**ACME, "server": "https://x.example.test/dir'; rm -rf / #"}, r"^mageproxy_acme_server: .*Fix: "),
+    ({**ACME, "server": "http://x.example.test/dir"}, r"^mageproxy_acme_server: "),
+    ({**ACME, "email": ""}, r"^mageproxy_acme_email: .*Fix: set mageproxy_acme_email"),
+    ({**ACME, "email": "a@b.c'\nMAGE_ACME_SERVER=x"}, r"^mageproxy_acme_email: "),
+    ({**ACME, "days": "30"}, r"^mageproxy_acme_days: "),
+    ({**ACME, "ca_bundle": "not pem"}, r"^mageproxy_acme_ca_bundle is not PEM"),
+])
+def test_acme_settings_reach_the_sourced_file_only_by_allow_list(settings, message):
+    with pytest.raises(OptionError, match=message):
+        plan_proxy_files(sites({"name": "shop.example.org", "pass": 80, "tls": "acme"}), {}, {}, acme=settings)
+
+
+def test_acme_cannot_issue_a_wildcard():
+    with pytest.raises(OptionError, match=r"^instance 'w1': proxy\[0\]\.tls: acme \(HTTP-01\) cannot issue a wildcard"):
+        parse_route("w1", 0, {"name": "*.example.org", "pass": 80, "tls": "acme"})
