@@ -55,6 +55,9 @@ _value:
     acme:
       description: Whether any site uses ACME (mage-acme and its timer are then needed).
       type: bool
+    required:
+      description: Files the routes name that must already be on mageproxy, each to the route naming it.
+      type: dict
 """
 
 from dataclasses import asdict

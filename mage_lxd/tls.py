@@ -35,6 +35,8 @@ class ProxyFiles:
     modes: dict[str, str] = field(default_factory=dict)
     # Whether any site uses ACME: the role then installs mage-acme and its timer.
     acme: bool = False
+    # Files routes name that must already be on mageproxy: path -> the route that names it.
+    required: dict[str, str] = field(default_factory=dict)
 
 
 def certificate_paths(server_name: str) -> tuple[str, str]:
@@ -165,7 +167,12 @@ def plan_proxy_files(
             planned.files[cert_path] = str(pair["cert"]).strip() + "\n"
             planned.files[key_path] = str(pair["key"]).strip() + "\n"
             planned.modes[key_path] = "0600"
+        if site.get("tls_source") == "files":
+            for key in ("tls_cert", "tls_key"):
+                planned.required[site[key]] = f"{site.get('tls_declared_at') or name}: tls.{key[4:]}"
         for location in site.get("locations") or []:
+            if location["route"].get("htpasswd") and not location["route"].get("htpasswd_set"):
+                planned.required[location["route"]["htpasswd"]] = f"{location.get('declared_at') or name}.htpasswd"
             set_name = location["route"].get("htpasswd_set")
             if set_name and htpasswd_path(set_name) not in planned.files:
                 if set_name not in htpasswd:

@@ -76,7 +76,8 @@ def request(address: str, host: str, path: str = "/", *extra: str) -> tuple[int,
 
 
 def proxy_conf() -> str:
-    return lxc("exec", PROXY, "--project", PROJECT, "--", "cat", CONF).stdout
+    # Through the files API: under load, `lxc exec` output was once seen to arrive empty.
+    return lxc("file", "pull", f"{PROXY}{CONF}", "-", "--project", PROJECT).stdout
 
 
 def test_requests_reach_the_right_backend(lab_proxy):
@@ -131,14 +132,14 @@ def nginx_workers() -> str:
 
 def test_a_config_nginx_refuses_never_goes_live(lab_proxy):
     before = proxy_conf()
-    # Valid by allow-list, refused by nginx -t: the certificate file does not exist on the proxy.
-    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/ssl/none.pem", "key": "/etc/ssl/none.key"}}
+    # Valid by allow-list, refused by nginx -t: the files exist on the proxy but are no certificate.
+    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/hosts", "key": "/etc/hosts"}}
     lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps([*ROUTES['web-a'], route])}", "--project", PROJECT)
     try:
         result = apply_proxy(lab_proxy["inventory"])
         assert result.returncode != 0
         message = " ".join(result.stdout.split())
-        assert "the test step (mage_test) failed" in message and "none.pem" in message
+        assert "the test step (mage_test) failed" in message and "/etc/hosts" in message
         # Said only because the probe (a request to nginx) answered after the rollback.
         assert "The previous files were put back. The service answered a request" in message
         assert proxy_conf() == before
@@ -443,3 +444,17 @@ def test_tls_acme_against_pebble_issues_serves_and_renews(lab_proxy, pebble, tmp
     finally:
         set_routes("web-a", ROUTES["web-a"])
         apply_proxy(lab_proxy["inventory"])
+
+
+def test_a_route_naming_a_file_missing_on_the_proxy_is_refused_naming_the_route(lab_proxy):
+    before = proxy_conf()
+    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/ssl/none.pem", "key": "/etc/ssl/none.key"}}
+    set_routes("web-a", [*ROUTES["web-a"], route])
+    try:
+        result = apply_proxy(lab_proxy["inventory"])
+        message = " ".join(result.stdout.split())
+        assert result.returncode == 2
+        assert "instance 'web-a': route tls.example.test/: tls.cert: /etc/ssl/none.pem" in message, message[-2000:]
+        assert "nothing was changed" in message and proxy_conf() == before
+    finally:
+        set_routes("web-a", ROUTES["web-a"])
