@@ -10,7 +10,7 @@ from mage_lxd.errors import OptionError
 from mage_lxd.plugin_errors import raised_as
 
 COMMANDS = frozenset({"prepare", "test", "reload", "undo_prepare", "running", "start", "probe", "functions"})
-ARGS = COMMANDS | {"files", "record", "modes"}
+ARGS = COMMANDS | {"files", "record", "modes", "require"}
 
 
 class ActionModule(ActionBase):
@@ -30,13 +30,17 @@ class ActionModule(ActionBase):
             if not all(str(path).startswith("/") for path in [*files, *([record] if record else [])]):
                 raise OptionError("mage_lxd_config: every path in files, and record, must be absolute")
             modes = _modes(args.get("modes") or {})
+            required = args.get("require") or {}
+            if not isinstance(required, dict) or not all(str(path).startswith("/") for path in required):
+                raise OptionError("mage_lxd_config: require must map absolute paths to who needs them")
             # The task's own connection already knows the instance, its project and its remote.
             channel = getattr(self._connection._connect(), "_channel", None)
             if channel is None:
                 raise OptionError("mage_lxd_config works through the mage_lxd connection (ansible_connection: mage_lxd)")
             commands = ServiceCommands(**{key: str(args.get(key) or "") for key in COMMANDS})
             applied = apply_config(channel, files, commands, check_mode=bool(self._task.check_mode),
-                                   record_path=record, modes=modes)
+                                   record_path=record, modes=modes,
+                                   required={str(path): str(who) for path, who in required.items()})
         changed = bool(applied.changed or applied.actions)
         return {"changed": changed, "files": applied.changed, "actions": applied.actions, "diff": applied.diff,
                 "msg": applied.msg or ("; ".join(applied.actions) if applied.actions else "")}

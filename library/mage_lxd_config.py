@@ -38,6 +38,10 @@ options:
   modes:
     description: Path to a quoted octal mode (C('0600')) for files that must not be 0644.
     type: dict
+  require:
+    description: Absolute paths that must already be in the instance (files the config names but this
+      task does not write), each to who names it (for the error); checked before any change.
+    type: dict
   record:
     description: Absolute path in the instance of the record (digests loaded, journal of a change).
       Without it, a file written by a run cut off before its reload is taken for live.

@@ -17,11 +17,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mage_lxd.channel import InstanceChannel
 from mage_lxd.errors import RemoteError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,11 @@ class Record:
 
 
 class StepFailed(RemoteError):
-    """A service command exited non-zero; `step` names which."""
+    """A service command exited non-zero: `detail` says which and what it said, `fix` what to do."""
 
-    def __init__(self, message: str, step: str) -> None:
-        super().__init__(message)
-        self.step = step
+    def __init__(self, detail: str, step: str, fix: str) -> None:
+        super().__init__(f"{detail} {fix}")
+        self.detail, self.step, self.fix = detail, step, fix
 
 
 def digest(content: bytes | None) -> str:
@@ -110,16 +113,21 @@ def write_record(channel: InstanceChannel, path: str, record: Record) -> None:
 
 def apply_config(
     channel: InstanceChannel, files: Mapping[str, str], commands: ServiceCommands, check_mode: bool = False,
-    record_path: str = "", modes: Mapping[str, int] | None = None,
+    record_path: str = "", modes: Mapping[str, int] | None = None, required: Mapping[str, str] | None = None,
 ) -> ApplyResult:
     """Make `files` (path -> text) the instance's and the service's, safely (see the module docstring)."""
     wanted = {path: text.encode() for path, text in files.items()}
-    current = {path: channel.read_small_file(path) for path in wanted}
-    record = read_record(channel, record_path)
+    current = _before_any_change(channel, "reading the files", lambda: {path: channel.read_small_file(path) for path in wanted})
+    record = _before_any_change(channel, "reading the record", lambda: read_record(channel, record_path))
+    _check_required(channel, required or {})
     result = ApplyResult(changed=[path for path in wanted if current[path] != wanted[path]])
     for path in result.changed:
-        result.diff.append({"before_header": path, "after_header": path, "after": files[path],
-                            "before": (current[path] or b"").decode(errors="replace")})
+        secret = not (modes or {}).get(path, 0o644) & 0o004
+        # A key or password file is never shown, not even in diff mode.
+        hidden = f"(not shown: mode {(modes or {}).get(path, 0):04o})"
+        result.diff.append({"before_header": path, "after_header": path,
+                            "after": hidden if secret else files[path],
+                            "before": hidden if secret else (current[path] or b"").decode(errors="replace")})
     # What to put back on failure: a journal left by a cut-off run holds the last good files.
     previous = {path: current[path] for path in wanted}
     if record.pending is not None:
@@ -128,7 +136,8 @@ def apply_config(
     loaded = bool(record_path) and record.loaded == {path: digest(text) for path, text in wanted.items()}
     settled = not result.changed and loaded and record.pending is None
     # Settled: one exec checks that it runs and tests the whole config (a foreign file may break it).
-    running = _running_and_tested(channel, commands, wanted) if settled else _succeeds(channel, commands, commands.running)
+    running = _before_any_change(channel, "checking the service", lambda: _running_and_tested(channel, commands, wanted)
+                                 if settled else _succeeds(channel, commands, commands.running))
     if not running:
         result.actions.append("the service is not running; starting it")
     elif not settled and not result.changed and record.pending is None:
@@ -160,18 +169,21 @@ def _transact(
         _run(channel, commands, commands.probe, "probe")
     except BaseException as failure:
         # Whatever went wrong (a refused config, a broken pipe, an interrupt), the old files return.
-        rollback = _restore(channel, commands, previous, wanted, reload=reached_service or not running)
+        rollback = _restore(channel, commands, previous, wanted, modes, reload=reached_service or not running)
         write_record(channel, record_path, Record(loaded=record.loaded))
         if not isinstance(failure, Exception):
             raise
-        said = str(failure) if isinstance(failure, RemoteError) else f"{type(failure).__name__}: {failure}"
-        raise RemoteError(f"{said} {rollback} {_served_message(channel, commands, running, True)}") from None
+        said, fix = (failure.detail, failure.fix) if isinstance(failure, StepFailed) else (
+            str(failure) if isinstance(failure, RemoteError) else f"{type(failure).__name__}: {failure}",
+            "Fix: rerun; a failure between the instance and LXD is usually passing.")
+        served = _served_message(channel, commands, running, True)
+        raise RemoteError(f"{said} {rollback} {served} {fix}".replace("  ", " ")) from None
     write_record(channel, record_path, Record(loaded={path: digest(text) for path, text in wanted.items()}))
 
 
 def _restore(
     channel: InstanceChannel, commands: ServiceCommands, previous: Mapping[str, bytes | None],
-    wanted: Mapping[str, bytes], reload: bool,
+    wanted: Mapping[str, bytes], modes: Mapping[str, int], reload: bool,
 ) -> str:
     """Put the previous files back (and make the service load them again when it may have taken the
     new ones, or was down); returns a sentence saying what was done."""
@@ -180,7 +192,7 @@ def _restore(
             if content is None:
                 channel.exec(["rm", "-f", path])
             elif content != wanted.get(path):
-                channel.write_small_file(path, content)
+                channel.write_small_file(path, content, mode=modes.get(path, 0o644))
         _run(channel, commands, commands.undo_prepare, "undo of prepare")
     except Exception as failure:  # noqa: BLE001 - reported, the original failure stays the error
         return f"Putting the previous files back failed too ({failure}); the next run will retry it."
@@ -201,11 +213,34 @@ def _served_message(channel: InstanceChannel, commands: ServiceCommands, was_run
         _run(channel, commands, commands.running, "running check")
         _run(channel, commands, commands.probe, "probe")
     except Exception as failure:  # noqa: BLE001 - the sentence reports it
-        return f"The service does not answer ({failure}): nothing is served. Fix: see the error above, then rerun."
+        said = failure.detail if isinstance(failure, StepFailed) else str(failure)
+        return f"The service does not answer ({said}): nothing is served."
     if not after_rollback:
         return "The service was reloaded and answered a request." if was_running else \
             "The service was started and answered a request."
     return "The service answered a request and keeps serving the configuration it had loaded."
+
+
+def _before_any_change(channel: InstanceChannel, what: str, read: Callable[[], T]) -> T:
+    """Run a read-only step; a broken connection there is retried once (nothing changed yet)."""
+    for attempt in (1, 2):
+        try:
+            return read()
+        # ws4py, under the exec path, raises BrokenPipeError or RuntimeError when LXD closed a socket first.
+        except (OSError, RuntimeError) as failure:
+            if attempt == 2:
+                raise RemoteError(f"{channel.describe()}: {what} failed twice ({type(failure).__name__}: {failure}) "
+                                  "before any change; nothing was changed. Fix: rerun.") from None
+    raise AssertionError("unreachable")
+
+
+def _check_required(channel: InstanceChannel, required: Mapping[str, str]) -> None:
+    """Refuse, before any change, when a file the config names (path -> who names it) is not there."""
+    missing = [f"{who}: {path}" for path, who in sorted(required.items())
+               if _before_any_change(channel, f"reading {path}", lambda path=path: channel.read_small_file(path)) is None]
+    if missing:
+        raise RemoteError(f"{'; '.join(missing)}: not on {channel.describe()}; nothing was changed. Fix: put the "
+                          "file there, or let mage-lxd bring it (tls: provided, tls: acme, a mageproxy_htpasswd set).")
 
 
 _NOT_RUNNING = 100
@@ -221,7 +256,7 @@ def _running_and_tested(channel: InstanceChannel, commands: ServiceCommands, our
     if code == _NOT_RUNNING:
         return False
     if code != 0:
-        raise StepFailed(_failure(channel, commands.test, "test", code, out, err, ours), "test")
+        raise StepFailed(*_failure(channel, commands.test, "test", code, out, err, ours))
     return True
 
 
@@ -244,21 +279,19 @@ def _run(channel: InstanceChannel, commands: ServiceCommands, command: str, step
         return
     code, out, err = _exec(channel, commands, command)
     if code != 0:
-        raise StepFailed(_failure(channel, command, step, code, out, err, ours), step)
+        raise StepFailed(*_failure(channel, command, step, code, out, err, ours))
 
 
 def _failure(channel: InstanceChannel, command: str, step: str, code: int, out: bytes, err: bytes,
-             ours: Mapping[str, bytes] | None) -> str:
-    """The message for a failed step: what the service said, and whose file it names."""
+             ours: Mapping[str, bytes] | None) -> tuple[str, str, str]:
+    """(detail, step, fix) for a failed step: what the service said, and whose file it names."""
     said = (err or out).decode(errors="replace").strip()
-    message = f"{channel.describe()}: the {step} step ({command}) failed with exit {code}: {said}"
+    detail = f"{channel.describe()}: the {step} step ({command}) failed with exit {code}: {said}"
     # nginx names the file it refuses; say when that file is not one this task manages.
     foreign = sorted({path for path in _NAMED_FILE.findall(said) if ours is not None and path not in ours})
     if foreign:
-        message += (f" {', '.join(foreign)} is not managed by mage-lxd. Fix: repair or remove it; "
-                    "nothing can be reloaded until the whole config passes.")
-    elif step == "test":
-        message += " Fix: correct the value named above, then rerun."
-    else:
-        message += " Fix: see what the service said above (and its error log), then rerun."
-    return message
+        detail += f" {', '.join(foreign)} is not managed by mage-lxd; nothing can be reloaded until the whole config passes."
+        return detail, step, "Fix: repair or remove it, then rerun."
+    if step == "test":
+        return detail, step, "Fix: correct the value named above, then rerun."
+    return detail, step, "Fix: see what the service said above (and its error log), then rerun."

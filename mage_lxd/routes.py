@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mage_lxd.errors import OptionError
+from mage_lxd.tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
-    "htpasswd", "allow", "deny", "balance",
+    "htpasswd", "allow", "deny", "balance", "hsts",
 })
+# HSTS max-age when a route says `hsts: true`: one year.
+HSTS_DEFAULT = 31536000
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _SERVER_NAME = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
@@ -55,6 +58,9 @@ class Route:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     balance: bool = False
+    tls_source: str = ""
+    htpasswd_set: str = ""
+    hsts: int = 0
 
     def settings(self) -> tuple[Any, ...]:
         """What must agree between backends that share one (server name, path)."""
@@ -80,27 +86,67 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     size = _text(raw.get("client_max_body_size", "1m"), f"{where}.client_max_body_size")
     if not _SIZE.fullmatch(size):
         raise OptionError(f"{where}.client_max_body_size: '{size}' is not a size such as 10m, 512k or 1g")
-    tls = raw.get("tls") or {}
-    if not isinstance(tls, Mapping) or set(tls) - {"cert", "key"}:
-        raise OptionError(f"{where}.tls must be {{cert: /path, key: /path}} (files on mageproxy)")
-    cert = _file(tls.get("cert"), f"{where}.tls.cert")
-    key = _file(tls.get("key"), f"{where}.tls.key")
-    if bool(cert) != bool(key):
-        raise OptionError(f"{where}.tls needs both cert and key")
+    source, cert, key = _parse_tls(raw.get("tls"), name, f"{where}.tls")
     redirect = _flag(raw.get("redirect_https", False), f"{where}.redirect_https")
-    if redirect and not cert:
-        raise OptionError(f"{where}.redirect_https needs tls (cert and key)")
+    if redirect and not source:
+        raise OptionError(f"{where}.redirect_https needs tls")
+    hsts = _hsts(raw.get("hsts", False), f"{where}.hsts")
+    if hsts and not source:
+        raise OptionError(f"{where}.hsts needs tls")
+    htpasswd, htpasswd_set = _htpasswd(raw.get("htpasswd"), f"{where}.htpasswd")
     return Route(
         instance=instance, server_name=name, path=path, port=port, scheme=scheme, prefix=prefix,
         strip_prefix=_flag(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
         client_max_body_size=size.lower(),
         websockets=_flag(raw.get("websockets", True), f"{where}.websockets"),
-        tls_cert=cert, tls_key=key, redirect_https=redirect,
-        htpasswd=_file(raw.get("htpasswd"), f"{where}.htpasswd"),
+        tls_cert=cert, tls_key=key, redirect_https=redirect, tls_source=source, hsts=hsts,
+        htpasswd=htpasswd, htpasswd_set=htpasswd_set,
         allow=_networks(raw.get("allow"), f"{where}.allow"),
         deny=_networks(raw.get("deny"), f"{where}.deny"),
         balance=_flag(raw.get("balance", False), f"{where}.balance"),
     )
+
+
+def _parse_tls(value: Any, server_name: str, what: str) -> tuple[str, str, str]:
+    """(source, cert path, key path): files already on mageproxy, or a pair `provided` by the controller."""
+    if value in (None, "", False):
+        return "", "", ""
+    if value == "provided":
+        return ("provided", *certificate_paths(server_name))
+    if value == "acme":
+        if server_name.startswith("*."):
+            raise OptionError(f"{what}: acme (HTTP-01) cannot issue a wildcard such as {server_name}; "
+                              "use tls: provided for it")
+        return ("acme", *acme_certificate_paths(server_name))
+    if not isinstance(value, Mapping) or set(value) - {"cert", "key"}:
+        raise OptionError(f"{what} must be 'acme' (issued and renewed in mageproxy), 'provided' "
+                          "(mageproxy_certificates on the controller) or {cert: /path, key: /path} (files on mageproxy)")
+    cert = _file(value.get("cert"), f"{what}.cert")
+    key = _file(value.get("key"), f"{what}.key")
+    if not (cert and key):
+        raise OptionError(f"{what} needs both cert and key")
+    return "files", cert, key
+
+
+def _hsts(value: Any, what: str) -> int:
+    if value is True:
+        return HSTS_DEFAULT
+    if value is False:
+        return 0
+    # ASCII digits only, as for ports.
+    if (isinstance(value, int) and 0 <= value < 10**9) or (isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value)):
+        return int(value)
+    raise OptionError(f"{what}: '{value}' must be true, false or a max-age in seconds")
+
+
+def _htpasswd(value: Any, what: str) -> tuple[str, str]:
+    """(path on mageproxy, controller set name or '')."""
+    if isinstance(value, str) and is_htpasswd_name(value):
+        return htpasswd_path(value), value
+    path = _file(value, what)
+    if value not in (None, "") and not path:
+        raise OptionError(f"{what}: '{value}' is neither a file path nor a mageproxy_htpasswd name")
+    return path, ""
 
 
 def _text(value: Any, what: str) -> str:
@@ -207,6 +253,9 @@ class Site:
     tls_cert: str = ""
     tls_key: str = ""
     redirect_https: bool = False
+    tls_source: str = ""
+    tls_declared_at: str = ""
+    hsts: int = 0
 
 
 def upstream_name(server_name: str, path: str) -> str:
@@ -340,5 +389,8 @@ def _merge_tls(site: Site, route: Route) -> None:
     if not route.tls_cert:
         return
     _check_tls(site, route)
-    site.tls_cert, site.tls_key = route.tls_cert, route.tls_key
+    if not site.tls_cert:
+        site.tls_declared_at = f"instance '{route.instance}': route {route.server_name}{route.path}"
+    site.tls_cert, site.tls_key, site.tls_source = route.tls_cert, route.tls_key, route.tls_source
     site.redirect_https = site.redirect_https or route.redirect_https
+    site.hsts = max(site.hsts, route.hsts)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from lxd_lab import (REPO, ansible, create_project, delete_project, lxc, project_name, recap_changed, run_module,
+from lxd_lab import (LAB, REPO, ansible, create_project, delete_project, lxc, project_name, recap_changed, run_module,
                      wait_for_leases)
 
 pytestmark = pytest.mark.integration
@@ -75,7 +77,8 @@ def request(address: str, host: str, path: str = "/", *extra: str) -> tuple[int,
 
 
 def proxy_conf() -> str:
-    return lxc("exec", PROXY, "--project", PROJECT, "--", "cat", CONF).stdout
+    # Through the files API: under load, `lxc exec` output was once seen to arrive empty.
+    return lxc("file", "pull", f"{PROXY}{CONF}", "-", "--project", PROJECT).stdout
 
 
 def test_requests_reach_the_right_backend(lab_proxy):
@@ -130,14 +133,14 @@ def nginx_workers() -> str:
 
 def test_a_config_nginx_refuses_never_goes_live(lab_proxy):
     before = proxy_conf()
-    # Valid by allow-list, refused by nginx -t: the certificate file does not exist on the proxy.
-    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/ssl/none.pem", "key": "/etc/ssl/none.key"}}
+    # Valid by allow-list, refused by nginx -t: the files exist on the proxy but are no certificate.
+    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/hosts", "key": "/etc/hosts"}}
     lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps([*ROUTES['web-a'], route])}", "--project", PROJECT)
     try:
         result = apply_proxy(lab_proxy["inventory"])
         assert result.returncode != 0
         message = " ".join(result.stdout.split())
-        assert "the test step (mage_test) failed" in message and "none.pem" in message
+        assert "the test step (mage_test) failed" in message and "/etc/hosts" in message
         # Said only because the probe (a request to nginx) answered after the rollback.
         assert "The previous files were put back. The service answered a request" in message
         assert proxy_conf() == before
@@ -297,3 +300,162 @@ def test_an_out_of_band_malformed_record_leaves_only_that_instance_out(lab_proxy
         set_routes("web-a", ROUTES["web-a"])
         apply_proxy(lab_proxy["inventory"])
     assert request(lab_proxy["address"], "a.example.test")[0] == 200
+
+
+def test_tls_from_the_controller_with_redirect_hsts_basic_auth_and_ipv6(lab_proxy, tmp_path):
+    from tls_material import make_ca, make_leaf, pem_cert
+
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_text(pem_cert(ca[0]))
+    cert, key = make_leaf(ca, ["tls.example.test"])
+    user = subprocess.run(["openssl", "passwd", "-apr1", "s3cret"], capture_output=True, text=True, check=True).stdout
+    variables = {"mageproxy_certificates": {"tls.example.test": {"cert": cert, "key": key}},
+                 "mageproxy_htpasswd": {"staff": [f"alice:{user.strip()}"]}}
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    route = {"name": "tls.example.test", "pass": 8080, "tls": "provided", "redirect_https": True, "hsts": 600,
+             "htpasswd": "staff"}
+    set_routes("web-a", [*ROUTES["web-a"], route])
+    address = lab_proxy["address"]
+    https = ["curl", "-s", "-m", "5", "--resolve", f"tls.example.test:443:{address}", "--cacert",
+             str(tmp_path / "ca.pem"), "-D", "-", "https://tls.example.test/x"]
+    try:
+        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}")
+        assert result.returncode == 0, result.stdout[-3000:]
+        answer = subprocess.run([*https, "-u", "alice:s3cret"], capture_output=True, text=True).stdout
+        assert answer.startswith("HTTP/1.1 200") and "backend=web-a path=/x " in answer, answer
+        assert "Strict-Transport-Security: max-age=600" in answer
+        assert subprocess.run(https, capture_output=True, text=True).stdout.startswith("HTTP/1.1 401")
+        code, _ = request(address, "tls.example.test", "/x", "-u", "alice:s3cret")
+        assert code == 301
+        modes = in_proxy("stat", "-c", "%a %U %G", "/etc/nginx/mage-lxd/tls/tls.example.test.key",
+                         "/etc/nginx/mage-lxd/htpasswd/staff").stdout.split("\n")
+        assert modes[:2] == ["600 root root", "640 root www-data"]
+        # IPv6 listeners: the lab bridge has no IPv6, so ask from inside mageproxy over ::1.
+        over_v6 = in_proxy("python3", "-c", "import http.client as h; c = h.HTTPConnection('::1', 80); "
+                           "c.request('GET', '/', headers={'Host': 'a.example.test'}); print(c.getresponse().status)")
+        assert over_v6.stdout.strip() == "200"
+
+        # A key that does not match its certificate is refused before anything changes.
+        before = proxy_conf()
+        variables["mageproxy_certificates"]["tls.example.test"]["key"] = make_leaf(ca, ["tls.example.test"])[1]
+        (tmp_path / "vars.json").write_text(json.dumps(variables))
+        set_routes("web-a", [*ROUTES["web-a"], {**route, "hsts": 900}])
+        refused = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}")
+        message = " ".join(refused.stdout.split())
+        assert refused.returncode == 2
+        assert "mageproxy_certificates['tls.example.test'].key does not match its certificate" in message, message[-2000:]
+        assert proxy_conf() == before
+    finally:
+        set_routes("web-a", ROUTES["web-a"])
+        apply_proxy(lab_proxy["inventory"])
+
+
+LEGO_DEB = Path("/tmp/mage-test-px-debs")
+PEBBLE_PORTS = {"acme": 14730, "management": 15730, "dns": 8753, "challtest": 8755}
+
+
+def served_certificate(address: str, name: str) -> bytes:
+    """The certificate mageproxy presents for `name` (SNI), unverified, DER."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((address, 443), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=name) as tls:
+        return tls.getpeercert(binary_form=True)
+
+
+@pytest.fixture
+def pebble(lab_proxy, tmp_path):
+    """Debian's pebble on the lab bridge, its DNS (pebble-challtestsrv) answering every name with
+    mageproxy's address; lego put into mageproxy from this host's apt, as a mirror would."""
+    from tls_material import make_ca, make_leaf, pem_cert
+
+    for tool in ("pebble", "pebble-challtestsrv"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
+            pytest.fail(f"{tool} is missing. Fix: apt-get install pebble")
+    gateway = LAB["MAGE_LAB_SUBNET"].split("/")[0]
+    ca = make_ca()
+    cert, key = make_leaf(ca, [gateway, "localhost"])
+    (tmp_path / "pebble.crt").write_text(cert)
+    (tmp_path / "pebble.key").write_text(key)
+    (tmp_path / "pebble.json").write_text(json.dumps({"pebble": {
+        "listenAddress": f"{gateway}:{PEBBLE_PORTS['acme']}",
+        "managementListenAddress": f"127.0.0.1:{PEBBLE_PORTS['management']}",
+        "certificate": str(tmp_path / "pebble.crt"), "privateKey": str(tmp_path / "pebble.key"),
+        "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
+    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+    dns = subprocess.Popen(["pebble-challtestsrv", "-defaultIPv4", lab_proxy["address"], "-defaultIPv6", "",
+                            "-dns01", f"127.0.0.1:{PEBBLE_PORTS['dns']}", "-http01", "", "-https01", "",
+                            "-tlsalpn01", "", "-management", f"127.0.0.1:{PEBBLE_PORTS['challtest']}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(["pebble", "-config", str(tmp_path / "pebble.json"),
+                               "-dnsserver", f"127.0.0.1:{PEBBLE_PORTS['dns']}"],
+                              stdout=open(tmp_path / "pebble.log", "w"), stderr=subprocess.STDOUT, env=env)
+    try:
+        if in_proxy("sh", "-c", "command -v lego", check=False).returncode != 0:
+            LEGO_DEB.mkdir(exist_ok=True)
+            subprocess.run(["apt-get", "download", "lego"], cwd=LEGO_DEB, check=True, capture_output=True)
+            deb = sorted(LEGO_DEB.glob("lego_*.deb"))[-1]
+            lxc("file", "push", str(deb), f"{PROXY}/tmp/lego.deb", "--project", PROJECT)
+            in_proxy("dpkg", "-i", "/tmp/lego.deb")
+        yield {"server": f"https://{gateway}:{PEBBLE_PORTS['acme']}/dir", "ca": pem_cert(ca[0]), "log": tmp_path / "pebble.log",
+               "roots": f"https://127.0.0.1:{PEBBLE_PORTS['management']}/roots/0"}
+    finally:
+        for process in (server, dns):
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_tls_acme_against_pebble_issues_serves_and_renews(lab_proxy, pebble, tmp_path):
+    address = lab_proxy["address"]
+    route = {"name": "acme.example.test", "pass": 8080, "tls": "acme", "redirect_https": True}
+    settings = {"mageproxy_acme": {"server": pebble["server"], "email": "ops@example.test", "days": 30,
+                                   "ca_bundle": pebble["ca"]}}
+    (tmp_path / "acme.json").write_text(json.dumps(settings))
+    set_routes("web-a", [*ROUTES["web-a"], route])
+    try:
+        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'acme.json'}")
+        assert result.returncode == 0, result.stdout[-3000:] + pebble["log"].read_text()[-2000:]
+        roots = subprocess.run(["curl", "-sk", pebble["roots"]], capture_output=True, text=True, check=True).stdout
+        (tmp_path / "root.pem").write_text(roots)
+        https = ["curl", "-s", "-m", "5", "--resolve", f"acme.example.test:443:{address}", "--cacert",
+                 str(tmp_path / "root.pem"), "https://acme.example.test/p"]
+        # curl verifies the chain up to pebble's root, for this name.
+        answer = subprocess.run(https, capture_output=True, text=True)
+        assert answer.returncode == 0 and answer.stdout.startswith("backend=web-a path=/p "), answer
+        assert request(address, "acme.example.test", "/p")[0] == 301
+        assert in_proxy("systemctl", "is-active", "mage-acme.timer").stdout.strip() == "active"
+        first = served_certificate(address, "acme.example.test")
+
+        # Renewal runs in mageproxy (the timer's service), no playbook: forced here.
+        renewed = in_proxy("/usr/local/sbin/mage-acme", "run", "--force")
+        assert "renewed acme.example.test" in renewed.stdout
+        # nginx -s reload is asynchronous: new workers take the new certificate within moments.
+        for _ in range(50):
+            if served_certificate(address, "acme.example.test") != first:
+                break
+            time.sleep(0.1)
+        assert served_certificate(address, "acme.example.test") != first
+        assert subprocess.run(https, capture_output=True, text=True).stdout.startswith("backend=web-a ")
+        # And the next playbook run changes nothing.
+        again = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'acme.json'}")
+        assert again.returncode == 0 and recap_changed(again.stdout)[PROXY] == 0, again.stdout[-3000:]
+    finally:
+        set_routes("web-a", ROUTES["web-a"])
+        apply_proxy(lab_proxy["inventory"])
+
+
+def test_a_route_naming_a_file_missing_on_the_proxy_is_refused_naming_the_route(lab_proxy):
+    before = proxy_conf()
+    route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/ssl/none.pem", "key": "/etc/ssl/none.key"}}
+    set_routes("web-a", [*ROUTES["web-a"], route])
+    try:
+        result = apply_proxy(lab_proxy["inventory"])
+        message = " ".join(result.stdout.split())
+        assert result.returncode == 2
+        assert "instance 'web-a': route tls.example.test/: tls.cert: /etc/ssl/none.pem" in message, message[-2000:]
+        assert "nothing was changed" in message and proxy_conf() == before
+    finally:
+        set_routes("web-a", ROUTES["web-a"])

@@ -17,8 +17,23 @@ mage_workers() {
   cat /proc/[0-9]*/stat 2>/dev/null | awk -v master="$1" '$4 == master { print $1 }' | sort
 }
 
+# htpasswd sets are written root-owned 0640: nginx's workers (group www-data) read them, no one
+# else; the group is set here, right before the test, so the test sees the files as nginx will.
 mage_test() {
-  nginx -t -q
+  if [ -d /etc/nginx/mage-lxd/htpasswd ]; then chgrp -R www-data /etc/nginx/mage-lxd/htpasswd || return 1; fi
+  mage_acme_placeholders && nginx -t -q
+}
+
+# An ACME site needs a certificate before nginx can load it, and nginx must serve the challenge
+# before the CA issues one: a one-day self-signed placeholder until mage-acme replaces it.
+mage_acme_placeholders() {
+  [ -s /etc/nginx/mage-lxd/acme/domains ] || return 0
+  while read -r name; do
+    live=/etc/nginx/mage-lxd/acme/live/$name
+    [ -e "$live.crt" ] && continue
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=$name" \
+      -keyout "$live.key" -out "$live.crt" 2>/dev/null && touch "$live.placeholder" || return 1
+  done </etc/nginx/mage-lxd/acme/domains
 }
 
 # Send the reload and wait until new workers run: nginx -s only signals, and a master that cannot
@@ -74,6 +89,12 @@ mage_prepare() {
   command -v nginx >/dev/null 2>&1 ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >&2 ||
     dnf install -y nginx >&2 || apk add --no-cache nginx >&2 || return 1
+  mkdir -p /etc/nginx/mage-lxd/tls /etc/nginx/mage-lxd/htpasswd /etc/nginx/mage-lxd/acme/live \
+    /var/lib/mage-lxd/acme-webroot && chmod 0700 /etc/nginx/mage-lxd/tls /etc/nginx/mage-lxd/acme/live || return 1
+  # lego, the ACME client, only where a route says tls: acme.
+  if [ -s /etc/nginx/mage-lxd/acme/domains ] || [ "${MAGE_ACME:-}" = yes ]; then
+    command -v lego >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q lego >&2 || return 1
+  fi
   if [ -L /etc/nginx/sites-enabled/default ]; then
     rm /etc/nginx/sites-enabled/default && touch /run/mage-lxd-stock-site-removed
   fi
