@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mage_lxd.bootstrap import find_python, install_python
@@ -288,7 +288,7 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
         _delete(api, path, current)
     if plan.create is not None:
         try:
-            current, etag = _create(api, spec, plan.create, result)
+            current, etag = _create(api, plan)
         except MageLxdError as exc:
             raise RemoteError(f"{exc}{_REBUILD_LOSS if plan.delete else ''}") from exc
     elif plan.update is not None and current is not None:
@@ -393,8 +393,10 @@ def _target_state(state: str) -> str:
     return "started" if state == "restarted" else state
 
 
-def _create(api: LxdApi, spec: InstanceSpec, body: Mapping[str, Any], result: InstanceResult) -> tuple[dict[str, Any], str]:
-    """POST the instance and read it back; on a cluster, complete per-member NAT once LXD placed it."""
+def _create(api: LxdApi, plan: InstancePlan) -> tuple[dict[str, Any], str]:
+    """POST the instance and read it back; on a cluster, complete per-member NAT once LXD placed it
+    (its addresses then also go into the plan's facts, for the NAT published after the start)."""
+    spec, body, result = plan.spec, plan.create or {}, plan.result
     where = describe(spec)
     path = f"instances/{spec.name}"
     params = {"target": spec.target} if spec.target else None
@@ -418,6 +420,7 @@ def _create(api: LxdApi, spec: InstanceSpec, body: Mapping[str, Any], result: In
     if any(rule.listen_by_member for rule in spec.nat) and result.location != spec.target:
         # LXD picked the member: now its per-member listen addresses are known.
         listen = resolve_listen_addresses(api, spec.nat, where, result.location)
+        plan.facts = replace(plan.facts, listen=listen)
         wanted = desired_definition(spec, current, nat_devices(spec.nat, listen))
         _put_definition(api, path, current, wanted, etag)
         current, etag = _read(api, path)
