@@ -10,6 +10,7 @@ from mage_lxd.batch import BatchOptions, converge_batch
 from mage_lxd.errors import MageLxdError
 from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
 from mage_lxd.plugin_errors import raised_as
+from mage_lxd.plugin_names import sibling_plugin
 from mage_lxd.projects import parse_profiles
 from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
 from mage_lxd.values import parse_bool
@@ -68,7 +69,7 @@ class ActionModule(ActionBase):
         groups = list(args.get("groups") or ["lxd"])
         for item in results:
             if not item.get("failed") and item.get("status") not in ("absent", None):
-                host_vars = self._host_vars(item, remote)
+                host_vars = self._host_vars(item, remote, sibling_plugin(self.ansible_name, "mage_lxd"))
                 # Ansible counts an add_host that changes nothing as a change; skip it for a host the
                 # inventory already has exactly so (the mage_lxd inventory on a second run).
                 if not _already_known(task_vars, item["name"], groups, host_vars):
@@ -96,9 +97,9 @@ class ActionModule(ActionBase):
         return report
 
     @staticmethod
-    def _host_vars(item, remote):
+    def _host_vars(item, remote, connection):
         host_vars = {
-            "ansible_connection": "mage_lxd",
+            "ansible_connection": connection,
             "mage_lxd_instance": item["name"],
             "mage_lxd_project": item["project"],
             **remote.connection_vars(),

@@ -18,7 +18,7 @@ requirements:
   - pylxd >= 2.4.1 (on the controller)
   - the mage_lxd Python package of this repository (C(pip install -e .))
 extends_documentation_fragment:
-  - mage_lxd
+  - mage.lxd.mage_lxd
 options:
   instance:
     description: Name of the LXD instance; defaults to the inventory host name.

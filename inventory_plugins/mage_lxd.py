@@ -27,7 +27,7 @@ options:
   plugin:
     description: Marks the file as this plugin's configuration.
     required: true
-    choices: [mage_lxd]
+    choices: [mage.lxd.mage_lxd, mage_lxd]
     type: str
   remotes:
     description:
@@ -166,6 +166,7 @@ from ansible.utils.unsafe_proxy import wrap_var
 from mage_lxd.errors import OptionError
 from mage_lxd.inventory import InventoryOptions, plan_inventory
 from mage_lxd.plugin_errors import raised_as
+from mage_lxd.plugin_names import sibling_plugin
 from mage_lxd.remote import LxdApi, remote_from_mapping, unique_remotes
 from mage_lxd.snapshot import SnapshotFilters, take_snapshot
 
@@ -194,6 +195,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostname_format=self.get_option("hostname_format"),
                 preferred_address_family=self.get_option("preferred_address_family"),
                 set_ansible_host=self.get_option("set_ansible_host"),
+                connection=sibling_plugin(self.ansible_name, "mage_lxd"),
             )
             snapshots = self._cached_snapshots(path, remotes, cache)
             plan = plan_inventory(snapshots, {remote.name: remote for remote in remotes}, options)

@@ -24,7 +24,7 @@ description:
 version_added: "0.1.0"
 author: mage-lxd developers
 extends_documentation_fragment:
-  - mage_lxd
+  - mage.lxd.mage_lxd
 attributes:
   check_mode:
     support: full

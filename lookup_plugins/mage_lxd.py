@@ -13,7 +13,7 @@ description:
   - A term that matches no instance is an error naming the project and remote, unless O(default) is set.
 author: mage-lxd developers
 extends_documentation_fragment:
-  - mage_lxd
+  - mage.lxd.mage_lxd
 options:
   _terms:
     description: Instance names or patterns.
