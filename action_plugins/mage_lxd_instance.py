@@ -6,20 +6,26 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from mage_lxd.batch import BatchOptions, converge_batch
-from mage_lxd.errors import MageLxdError
-from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.plugin_names import sibling_plugin
-from mage_lxd.projects import parse_profiles
-from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
-from mage_lxd.values import parse_bool
+try:
+    from mage_lxd.batch import BatchOptions, converge_batch
+    from mage_lxd.errors import MageLxdError
+    from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.plugin_names import sibling_plugin
+    from mage_lxd.projects import parse_profiles
+    from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
+    from mage_lxd.values import parse_bool
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
+    TASK_ARGS = frozenset({*REMOTE_OPTIONS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
+                           "operation_timeout", "project_profiles", "create_project"})
+    DEFAULTABLE = (SPEC_KEYS - {"name"}) | {"image_server", "nat_backend"}
 
 display = Display()
-
-TASK_ARGS = frozenset({*REMOTE_OPTIONS, "remote", "instances", "image_server", "nat_backend", "groups", "forks",
-                       "operation_timeout", "project_profiles", "create_project"})
-DEFAULTABLE = (SPEC_KEYS - {"name"}) | {"image_server", "nat_backend"}
 
 
 class ActionModule(ActionBase):
@@ -28,6 +34,8 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
+        if MAGE_LXD_MISSING:
+            raise AnsibleActionFail(MAGE_LXD_MISSING)
         args = dict(self._task.args)
         with raised_as(AnsibleActionFail):
             unknown = sorted(set(args) - SPEC_KEYS - TASK_ARGS)

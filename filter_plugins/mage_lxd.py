@@ -21,7 +21,7 @@ options:
     type: list
     elements: str
     required: true
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -39,12 +39,21 @@ from dataclasses import asdict
 
 from ansible.errors import AnsibleFilterError
 
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.routes import plan_sites
+try:
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.routes import plan_sites
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 
 def mage_lxd_sites(hostvars, hosts):
     """Sites for the mageproxy templates (see DOCUMENTATION)."""
+    if MAGE_LXD_MISSING:
+        raise AnsibleFilterError(MAGE_LXD_MISSING)
     described = []
     for name in hosts:
         host = hostvars[name]

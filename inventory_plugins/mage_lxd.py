@@ -16,7 +16,7 @@ description:
   - Everything read from LXD is marked unsafe; a template string in an instance's description or
     config is never evaluated.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 requirements:
   - pylxd >= 2.4.1 (on the controller)
   - the mage_lxd Python package of this repository (C(pip install -e .))
@@ -117,7 +117,7 @@ options:
     type: str
     default: "{name}"
   preferred_address_family:
-    description: Family of RV(lxd_address) when an instance has both.
+    description: Family of C(lxd_address) when an instance has both.
     type: str
     choices: [inet, inet6]
     default: inet
@@ -163,12 +163,19 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
-from mage_lxd.errors import OptionError
-from mage_lxd.inventory import InventoryOptions, plan_inventory
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.plugin_names import sibling_plugin
-from mage_lxd.remote import LxdApi, remote_from_mapping, unique_remotes
-from mage_lxd.snapshot import SnapshotFilters, take_snapshot
+try:
+    from mage_lxd.errors import OptionError
+    from mage_lxd.inventory import InventoryOptions, plan_inventory
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.plugin_names import sibling_plugin
+    from mage_lxd.remote import LxdApi, remote_from_mapping, unique_remotes
+    from mage_lxd.snapshot import SnapshotFilters, take_snapshot
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 display = Display()
 
@@ -184,6 +191,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
+        if MAGE_LXD_MISSING:
+            raise AnsibleParserError(MAGE_LXD_MISSING)
         self._read_config_data(path)
         with raised_as(AnsibleParserError):
             remotes = unique_remotes(

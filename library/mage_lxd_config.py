@@ -15,7 +15,7 @@ description:
   - Works through the task's own mage_lxd connection (the host must be an LXD instance reached with
     C(ansible_connection=mage_lxd)); playbooks/proxy.yml uses it for mageproxy's nginx.
 version_added: "0.1.0"
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -58,6 +58,3 @@ files:
   type: list
   elements: str
 """
-
-if __name__ == "__main__":
-    raise SystemExit("mage_lxd_config runs on the controller as an action plugin; use it in a task")

@@ -21,10 +21,12 @@ description:
     C(user.mage.proxy)) where the mage_lxd inventory reads them.
   - Supports check mode (nothing is changed) and diff mode (config, devices, profiles, state).
   - Runs on the controller (an action plugin); the task needs no connection to the instance.
+  - Without O(url), the LXD server comes from the environment of the controller, C(MAGE_LXD_URL),
+    C(MAGE_LXD_CLIENT_CERT), C(MAGE_LXD_CLIENT_KEY) and C(MAGE_LXD_SERVER_CERT), else the local socket.
 version_added: "0.1.0"
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
-  - mage.lxd.mage_lxd
+  - mage.lxd.mage_lxd.module
 attributes:
   check_mode:
     support: full
@@ -304,6 +306,3 @@ instances:
   type: list
   elements: dict
 """
-
-if __name__ == "__main__":
-    raise SystemExit("mage_lxd_instance runs on the controller as an action plugin; use it in a task")
