@@ -11,7 +11,7 @@ try:
     from mage_lxd.errors import MageLxdError
     from mage_lxd.instance_spec import SPEC_KEYS, check_unique_host_ports, parse_spec
     from mage_lxd.plugin_errors import raised_as
-    from mage_lxd.plugin_names import sibling_plugin
+    from mage_lxd.plugin_names import same_plugin, sibling_plugin
     from mage_lxd.projects import parse_profiles
     from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
     from mage_lxd.values import parse_bool
@@ -99,6 +99,10 @@ class ActionModule(ActionBase):
                 report["diff"] = project_diffs + [results[0]["diff"]]
             report["changed"] = report["changed"] or any(project["changed"] for project in projects)
         report["projects"] = projects
+        # ansible-core 2.21 no longer reads add_host from an action's result: actions call add_host().
+        if "add_host" in report and callable(getattr(self, "add_host", None)):
+            added = report["add_host"]
+            self.add_host(added["host_name"], host_vars=added["host_vars"], parent_group_names=added["groups"])
         if failed:
             report["failed"] = True
             report["msg"] = "; ".join(item["msg"] for item in failed)
@@ -123,7 +127,8 @@ def _already_known(task_vars, name, groups, host_vars):
         return False
     known = task_vars["hostvars"][name]
     # The remote's name is only a label (the inventory's may differ from this task's); where and how
-    # to connect is what must match.
+    # to connect is what must match. The connection may be named short or by FQCN: one plugin.
     return all(group in known.get("group_names", []) for group in groups) and all(
-        known.get(key) == value for key, value in host_vars.items() if key != "mage_lxd_remote"
+        same_plugin(known.get(key), value) if key == "ansible_connection" else known.get(key) == value
+        for key, value in host_vars.items() if key != "mage_lxd_remote"
     )

@@ -15,3 +15,14 @@ def sibling_plugin(own_name: str, name: str) -> str:
     if collection.count(".") != 1 or collection.startswith("ansible."):
         return name
     return f"{collection}.{name}"
+
+
+def same_plugin(name: object, other: object) -> bool:
+    """Whether two plugin names load the same file: `mage_lxd` (a plugin folder, also as
+    `ansible.legacy.mage_lxd`) and `mage.lxd.mage_lxd` (the collection) are one plugin."""
+
+    def file_of(value: object) -> str:
+        prefix, _, short = str(value).rpartition(".")
+        return short if prefix in ("", "ansible.legacy", "mage.lxd") else str(value)
+
+    return file_of(name) == file_of(other)

@@ -165,6 +165,33 @@ def test_a_bare_project_uses_the_installed_collection(controller, lab):
         delete_project(project)
 
 
+def test_the_collections_own_playbooks_converge_and_tear_down(controller, lab):
+    # mage.lxd.site runs the role (mage.lxd.provisioning) and mage.lxd.proxy: a new mageproxy
+    # reaches the proxy play through the instance action's add_host, then nginx gets the route.
+    project = f"mage-coll-site-{controller.name}"
+    declared = {
+        "lxd_project": project, "mageproxy_project": project, "mageproxy_name": f"coll-{controller.name}-proxy",
+        "lxd_provisioning_inventory": [{"name": f"coll-{controller.name}-app", "image": "mage/busybox",
+                                        "bootstrap": False, "proxy": [{"name": "app.coll.test", "pass": 80}]}],
+    }
+    workdir = controller.root / "site-project"
+    workdir.mkdir()
+    (workdir / "lxd.mage_lxd.yml").write_text(f"plugin: mage.lxd.mage_lxd\nprojects: [{project}]\n")
+    extra = ["-i", "lxd.mage_lxd.yml", "-e", json.dumps(declared)]
+    delete_project(project)
+    try:
+        first = controller.run("ansible-playbook", *extra, "mage.lxd.site", cwd=workdir)
+        assert recap(first.stdout)[declared["mageproxy_name"]]["changed"] == 1, first.stdout[-3000:]
+        again = controller.run("ansible-playbook", *extra, "mage.lxd.site", cwd=workdir)
+        assert {counts["changed"] for counts in recap(again.stdout).values()} == {0}, again.stdout[-3000:]
+
+        controller.run("ansible-playbook", *extra, "-e", "teardown_mageproxy=true", "mage.lxd.teardown", cwd=workdir)
+        graph = controller.run("ansible-inventory", "-i", "lxd.mage_lxd.yml", "--graph", cwd=workdir)
+        assert "coll-" not in graph.stdout, graph.stdout
+    finally:
+        delete_project(project)
+
+
 def installed_plugins(collection: Path) -> list[tuple[str, str]]:
     """(type, FQCN) of every plugin file the installed collection holds."""
     kinds = {"inventory": "inventory", "connection": "connection", "lookup": "lookup", "modules": "module",
