@@ -1,7 +1,10 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Documentation only: the work is done on the controller by action_plugins/mage_lxd_instance.py.
-from __future__ import annotations
+# The boilerplate ansible-test (up to 2.16) wants in every module file, even a documentation-only one.
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 DOCUMENTATION = r"""
 module: mage_lxd_instance
