@@ -5,9 +5,16 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from mage_lxd.config_apply import ServiceCommands, apply_config
-from mage_lxd.errors import OptionError
-from mage_lxd.plugin_errors import raised_as
+try:
+    from mage_lxd.config_apply import ServiceCommands, apply_config
+    from mage_lxd.errors import OptionError
+    from mage_lxd.plugin_errors import raised_as
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 COMMANDS = frozenset({"prepare", "test", "reload", "undo_prepare", "running", "start", "probe", "functions"})
 ARGS = COMMANDS | {"files", "record", "modes", "require"}
@@ -18,6 +25,8 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
+        if MAGE_LXD_MISSING:
+            raise AnsibleActionFail(MAGE_LXD_MISSING)
         args = dict(self._task.args)
         with raised_as(AnsibleActionFail):
             unknown = sorted(set(args) - ARGS)

@@ -11,13 +11,22 @@ from ansible.plugins.loader import fragment_loader, module_loader
 from ansible.utils.display import Display
 from ansible.utils.plugin_docs import get_docstring
 
-from mage_lxd.argspec import argument_spec, given
-from mage_lxd.batch import BatchOptions, converge_batch
-from mage_lxd.errors import MageLxdError, OptionError
-from mage_lxd.instance_spec import check_unique_host_ports, parse_spec
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.projects import parse_profiles
-from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
+try:
+    from mage_lxd.argspec import argument_spec, given
+    from mage_lxd.batch import BatchOptions, converge_batch
+    from mage_lxd.errors import MageLxdError, OptionError
+    from mage_lxd.instance_spec import check_unique_host_ports, parse_spec
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.plugin_names import same_plugin, sibling_plugin
+    from mage_lxd.projects import parse_profiles
+    from mage_lxd.remote import REMOTE_OPTIONS, remote_from_task_args
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+    REMOTE_OPTIONS = ()  # TASK_ONLY below is still defined; run() reports the missing package
+else:
+    MAGE_LXD_MISSING = None
 
 display = Display()
 
@@ -27,10 +36,10 @@ TASK_ONLY = ("instances", "groups", "forks", "operation_timeout", "create_projec
              "allow_unsafe", "remote", *REMOTE_OPTIONS)
 
 
-@lru_cache(maxsize=1)
-def documented_options():
-    """The options of library/mage_lxd_instance.py's DOCUMENTATION, doc fragments merged in."""
-    found = module_loader.find_plugin_with_context("mage_lxd_instance")
+@lru_cache(maxsize=2)
+def documented_options(name):
+    """The options of the module `name` documents (library/mage_lxd_instance.py), fragments merged in."""
+    found = module_loader.find_plugin_with_context(name)
     return get_docstring(found.plugin_resolved_path, fragment_loader)[0]["options"]
 
 
@@ -48,8 +57,10 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
+        if MAGE_LXD_MISSING:
+            raise AnsibleActionFail(MAGE_LXD_MISSING)
         with raised_as(AnsibleActionFail):
-            args = validated(argument_spec(documented_options()), dict(self._task.args), "mage_lxd_instance")
+            args = validated(argument_spec(self._options()), dict(self._task.args), "mage_lxd_instance")
             remote = remote_from_task_args(args, where="mage_lxd_instance remote")
             specs = self._specs(args)
             options = BatchOptions(
@@ -66,8 +77,12 @@ class ActionModule(ActionBase):
             display.warning(warning)
         return self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {})
 
+    def _options(self):
+        # The module documentation of this very action, short or collection-qualified as it was loaded.
+        return documented_options(sibling_plugin(self.ansible_name, "mage_lxd_instance"))
+
     def _specs(self, args):
-        instance_spec = argument_spec(documented_options(), leave_out=TASK_ONLY)
+        instance_spec = argument_spec(self._options(), leave_out=TASK_ONLY)
         # Task-level options are defaults for every entry of `instances` (the seed's list form).
         defaults = {key: value for key, value in args.items() if key in instance_spec and key != "name"}
         if "instances" in args:
@@ -94,7 +109,7 @@ class ActionModule(ActionBase):
         groups = list(args.get("groups") or ["lxd"])
         for item in results:
             if not item.get("failed") and item.get("status") not in ("absent", None):
-                host_vars = self._host_vars(item, remote)
+                host_vars = self._host_vars(item, remote, sibling_plugin(self.ansible_name, "mage_lxd"))
                 # Ansible counts an add_host that changes nothing as a change; skip it for a host the
                 # inventory already has exactly so (the mage_lxd inventory on a second run).
                 if not _already_known(task_vars, item["name"], groups, host_vars):
@@ -116,15 +131,19 @@ class ActionModule(ActionBase):
                 report["diff"] = project_diffs + [results[0]["diff"]]
             report["changed"] = report["changed"] or any(project["changed"] for project in projects)
         report["projects"] = projects
+        # ansible-core 2.21 no longer reads add_host from an action's result: actions call add_host().
+        if "add_host" in report and callable(getattr(self, "add_host", None)):
+            added = report["add_host"]
+            self.add_host(added["host_name"], host_vars=added["host_vars"], parent_group_names=added["groups"])
         if failed:
             report["failed"] = True
             report["msg"] = "; ".join(item["msg"] for item in failed)
         return report
 
     @staticmethod
-    def _host_vars(item, remote):
+    def _host_vars(item, remote, connection):
         host_vars = {
-            "ansible_connection": "mage_lxd",
+            "ansible_connection": connection,
             "mage_lxd_instance": item["name"],
             "mage_lxd_project": item["project"],
             **remote.connection_vars(),
@@ -140,7 +159,8 @@ def _already_known(task_vars, name, groups, host_vars):
         return False
     known = task_vars["hostvars"][name]
     # The remote's name is only a label (the inventory's may differ from this task's); where and how
-    # to connect is what must match.
+    # to connect is what must match. The connection may be named short or by FQCN: one plugin.
     return all(group in known.get("group_names", []) for group in groups) and all(
-        known.get(key) == value for key, value in host_vars.items() if key != "mage_lxd_remote"
+        same_plugin(known.get(key), value) if key == "ansible_connection" else known.get(key) == value
+        for key, value in host_vars.items() if key != "mage_lxd_remote"
     )

@@ -13,12 +13,12 @@ description:
     can be overridden with the matching C(ansible_mage_lxd_*) variable.
   - C(become) with sudo or su works when no password is needed; a become password cannot be typed
     into the exec API, so it is refused with an error instead of hanging.
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 requirements:
   - pylxd >= 2.4.1 (on the controller)
   - the mage_lxd Python package of this repository (C(pip install -e .))
 extends_documentation_fragment:
-  - mage_lxd
+  - mage.lxd.mage_lxd
 options:
   instance:
     description: Name of the LXD instance; defaults to the inventory host name.
@@ -97,9 +97,16 @@ from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-from mage_lxd.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import remote_from_options
+try:
+    from mage_lxd.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.remote import remote_from_options
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 display = Display()
 
@@ -118,6 +125,8 @@ class Connection(ConnectionBase):
         self._user = None
 
     def _connect(self):
+        if MAGE_LXD_MISSING:
+            raise AnsibleConnectionFailure(MAGE_LXD_MISSING)
         if self._channel is None:
             with raised_as(AnsibleConnectionFailure):
                 remote = remote_from_options(self.get_option, where="mage_lxd connection remote")

@@ -10,7 +10,7 @@ echo "demo: ansible-playbook playbooks/demo.yml"
 "$bin/ansible-playbook" playbooks/demo.yml
 
 proxy=$("$bin/ansible" localhost -c local -m ansible.builtin.debug \
-  -a "msg={{ lookup('mage_lxd', 'mageproxy', key='address', project='mage-demo') }}" |
+  -a "msg={{ lookup('mage.lxd.mage_lxd', 'mageproxy', key='address', project='mage-demo') }}" |
   sed -n 's/.*"msg": "\(.*\)".*/\1/p')
 echo
 for app in app1 app2; do

@@ -9,7 +9,7 @@ class ModuleDocFragment:
 options:
   remote:
     description:
-      - Name of the LXD remote, as the inventory's O(remotes[].name); used in messages.
+      - Name of the LXD remote, as the inventory's O(mage.lxd.mage_lxd#inventory:remotes[].name); used in messages.
     type: str
     default: local
     vars:
@@ -72,3 +72,18 @@ options:
     vars:
       - name: ansible_mage_lxd_timeout
 """
+
+
+def _task_options_only(documentation: str) -> str:
+    # A module's options come from the task alone: Ansible variables and environment variables
+    # cannot feed them (validate-modules refuses vars/env in module docs).
+    kept = []
+    for line in documentation.splitlines():
+        if line.strip() in ("vars:", "env:") or line.startswith("      - name: "):
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+# The same options for the instance module (extends_documentation_fragment: mage.lxd.mage_lxd.module).
+ModuleDocFragment.MODULE = _task_options_only(ModuleDocFragment.DOCUMENTATION)

@@ -38,7 +38,7 @@ options:
   proxy:
     description: The proxy's own inventory name, for its C(/etc/hosts) (checked as an instance name).
     type: str
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -72,14 +72,23 @@ from dataclasses import asdict
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.routes import plan_proxy
+try:
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.routes import plan_proxy
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 display = Display()
 
 
 def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy=""):
     """The mageproxy plan (see DOCUMENTATION)."""
+    if MAGE_LXD_MISSING:
+        raise AnsibleFilterError(MAGE_LXD_MISSING)
     described = []
     for name in hosts:
         host = hostvars[name]

@@ -31,12 +31,12 @@ options:
         since mage-acme sources the file they land in.
     type: dict
     default: {}
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
 mageproxy_files: >-
-  {{ mageproxy_plan | mage_lxd_proxy_files(
+  {{ mageproxy_plan | mage.lxd.mage_lxd_proxy_files(
        {'shop.example.org': {'cert': lookup('file', 'shop.crt'), 'key': vault_shop_key}},
        {'staff': ['alice:$2y$05$...']}) }}
 """
@@ -64,12 +64,21 @@ from dataclasses import asdict
 
 from ansible.errors import AnsibleFilterError
 
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.tls import plan_proxy_files
+try:
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.tls import plan_proxy_files
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 
 def mage_lxd_proxy_files(plan, certificates=None, htpasswd=None, acme=None):
     """The files the sites of `plan` need (see DOCUMENTATION)."""
+    if MAGE_LXD_MISSING:
+        raise AnsibleFilterError(MAGE_LXD_MISSING)
     with raised_as(AnsibleFilterError):
         return asdict(plan_proxy_files(plan.get("sites") or [], certificates or {}, htpasswd or {}, acme=acme or {}))
 

@@ -10,13 +10,14 @@ description:
     (C(recursion=1) for config, the managed networks' DHCP leases for addresses).
   - Puts every instance in O(default_group) and in groups by project, profile, status, image os and
     release, type, cluster member and network (O(group_by)).
-  - Sets C(ansible_connection=mage_lxd) as a variable of O(default_group), so C(group_vars) and
+  - Sets C(ansible_connection=mage.lxd.mage_lxd) (C(mage_lxd) when this plugin is loaded from a plugin
+    folder rather than the collection) as a variable of O(default_group), so C(group_vars) and
     C(host_vars) can override it; the connection plugin finds the instance through the
     C(mage_lxd_*) host variables (each can be overridden by the matching C(ansible_mage_lxd_*)).
   - Everything read from LXD is marked unsafe; a template string in an instance's description or
     config is never evaluated.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 requirements:
   - pylxd >= 2.4.1 (on the controller)
   - the mage_lxd Python package of this repository (C(pip install -e .))
@@ -27,7 +28,7 @@ options:
   plugin:
     description: Marks the file as this plugin's configuration.
     required: true
-    choices: [mage_lxd]
+    choices: [mage.lxd.mage_lxd, mage_lxd]
     type: str
   remotes:
     description:
@@ -103,7 +104,7 @@ options:
     choices: [leases, state]
     default: leases
   default_group:
-    description: Group that holds every instance, and carries C(ansible_connection=mage_lxd).
+    description: Group that holds every instance, and carries C(ansible_connection).
     type: str
     default: lxd
   group_by:
@@ -121,7 +122,7 @@ options:
     type: str
     default: "{name}"
   preferred_address_family:
-    description: Family of RV(lxd_address) when an instance has both.
+    description: Family of C(lxd_address) when an instance has both.
     type: str
     choices: [inet, inet6]
     default: inet
@@ -167,11 +168,19 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
-from mage_lxd.errors import OptionError
-from mage_lxd.inventory import InventoryOptions, plan_inventory
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
-from mage_lxd.snapshot import SnapshotFilters, take_snapshot
+try:
+    from mage_lxd.errors import OptionError
+    from mage_lxd.inventory import InventoryOptions, plan_inventory
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.plugin_names import sibling_plugin
+    from mage_lxd.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
+    from mage_lxd.snapshot import SnapshotFilters, take_snapshot
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 display = Display()
 
@@ -187,6 +196,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
+        if MAGE_LXD_MISSING:
+            raise AnsibleParserError(MAGE_LXD_MISSING)
         self._read_config_data(path)
         with raised_as(AnsibleParserError):
             remotes = unique_remotes(
@@ -199,6 +210,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostname_format=self.get_option("hostname_format"),
                 preferred_address_family=self.get_option("preferred_address_family"),
                 set_ansible_host=self.get_option("set_ansible_host"),
+                connection=sibling_plugin(self.ansible_name, "mage_lxd"),
             )
             snapshots = self._cached_snapshots(path, remotes, cache)
             plan = plan_inventory(snapshots, {remote.name: remote for remote in remotes}, options)

@@ -1,7 +1,10 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Documentation only: the work is done on the controller by action_plugins/mage_lxd_config.py.
-from __future__ import annotations
+# The boilerplate ansible-test (up to 2.16) wants in every module file, even a documentation-only one.
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 DOCUMENTATION = r"""
 module: mage_lxd_config
@@ -22,7 +25,7 @@ description:
   - Works through the task's own mage_lxd connection (the host must be an LXD instance reached with
     C(ansible_connection=mage_lxd)); the mageproxy role uses it for nginx.
 version_added: "0.1.0"
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -100,6 +103,3 @@ msg:
   returned: always
   type: str
 """
-
-if __name__ == "__main__":
-    raise SystemExit("mage_lxd_config runs on the controller as an action plugin; use it in a task")

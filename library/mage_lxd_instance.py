@@ -1,7 +1,10 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Documentation only: the work is done on the controller by action_plugins/mage_lxd_instance.py.
-from __future__ import annotations
+# The boilerplate ansible-test (up to 2.16) wants in every module file, even a documentation-only one.
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 DOCUMENTATION = r"""
 module: mage_lxd_instance
@@ -28,10 +31,12 @@ description:
     temporary directory), so they never interleave.
   - Supports check mode (the plan, nothing is changed) and diff mode (config, devices, profiles, state).
   - Runs on the controller (an action plugin); the task needs no connection to the instance.
+  - Without O(url), the LXD server comes from the environment of the controller, C(MAGE_LXD_URL),
+    C(MAGE_LXD_CLIENT_CERT), C(MAGE_LXD_CLIENT_KEY) and C(MAGE_LXD_SERVER_CERT), else the local socket.
 version_added: "0.1.0"
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
-  - mage_lxd
+  - mage.lxd.mage_lxd.module
 attributes:
   check_mode:
     support: full
@@ -322,6 +327,3 @@ instances:
   type: list
   elements: dict
 """
-
-if __name__ == "__main__":
-    raise SystemExit("mage_lxd_instance runs on the controller as an action plugin; use it in a task")

@@ -11,9 +11,9 @@ description:
   - One snapshot of the API per call, whatever the number of terms. Everything returned is marked
     unsafe, so nothing read from LXD is ever templated.
   - A term that matches no instance is an error naming the project and remote, unless O(default) is set.
-author: mage-lxd developers
+author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
-  - mage_lxd
+  - mage.lxd.mage_lxd
 options:
   _terms:
     description: Instance names or patterns.
@@ -57,11 +57,18 @@ from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
-from mage_lxd.errors import OptionError
-from mage_lxd.inventory import InventoryOptions, host_variables
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import LxdApi, remote_from_options
-from mage_lxd.snapshot import take_snapshot
+try:
+    from mage_lxd.errors import OptionError
+    from mage_lxd.inventory import InventoryOptions, host_variables
+    from mage_lxd.plugin_errors import raised_as
+    from mage_lxd.remote import LxdApi, remote_from_options
+    from mage_lxd.snapshot import take_snapshot
+except ImportError as exc:
+    # Reported when the plugin is used, so ansible-doc and every other plugin keep working.
+    MAGE_LXD_MISSING = (f"the mage-lxd Python package is missing from the Python that runs Ansible ({exc}). "
+                        "Fix: pip install the mage-lxd wheel built with this collection")
+else:
+    MAGE_LXD_MISSING = None
 
 display = Display()
 NO_DEFAULT = object()
@@ -69,6 +76,8 @@ NO_DEFAULT = object()
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
+        if MAGE_LXD_MISSING:
+            raise AnsibleLookupError(MAGE_LXD_MISSING)
         self.set_options(var_options=variables, direct=kwargs)
         key = self.get_option("key")
         default = kwargs.get("default", NO_DEFAULT)

@@ -6,4 +6,4 @@ read into Ansible inventory (inventory) lives here, typed and testable without A
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

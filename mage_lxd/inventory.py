@@ -40,6 +40,8 @@ class InventoryOptions:
     hostname_format: str = "{name}"
     preferred_address_family: str = "inet"
     set_ansible_host: bool = True
+    # The connection's name as the inventory plugin sees it: FQCN when loaded from a collection.
+    connection: str = CONNECTION_PLUGIN
 
     def __post_init__(self) -> None:
         if not self.default_group or safe_group_name(self.default_group) != self.default_group:
@@ -101,7 +103,7 @@ def plan_inventory(
     snapshots: Iterable[Mapping[str, Any]], remotes: Mapping[str, Remote], options: InventoryOptions
 ) -> InventoryPlan:
     """Build the hosts, groups and variables for every instance of every snapshot."""
-    plan = InventoryPlan(group_vars={options.default_group: {"ansible_connection": CONNECTION_PLUGIN}})
+    plan = InventoryPlan(group_vars={options.default_group: {"ansible_connection": options.connection}})
     owners: dict[str, str] = {}
     for snapshot in snapshots:
         remote = remotes[snapshot["remote"]]
