@@ -65,6 +65,13 @@ _value:
     proxy_name:
       description: O(proxy), checked.
       type: str
+    needs_files:
+      description: The sites that need files beyond the config (TLS, htpasswd), for mage_lxd_proxy_files.
+      type: list
+      elements: dict
+    acme:
+      description: Whether any site uses C(tls=acme).
+      type: bool
 """
 
 from dataclasses import asdict

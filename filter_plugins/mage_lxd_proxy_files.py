@@ -5,7 +5,7 @@ DOCUMENTATION = r"""
 name: mage_lxd_proxy_files
 short_description: The certificates, keys and htpasswd files mageproxy's sites need, checked before they go live
 description:
-  - Takes the plan of M(mage_lxd_sites) and the controller's certificates and htpasswd users, and returns
+  - Takes the sites that need files (C(needs_files) of the mage_lxd_sites plan) and the controller's certificates and htpasswd users, and returns
     the files to write into mageproxy with their modes (keys C(0600), htpasswd C(0640)).
   - "A site whose routes say C(tls: provided) needs O(certificates[server name]); the key must match the
     certificate, the certificate must be valid now and name the server. A route whose C(htpasswd) is a name
@@ -14,8 +14,9 @@ description:
 positional: certificates, htpasswd, acme
 options:
   _input:
-    description: The plan returned by the mage_lxd_sites filter.
-    type: dict
+    description: C(needs_files) of the plan returned by the mage_lxd_sites filter (sites with TLS or htpasswd).
+    type: list
+    elements: dict
     required: true
   certificates:
     description: Server name to C({cert, key}) PEM text (a file lookup or a vault variable).
@@ -36,7 +37,7 @@ author: mage-lxd developers (!UNKNOWN)
 
 EXAMPLES = r"""
 mageproxy_files: >-
-  {{ mageproxy_plan | mage.lxd.mage_lxd_proxy_files(
+  {{ mageproxy_plan.needs_files | mage.lxd.mage_lxd_proxy_files(
        {'shop.example.org': {'cert': lookup('file', 'shop.crt'), 'key': vault_shop_key}},
        {'staff': ['alice:$2y$05$...']}) }}
 """
@@ -75,12 +76,12 @@ else:
     MAGE_LXD_MISSING = None
 
 
-def mage_lxd_proxy_files(plan, certificates=None, htpasswd=None, acme=None):
-    """The files the sites of `plan` need (see DOCUMENTATION)."""
+def mage_lxd_proxy_files(sites, certificates=None, htpasswd=None, acme=None):
+    """The files `sites` need (see DOCUMENTATION)."""
     if MAGE_LXD_MISSING:
         raise AnsibleFilterError(MAGE_LXD_MISSING)
     with raised_as(AnsibleFilterError):
-        return asdict(plan_proxy_files(plan.get("sites") or [], certificates or {}, htpasswd or {}, acme=acme or {}))
+        return asdict(plan_proxy_files(sites or [], certificates or {}, htpasswd or {}, acme=acme or {}))
 
 
 class FilterModule:

@@ -12,8 +12,9 @@
 # Left out on purpose: apparmor (LXD runs without it when the kernel has none loaded), lxd-agent
 # (virtual machines only; this lab runs containers).
 # The lab's own tools: mmdebstrap and busybox-static build the images, curl checks pages,
-# util-linux gives nsenter/unshare to the cluster lab.
-MAGE_LAB_PACKAGES=(lxd dnsmasq-base iproute2 nftables iptables mmdebstrap busybox-static curl util-linux)
+# util-linux gives nsenter/unshare to the cluster lab, pebble is the ACME test server the mageproxy
+# tests issue certificates from.
+MAGE_LAB_PACKAGES=(lxd dnsmasq-base iproute2 nftables iptables mmdebstrap busybox-static curl util-linux pebble)
 
 lab_install_missing_packages() {
   local missing=() pkg

@@ -281,6 +281,10 @@ class ProxyPlan:
     hosts: list[HostsEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     proxy_name: str = ""
+    # The few sites that need files beyond the config (TLS, htpasswd): what mage_lxd_proxy_files
+    # reads, so a playbook need not pass every site around again (costly with 500 of them).
+    needs_files: list[Site] = field(default_factory=list)
+    acme: bool = False
 
 
 def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
@@ -323,6 +327,9 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
     for site in sites.values():
         site.locations.sort(key=lambda item: (-len(item.path), item.path))
     plan.sites = [sites[name] for name in sorted(sites)]
+    plan.needs_files = [site for site in plan.sites
+                        if site.tls_source or any(location.route.htpasswd for location in site.locations)]
+    plan.acme = any(site.tls_source == "acme" for site in plan.sites)
     return plan
 
 
