@@ -16,7 +16,7 @@ def host(routes, address="10.0.0.5", status="running"):
 
 
 def test_a_route_becomes_a_site_with_the_instance_as_backend():
-    sites = SITES({"web1": host([{"name": "web1.example.org", "pass": 8080}])}, ["web1"])
+    sites = SITES({"web1": host([{"name": "web1.example.org", "pass": 8080}])}, ["web1"])["sites"]
     assert [site["server_name"] for site in sites] == ["web1.example.org"]
     [location] = sites[0]["locations"]
     assert location["path"] == "/"
