@@ -6,7 +6,7 @@ name: mage_lxd
 short_description: Run tasks in LXD instances through the LXD API (no lxc binary)
 description:
   - Runs commands with LXD's exec API and moves files with its files API, over the local unix socket
-    or an HTTPS remote, in any project. Only ansible-core and pylxd are needed on the controller.
+    or an HTTPS remote, in any project. No lxc binary is needed on the controller.
   - Pipelining is on by default for this connection (the module is sent on stdin), so a module run
     costs one exec.
   - The mage_lxd inventory sets everything this plugin needs (C(mage_lxd_*) host variables); each
@@ -15,7 +15,7 @@ description:
     into the exec API, so it is refused with an error instead of hanging.
 author: mage-lxd developers
 requirements:
-  - pylxd >= 2.4.1 (on the controller)
+  - pylxd >= 2.4.1 and websockets >= 17.4 (on the controller)
   - the mage_lxd Python package of this repository (C(pip install -e .))
 extends_documentation_fragment:
   - mage_lxd
@@ -91,8 +91,6 @@ EXAMPLES = r"""
       become: true
 """
 
-import logging
-
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
@@ -102,9 +100,6 @@ from mage_lxd.plugin_errors import raised_as
 from mage_lxd.remote import remote_from_options
 
 display = Display()
-
-# ws4py reports closed pipes of finished commands on its own logger; they are not errors of ours.
-logging.getLogger("ws4py").setLevel(logging.CRITICAL)
 
 
 class Connection(ConnectionBase):

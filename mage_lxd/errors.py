@@ -21,3 +21,17 @@ class RemoteError(MageLxdError):
 
 class NotFoundError(RemoteError):
     """The LXD object (instance, project, network) does not exist."""
+
+
+class ExecError(RemoteError):
+    """An exec that failed after LXD accepted it; the message says whether the command ran.
+
+    `refused`: LXD would not start it for its arguments (too long), a failure of the task, not of
+    the connection. `timed_out`: it outlived its command_timeout and was stopped.
+    """
+
+    def __init__(self, message: str, ran: bool, refused: bool = False, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.ran = ran
+        self.refused = refused
+        self.timed_out = timed_out

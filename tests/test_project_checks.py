@@ -51,3 +51,25 @@ def test_every_plugin_file_is_a_thin_adapter():
         path: Path = REPO / PLUGIN_DIRS[kind] / ("mage_lxd.py" if kind == "filter" else f"{name}.py")
         code = [line for line in path.read_text().split('"""')[-1].splitlines() if line.strip()]
         assert len(code) < 250, f"{path} has {len(code)} lines of code after its documentation"
+
+
+# Import names of the distributions pyproject.toml declares, where the two differ.
+IMPORT_NAMES = {"ansible-core": "ansible", "Jinja2": "jinja2"}
+
+
+def test_every_imported_library_is_declared_and_pinned():
+    import re
+    import sys
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0] for spec in declared}
+    pinned = {line.split("==")[0] for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line}
+    assert names <= pinned, f"declared but not pinned in requirements.txt: {names - pinned}"
+    importable = {IMPORT_NAMES.get(name, name) for name in names} | {"mage_lxd"}
+    imported = set()
+    for directory in ("mage_lxd", *PLUGIN_DIRS.values()):
+        for path in (REPO / directory).glob("*.py"):
+            imported |= set(re.findall(r"^\s*(?:from|import) ([A-Za-z_]\w*)", path.read_text(), re.MULTILINE))
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party <= importable, f"imported but not declared in pyproject.toml: {third_party - importable}"
