@@ -21,10 +21,13 @@ extends_documentation_fragment:
   - mage_lxd
 options:
   instance:
-    description: Name of the LXD instance; defaults to the inventory host name.
+    description:
+      - Name of the LXD instance. When no C(mage_lxd_instance) is given, C(ansible_host) names it, as
+        with ssh and community.general's lxd, else the inventory host name.
     type: str
     vars:
       - name: inventory_hostname
+      - name: ansible_host
       - name: mage_lxd_instance
       - name: ansible_mage_lxd_instance
   remote_user:
@@ -49,16 +52,31 @@ options:
     description:
       - Longest time in seconds a single command may run; 0 means no limit of its own (the task's
         C(timeout) keyword still applies).
+      - A command still running then is stopped inside the instance (SIGTERM to every process that
+        carries its exec id in its environment, SIGKILL to those left 2 seconds later) and the task
+        fails; the host stays reachable. A process that clears its environment (sudo without
+        C(env_keep)) only gets the signal its parent forwards.
     type: float
     default: 0
     vars:
       - name: ansible_mage_lxd_command_timeout
   pipelining:
-    description: Send modules on stdin instead of copying them first (one exec per module).
+    description:
+      - Send modules on stdin instead of copying them first (one exec per module).
+      - On unless set otherwise. Ansible's own setting (C(ANSIBLE_PIPELINING), C([connection] pipelining),
+        C(ansible_pipelining)) applies; this plugin's own names override it at the same level.
     type: bool
     default: true
     env:
+      - name: ANSIBLE_PIPELINING
       - name: ANSIBLE_MAGE_LXD_PIPELINING
+    ini:
+      - section: defaults
+        key: pipelining
+      - section: connection
+        key: pipelining
+      - section: mage_lxd_connection
+        key: pipelining
     vars:
       - name: ansible_pipelining
       - name: ansible_mage_lxd_pipelining
@@ -142,7 +160,7 @@ class Connection(ConnectionBase):
                 "which the LXD exec API cannot type. Fix: allow it without a password (sudo NOPASSWD), "
                 "or connect as root (no become needed)."
             )
-        with raised_as(AnsibleConnectionFailure):
+        with raised_as(AnsibleConnectionFailure, task_error_class=AnsibleError):
             code, stdout, stderr = self._channel.exec(
                 ["/bin/sh", "-c", cmd],
                 stdin=in_data,

@@ -69,6 +69,8 @@ def test_ping_reaches_running_containers_and_names_the_stopped_one(inventory):
     assert stopped.get("unreachable") is True
     assert f"instance 'conn-stopped' in project '{PROJECT}'" in stopped["msg"]
     assert "is not running" in stopped["msg"] and "Fix: start it" in stopped["msg"]
+    # Printed once: ansible-core must not append the same message again as the error's cause.
+    assert stopped["msg"].count("is not running") == 1, stopped["msg"]
 
 
 def test_without_python_raw_works_and_ping_says_how_to_bootstrap(inventory):
@@ -135,13 +137,6 @@ def test_command_as_a_non_root_user_and_become_to_root(inventory, tmp_path):
     assert su["stdout"] == "app"
 
 
-def test_become_with_a_password_is_refused_not_hung(inventory):
-    result = adhoc(inventory, "conn1", "ansible.builtin.command", "id -un", "-u", "app", "--become",
-                   "-e", "ansible_become_password=secret")["conn1"]
-    assert "stdout" not in result
-    assert "needs a password, which the LXD exec API cannot type" in result["msg"]
-
-
 def test_a_missing_instance_is_named(inventory):
     result = adhoc(inventory, "conn1", "ansible.builtin.ping", "", "-e", "ansible_mage_lxd_instance=conn-gone")["conn1"]
     assert result.get("unreachable") is True
@@ -201,3 +196,96 @@ def test_a_command_that_exits_without_reading_its_stdin_still_reports_its_exit_c
     channel = InstanceChannel.connect(Remote(), PROJECT, RUNNING[0])
     for _ in range(3):
         assert channel.exec(["sh", "-c", "exit 3"], stdin=b"x" * (16 * 1024 * 1024))[0] == 3
+
+
+def static_inventory(tmp_path: Path, *lines: str) -> Path:
+    """An INI inventory of hosts reached through mage_lxd in the test project."""
+    path = tmp_path / "hosts.ini"
+    path.write_text("\n".join(["[lab]", *lines, "[lab:vars]", "ansible_connection=mage_lxd",
+                                 f"ansible_mage_lxd_project={PROJECT}"]) + "\n")
+    return path
+
+
+def test_ansible_host_names_the_instance_in_a_static_inventory(containers, tmp_path):
+    hosts = static_inventory(tmp_path, "web ansible_host=conn2", "conn1")
+    result = adhoc(hosts, "lab", "ansible.builtin.command", "hostname")
+    assert result["web"]["stdout"] == "conn2"
+    assert result["conn1"]["stdout"] == "conn1"
+    # mage_lxd_instance still wins over ansible_host (the inventory sets both: address and name).
+    hosts = static_inventory(tmp_path, "web ansible_host=10.0.0.1 mage_lxd_instance=conn1")
+    assert adhoc(hosts, "web", "ansible.builtin.command", "hostname")["web"]["stdout"] == "conn1"
+
+
+def module_transfers(inventory: Path, env: dict[str, str], *extra: str) -> int:
+    """How many files the connection put for one ping (0 when the module was pipelined)."""
+    result = ansible("ansible", "-i", str(inventory), "conn1", "-m", "ansible.builtin.ping", "-vvv", *extra,
+                     env=env, check=False)
+    assert "pong" in result.stdout, result.stdout[-2000:]
+    return result.stdout.count("mage_lxd: put ")
+
+
+@pytest.mark.parametrize(("env", "extra", "pipelined"), [
+    ({}, (), True),
+    ({"ANSIBLE_PIPELINING": "False"}, (), False),
+    ({"ANSIBLE_PIPELINING": "False", "ANSIBLE_MAGE_LXD_PIPELINING": "True"}, (), True),
+    ({}, ("-e", "ansible_pipelining=false"), False),
+    ({"ANSIBLE_PIPELINING": "True"}, ("-e", "ansible_pipelining=false", "-e", "ansible_mage_lxd_pipelining=true"), True),
+])
+def test_ansibles_pipelining_setting_applies_and_ours_overrides_it(inventory, env, extra, pipelined):
+    assert (module_transfers(inventory, env, *extra) == 0) is pipelined
+
+
+def test_an_exec_lxd_refuses_for_its_arguments_fails_the_task_not_the_host(containers, tmp_path):
+    hosts = static_inventory(tmp_path, "conn1")
+    playbook = tmp_path / "long.yml"
+    playbook.write_text(textwrap.dedent(f"""\
+        - name: A command longer than the kernel takes
+          hosts: conn1
+          gather_facts: false
+          tasks:
+            - name: Too long
+              ansible.builtin.raw: "echo {'x' * 200_000}"
+              ignore_errors: true
+              register: long
+            - name: The play goes on
+              ansible.builtin.raw: echo still-here
+              register: after
+            - name: Check
+              ansible.builtin.assert:
+                that:
+                  - long is failed
+                  - after.stdout is search('still-here')
+        """))
+    result = ansible("ansible-playbook", "-i", str(hosts), str(playbook), check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "UNREACHABLE" not in result.stdout
+    assert "argument list too long" in result.stdout and "did not run" in result.stdout
+
+
+def test_command_timeout_stops_the_command_in_the_instance_and_fails_the_task(containers, tmp_path):
+    hosts = static_inventory(tmp_path, "conn1 ansible_mage_lxd_command_timeout=3")
+    result = adhoc(hosts, "conn1", "ansible.builtin.raw", "sleep 47; echo finished")["conn1"]
+    # A task failure (the tree callback records no "failed" for a raised error), not UNREACHABLE.
+    assert result.get("unreachable") is not True and "stdout" not in result, result
+    assert "did not finish within 3s; it was stopped" in result["msg"], result
+    left = lxc("exec", "conn1", "--project", PROJECT, "--", "sh", "-c",
+               "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\000' ' '").stdout
+    assert "sleep 47" not in left
+
+
+def test_a_hostile_instance_is_still_reached_as_itself(containers, tmp_path):
+    # Its own config tries to name another instance, project, host and connection.
+    hostile = {"user.mage.lxd_instance": "conn2", "user.mage.lxd_project": "default",
+               "user.mage.mage_lxd_instance": "conn2", "user.mage.ansible_host": "conn2",
+               "user.mage.ansible_connection": "local", "user.mage.ansible_mage_lxd_instance": "conn2",
+               "user.mage.ansible_python_interpreter": "/bin/false"}
+    for key, value in hostile.items():
+        lxc("config", "set", "conn1", key, value, "--project", PROJECT)
+    try:
+        path = tmp_path / "mage_lxd.yml"
+        path.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\n")
+        result = adhoc(path, "conn1", "ansible.builtin.command", "hostname")["conn1"]
+        assert result["stdout"] == "conn1", result
+    finally:
+        for key in hostile:
+            lxc("config", "unset", "conn1", key, "--project", PROJECT)
