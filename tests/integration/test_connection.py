@@ -15,7 +15,7 @@ import pytest
 from mage_lxd.channel import InstanceChannel
 from mage_lxd.remote import Remote
 
-from lxd_lab import LAB, ansible, create_project, delete_project, launch, lxc, wait_for_leases
+from lxd_lab import LAB, ansible, create_project, delete_project, launch, lxc, recap, wait_for_leases
 from test_inventory_https import SERVER_CERT, fingerprint, make_certificate
 
 pytestmark = pytest.mark.integration
@@ -289,3 +289,93 @@ def test_a_hostile_instance_is_still_reached_as_itself(containers, tmp_path):
     finally:
         for key in hostile:
             lxc("config", "unset", "conn1", key, "--project", PROJECT)
+
+
+# The checks of ansible-core's generic connection test (test/integration/targets/connection),
+# written again here for mage_lxd: unicode raw, unicode file names and content copied and
+# fetched, wait_for_connection, reset_connection (plain and with a templated connection), and no
+# connection variable in verbose output.
+GENERIC_PLAY = """\
+- name: Generic connection checks
+  hosts: lab
+  gather_facts: false
+  serial: 1
+  vars:
+    local_dir: "{local_tmp}/{{{{ inventory_hostname }}}}-汉语"
+    remote_dir: /tmp/mage-generic-汉语
+  tasks:
+    - name: Raw with a unicode argument and output
+      ansible.builtin.raw: echo 汉语
+      register: command
+    - name: Raw output came back and raw counts as a change
+      ansible.builtin.assert:
+        that:
+          - "'汉语' in command.stdout"
+          - command is changed
+    - name: A local file with a unicode name and content
+      delegate_to: localhost
+      ansible.builtin.lineinfile:
+        path: "{{{{ local_dir }}}}/汉语.txt"
+        create: true
+        line: 汉语
+        mode: "0644"
+    - name: No remote file yet
+      ansible.builtin.file:
+        path: "{{{{ remote_dir }}}}"
+        state: absent
+    - name: A remote directory with a unicode name
+      ansible.builtin.file:
+        path: "{{{{ remote_dir }}}}"
+        state: directory
+        mode: "0755"
+    - name: Copy the unicode file in
+      ansible.builtin.copy:
+        src: "{{{{ local_dir }}}}/汉语.txt"
+        dest: "{{{{ remote_dir }}}}/汉语.txt"
+        mode: "0644"
+    - name: Fetch it back
+      ansible.builtin.fetch:
+        src: "{{{{ remote_dir }}}}/汉语.txt"
+        dest: "{{{{ local_dir }}}}/back.txt"
+        flat: true
+    - name: The content survived both ways
+      ansible.builtin.assert:
+        that: lookup('ansible.builtin.file', local_dir + '/back.txt') == '汉语'
+    - name: Remove the remote directory
+      ansible.builtin.file:
+        path: "{{{{ remote_dir }}}}"
+        state: absent
+    - name: Wait for the connection
+      ansible.builtin.wait_for_connection:
+        timeout: 30
+    - name: Reset the connection
+      ansible.builtin.meta: reset_connection
+    - name: Still reachable after a reset
+      ansible.builtin.ping:
+
+- name: Reset with a templated connection
+  hosts: lab
+  gather_facts: false
+  vars:
+    ansible_connection: "{{{{ 'mage_lxd' }}}}"
+  tasks:
+    - name: Reset the connection
+      ansible.builtin.meta: reset_connection
+    - name: Reachable
+      ansible.builtin.ping:
+"""
+
+
+@pytest.mark.parametrize("pipelining", ["True", "False"])
+def test_ansible_cores_generic_connection_checks_pass(containers, tmp_path, pipelining):
+    hosts = static_inventory(tmp_path, "first ansible_host=conn1", "second ansible_host=conn2")
+    playbook = tmp_path / "generic.yml"
+    playbook.write_text(GENERIC_PLAY.format(local_tmp=tmp_path))
+    env = {"ANSIBLE_PIPELINING": pipelining}
+    result = ansible("ansible-playbook", "-i", str(hosts), str(playbook), env=env, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+    # Every task of both plays ran (the two meta tasks are not counted).
+    assert recap(result.stdout)["first"]["failed"] == 0 and recap(result.stdout)["second"]["ok"] == 12
+    verbose = ansible("ansible", "-i", str(hosts), "lab", "-m", "ansible.builtin.set_fact", "-a", "testing=value",
+                      "-v", env=env)
+    assert "ansible_host" not in verbose.stdout
