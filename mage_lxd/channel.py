@@ -16,8 +16,9 @@ from typing import Any
 import pylxd.exceptions
 
 from mage_lxd.cluster import check_reachable, listed_instance
-from mage_lxd.errors import ExecError, NotFoundError, RemoteError
-from mage_lxd.exec_stream import ExecRequest, run_exec
+from mage_lxd.errors import ExecError, MageLxdError, NotFoundError, RemoteError
+from mage_lxd.exec_stream import ExecRequest, run_exec, run_with_password
+from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import Log, LxdApi, Remote, _no_log
 
 CHUNK_SIZE = 1024 * 1024
@@ -120,6 +121,34 @@ class InstanceChannel:
         except ExecError as exc:
             raise exec_error(self.describe(), exc) from exc
 
+    def exec_with_password(
+        self,
+        argv: list[str],
+        dialogue: PasswordDialogue,
+        environment: Mapping[str, str] | None = None,
+        user: ExecUser = ROOT,
+        become_timeout: float = 10.0,
+    ) -> tuple[int, bytes]:
+        """Run `argv` on a terminal, answering become's password prompt; return (exit code, output).
+
+        A terminal merges stdout and stderr, as ssh -tt does; nothing is sent on stdin besides the
+        password, so modules are not pipelined here.
+        """
+        self.log(f"mage_lxd: exec on a terminal in {self.describe()} as uid {user.uid}: {argv!r}")
+        env = {**user.environment(), **dict(environment or {})}
+        request = ExecRequest(argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
+                              uid=user.uid, gid=user.gid, timeout=self.command_timeout)
+        try:
+            with self._errors("exec"):
+                code, output = run_with_password(self.api, self.instance, request, dialogue, become_timeout)
+        except ExecError as exc:
+            raise exec_error(self.describe(), exc) from exc
+        except BecomeError as exc:
+            raise BecomeError(f"{self.describe()}: {exc}. Fix: check ansible_become_password for this "
+                              "host and become user.") from exc
+        code, _, output = unwrap_exit_status(code, b"", output)
+        return code, output
+
     def lookup_user(self, name: str) -> ExecUser:
         """Resolve a user name or numeric uid inside the instance (getent, as root)."""
         code, out, err = self.exec(["getent", "passwd", name])
@@ -204,7 +233,7 @@ class _InstanceErrors:
         where = self.channel.describe()
         if self.channel.api.clustered:
             self._name_unreachable_member(where, exc)
-        if isinstance(exc, RemoteError):
+        if isinstance(exc, MageLxdError):
             return False
         text = str(exc).strip()
         if isinstance(exc, pylxd.exceptions.NotFound):

@@ -10,6 +10,10 @@ from __future__ import annotations
 class MageLxdError(Exception):
     """A failure a user can act on; the message names the remote/instance/option and the fix."""
 
+    # True when the failure is the task's (bad arguments, a timeout, a wrong password), not the
+    # connection's: the host stays reachable and the play goes on with it.
+    task_failure = False
+
 
 class OptionError(MageLxdError):
     """A plugin option or a declared value is invalid; raised before anything is changed."""
@@ -35,3 +39,4 @@ class ExecError(RemoteError):
         self.ran = ran
         self.refused = refused
         self.timed_out = timed_out
+        self.task_failure = refused or timed_out

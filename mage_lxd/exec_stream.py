@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from mage_lxd.errors import ExecError, RemoteError
+from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import LxdApi, Remote, local_socket_path
 
 STDIN_CHUNK = 256 * 1024
@@ -63,8 +64,8 @@ class ExecRequest:
     timeout: float | None = None
 
 
-def exec_body(request: ExecRequest, exec_id: str | None) -> dict[str, Any]:
-    """The POST /1.0/instances/<name>/exec body for `request` (non-interactive, websockets)."""
+def exec_body(request: ExecRequest, exec_id: str | None, terminal: bool = False) -> dict[str, Any]:
+    """The POST /1.0/instances/<name>/exec body for `request` (websockets; a pty when `terminal`)."""
     environment = dict(request.environment)
     if exec_id:
         environment[EXEC_ID_VARIABLE] = exec_id
@@ -72,12 +73,15 @@ def exec_body(request: ExecRequest, exec_id: str | None) -> dict[str, Any]:
         "command": request.argv,
         "environment": environment,
         "wait-for-websocket": True,
-        "interactive": False,
+        "interactive": terminal,
         "user": request.uid,
         "group": request.gid,
     }
     if request.cwd:
         body["cwd"] = request.cwd
+    if terminal:
+        # No colours or cursor moves in the output the become plugin's checks read.
+        body["environment"].setdefault("TERM", "dumb")
     return body
 
 
@@ -115,6 +119,69 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
         for stream in streams.values():
             stream.close()
     return int(operation["metadata"]["return"]), stdout, stderr
+
+
+def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue: PasswordDialogue,
+                      become_timeout: float) -> tuple[int, bytes]:
+    """Run `request` on a pty, typing the become password when `dialogue` sees its prompt; return
+    (exit code, everything the terminal showed). A failed become stops the command (its terminal
+    closes) and raises BecomeError; the password is never part of a message."""
+    exec_id = uuid.uuid4().hex if request.timeout else None
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True)).json()
+    operation_url = response["operation"]
+    secrets = response["metadata"]["metadata"]["fds"]
+    streams: dict[str, ClientConnection] = {}
+    stage = "did not start (its terminal could not be connected)"
+    try:
+        for fd in ("0", "control"):
+            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
+        stage = "started, but become did not finish (the terminal broke)"
+        output = answer_prompts(streams["0"], dialogue, become_timeout)
+        # When the command exits, LXD sends an empty message on the terminal and then waits for us
+        # to close it before it ends the operation.
+        rest, finished = read_terminal(streams["0"], request.timeout)
+        output += rest
+        streams["0"].close()
+        streams["control"].close()
+        stage = "started, but its result is unknown (waiting for it to finish failed)"
+        operation = wait_for_exec(api, operation_url, request.timeout)
+        if operation is None or not finished:
+            stop_command(api, instance, exec_id or "")
+            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
+        check_operation(operation)
+    except (ExecError, BecomeError):
+        raise
+    except Exception as exc:  # every failure of the stream path says how far the command got
+        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=not stage.startswith("did not")) from exc
+    finally:
+        for stream in streams.values():
+            stream.close()
+    return int(operation["metadata"]["return"]), output
+
+
+def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeout: float) -> bytes:
+    """Read the terminal until become reports success, typing the password when asked."""
+    output = b""
+    deadline = time.monotonic() + timeout
+    while not dialogue.done(output):
+        try:
+            message = terminal.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
+            if not message:
+                raise ConnectionClosed(None, None)  # LXD's end of output: the command has exited
+            output += message
+        except TimeoutError:
+            raise BecomeError(f"no become success within {timeout:g}s; the terminal showed: "
+                              f"{dialogue.shown(output)}") from None
+        except ConnectionClosed:
+            raise BecomeError(f"the command ended before become succeeded; the terminal showed: "
+                              f"{dialogue.shown(output)}") from None
+        try:
+            reply = dialogue.answer(output)
+        except BecomeError as exc:
+            raise BecomeError(f"{exc}; the terminal showed: {dialogue.shown(output)}") from None
+        if reply:
+            terminal.send(reply)
+    return output
 
 
 def open_stream(remote: Remote, operation_url: str, secret: str, project: str | None) -> ClientConnection:
@@ -254,13 +321,30 @@ def drain(stream: ClientConnection) -> bytes:
     deadline = time.monotonic() + DRAIN_SECONDS
     try:
         while True:
-            message = stream.recv(timeout=max(0.0, deadline - time.monotonic()))
+            message = stream.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
             if message:
-                chunks.append(message if isinstance(message, bytes) else message.encode())
+                chunks.append(message)
     except ConnectionClosed:
         # LXD closes (or resets) each output stream once the command is done: the normal end.
         pass
     return b"".join(chunks)
+
+
+def read_terminal(terminal: ClientConnection, seconds: float | None) -> tuple[bytes, bool]:
+    """What the terminal shows until LXD's end-of-output (an empty message); (output, ended)."""
+    chunks = []
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            message = terminal.recv(timeout=left, decode=False)
+            if not message:
+                return b"".join(chunks), True
+            chunks.append(message)
+    except ConnectionClosed:
+        return b"".join(chunks), True
+    except TimeoutError:
+        return b"".join(chunks), False
 
 
 def stop_script(exec_id: str) -> str:
