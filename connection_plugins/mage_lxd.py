@@ -6,25 +6,31 @@ name: mage_lxd
 short_description: Run tasks in LXD instances through the LXD API (no lxc binary)
 description:
   - Runs commands with LXD's exec API and moves files with its files API, over the local unix socket
-    or an HTTPS remote, in any project. Only ansible-core and pylxd are needed on the controller.
+    or an HTTPS remote, in any project. No lxc binary is needed on the controller.
   - Pipelining is on by default for this connection (the module is sent on stdin), so a module run
     costs one exec.
   - The mage_lxd inventory sets everything this plugin needs (C(mage_lxd_*) host variables); each
     can be overridden with the matching C(ansible_mage_lxd_*) variable.
-  - C(become) with sudo or su works when no password is needed; a become password cannot be typed
-    into the exec API, so it is refused with an error instead of hanging.
+  - C(become) works with sudo, su and the other become methods. With a become password the command
+    runs on a terminal (LXD's interactive exec, as ssh -tt), the password is typed when the become
+    plugin's prompt shows, and modules are then copied rather than pipelined; a wrong password fails
+    the task with the terminal's last words (the password masked), it never hangs. A password given
+    where none is asked for is simply not used.
 author: mage-lxd developers (!UNKNOWN)
 requirements:
-  - pylxd >= 2.4.1 (on the controller)
+  - pylxd >= 2.4.1 and websockets >= 14 (on the controller)
   - the mage_lxd Python package of this repository (C(pip install -e .))
 extends_documentation_fragment:
   - mage.lxd.mage_lxd
 options:
   instance:
-    description: Name of the LXD instance; defaults to the inventory host name.
+    description:
+      - Name of the LXD instance. When no C(mage_lxd_instance) is given, C(ansible_host) names it, as
+        with ssh and community.general's lxd, else the inventory host name.
     type: str
     vars:
       - name: inventory_hostname
+      - name: ansible_host
       - name: mage_lxd_instance
       - name: ansible_mage_lxd_instance
   remote_user:
@@ -49,16 +55,31 @@ options:
     description:
       - Longest time in seconds a single command may run; 0 means no limit of its own (the task's
         C(timeout) keyword still applies).
+      - A command still running then is stopped inside the instance (SIGTERM to every process that
+        carries its exec id in its environment, SIGKILL to those left 2 seconds later) and the task
+        fails; the host stays reachable. A process that clears its environment (sudo without
+        C(env_keep)) only gets the signal its parent forwards.
     type: float
     default: 0
     vars:
       - name: ansible_mage_lxd_command_timeout
   pipelining:
-    description: Send modules on stdin instead of copying them first (one exec per module).
+    description:
+      - Send modules on stdin instead of copying them first (one exec per module).
+      - On unless set otherwise. Ansible's own setting (C(ANSIBLE_PIPELINING), C([connection] pipelining),
+        C(ansible_pipelining)) applies; this plugin's own names override it at the same level.
     type: bool
     default: true
     env:
+      - name: ANSIBLE_PIPELINING
       - name: ANSIBLE_MAGE_LXD_PIPELINING
+    ini:
+      - section: defaults
+        key: pipelining
+      - section: connection
+        key: pipelining
+      - section: mage_lxd_connection
+        key: pipelining
     vars:
       - name: ansible_pipelining
       - name: ansible_mage_lxd_pipelining
@@ -91,14 +112,14 @@ EXAMPLES = r"""
       become: true
 """
 
-import logging
-
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
 try:
     from mage_lxd.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel
+    from mage_lxd.password_prompt import PasswordDialogue, after_success
     from mage_lxd.plugin_errors import raised_as
     from mage_lxd.remote import remote_from_options
 except ImportError as exc:
@@ -109,9 +130,6 @@ else:
     MAGE_LXD_MISSING = None
 
 display = Display()
-
-# ws4py reports closed pipes of finished commands on its own logger; they are not errors of ours.
-logging.getLogger("ws4py").setLevel(logging.CRITICAL)
 
 
 class Connection(ConnectionBase):
@@ -148,15 +166,21 @@ class Connection(ConnectionBase):
                 self._user = ROOT if name in (None, "", "root", "0") else self._channel.lookup_user(str(name))
         return self._user
 
+    def _typing_password(self, sudoable):
+        return bool(sudoable and self.become and self.become.expect_prompt())
+
+    def is_pipelining_enabled(self, wrap_async=False):
+        # The password is typed on the command's terminal, which is then its stdin: no module on it.
+        # (expect_prompt() only turns true once the become command is built, after this is asked.)
+        if self.become and self.become.get_option("become_pass"):
+            return False
+        return super().is_pipelining_enabled(wrap_async)
+
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        if sudoable and self.become and self.become.expect_prompt():
-            raise AnsibleError(
-                f"mage_lxd: become method '{self.become.name}' on {self._channel.describe()} needs a password, "
-                "which the LXD exec API cannot type. Fix: allow it without a password (sudo NOPASSWD), "
-                "or connect as root (no become needed)."
-            )
-        with raised_as(AnsibleConnectionFailure):
+        if self._typing_password(sudoable) and not in_data:
+            return self._exec_with_password(cmd)
+        with raised_as(AnsibleConnectionFailure, task_error_class=AnsibleError):
             code, stdout, stderr = self._channel.exec(
                 ["/bin/sh", "-c", cmd],
                 stdin=in_data,
@@ -168,6 +192,23 @@ class Connection(ConnectionBase):
         if code == 127 and b"python" in stderr and b"not found" in stderr.lower():
             stderr += b"\n" + PYTHON_MISSING_HINT.format(instance=self._channel.instance).encode()
         return code, stdout, stderr
+
+    def _exec_with_password(self, cmd):
+        dialogue = PasswordDialogue(
+            password=to_bytes(self.become.get_option("become_pass") or ""),
+            is_prompt=self.become.check_password_prompt,
+            is_success=self.become.check_success,
+            is_wrong_password=self.become.check_incorrect_password,
+        )
+        with raised_as(AnsibleConnectionFailure, task_error_class=AnsibleError):
+            code, output = self._channel.exec_with_password(
+                ["/bin/sh", "-c", cmd],
+                dialogue,
+                environment=self.get_option("exec_environment"),
+                user=self._exec_user(),
+                become_timeout=float(self._play_context.timeout or 10),
+            )
+        return code, after_success(output, self.become.success.encode()), b""
 
     def put_file(self, in_path, out_path):
         super().put_file(in_path, out_path)

@@ -16,8 +16,9 @@ from typing import Any
 import pylxd.exceptions
 
 from mage_lxd.cluster import check_reachable, listed_instance
-from mage_lxd.errors import NotFoundError, RemoteError
-from mage_lxd.exec_stream import ExecRequest, run_exec
+from mage_lxd.errors import ExecError, MageLxdError, NotFoundError, RemoteError
+from mage_lxd.exec_stream import ExecRequest, run_exec, run_with_password
+from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import Log, LxdApi, Remote, _no_log
 
 CHUNK_SIZE = 1024 * 1024
@@ -58,11 +59,27 @@ def unwrap_exit_status(code: int, stdout: bytes, stderr: bytes) -> tuple[int, by
     return code, stdout, stderr
 
 
+def exec_error(where: str, exc: ExecError) -> ExecError:
+    """`exc` with the instance, project and remote named, and what to do next."""
+    if exc.refused:
+        fix = ("Fix: shorten the command; pass long data as a file (copy, template) or on stdin, not as "
+               "arguments.")
+    elif exc.timed_out:
+        fix = "Fix: raise command_timeout (ansible_mage_lxd_command_timeout), or make the command faster."
+    elif exc.ran:
+        fix = "Fix: check what the command changed before running it again; see LXD's log if this recurs."
+    else:
+        fix = "Fix: it is safe to run again; check the LXD daemon (lxc info) if this recurs."
+    return ExecError(f"{where}: the command {exc}. {fix}", ran=exc.ran, refused=exc.refused,
+                     timed_out=exc.timed_out)
+
+
 class InstanceChannel:
     """Exec and file transfer for one instance of one project on one remote."""
 
-    def __init__(self, api: LxdApi, instance: str) -> None:
+    def __init__(self, api: LxdApi, instance: str, command_timeout: float | None = None) -> None:
         self.api = api
+        self.command_timeout = command_timeout
         self.remote = api.remote
         self.project = api.project or "default"
         self.instance = instance
@@ -75,8 +92,9 @@ class InstanceChannel:
     ) -> InstanceChannel:
         """A channel with its own client: connecting is bounded by the remote's timeout, a command
         by `command_timeout` (None: only the task's own timeout applies)."""
-        api = LxdApi(remote, log=log, project=project or "default", timeout=(remote.timeout, command_timeout))
-        return cls(api, instance)
+        # A read timeout would cut off a long command's wait; the exec path bounds it itself.
+        api = LxdApi(remote, log=log, project=project or "default", timeout=(remote.timeout, None))
+        return cls(api, instance, command_timeout)
 
     def describe(self) -> str:
         """The instance as messages name it."""
@@ -95,10 +113,41 @@ class InstanceChannel:
         env = {**user.environment(), **dict(environment or {})}
         request = ExecRequest(
             argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
-            uid=user.uid, gid=user.gid, cwd=cwd, stdin=stdin or b"",
+            uid=user.uid, gid=user.gid, cwd=cwd, stdin=stdin or b"", timeout=self.command_timeout,
         )
-        with self._errors("exec"):
-            return unwrap_exit_status(*run_exec(self.api, self.instance, request))
+        try:
+            with self._errors("exec"):
+                return unwrap_exit_status(*run_exec(self.api, self.instance, request))
+        except ExecError as exc:
+            raise exec_error(self.describe(), exc) from exc
+
+    def exec_with_password(
+        self,
+        argv: list[str],
+        dialogue: PasswordDialogue,
+        environment: Mapping[str, str] | None = None,
+        user: ExecUser = ROOT,
+        become_timeout: float = 10.0,
+    ) -> tuple[int, bytes]:
+        """Run `argv` on a terminal, answering become's password prompt; return (exit code, output).
+
+        A terminal merges stdout and stderr, as ssh -tt does; nothing is sent on stdin besides the
+        password, so modules are not pipelined here.
+        """
+        self.log(f"mage_lxd: exec on a terminal in {self.describe()} as uid {user.uid}: {argv!r}")
+        env = {**user.environment(), **dict(environment or {})}
+        request = ExecRequest(argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
+                              uid=user.uid, gid=user.gid, timeout=self.command_timeout)
+        try:
+            with self._errors("exec"):
+                code, output = run_with_password(self.api, self.instance, request, dialogue, become_timeout)
+        except ExecError as exc:
+            raise exec_error(self.describe(), exc) from exc
+        except BecomeError as exc:
+            raise BecomeError(f"{self.describe()}: {exc}. Fix: check ansible_become_password for this "
+                              "host and become user.") from exc
+        code, _, output = unwrap_exit_status(code, b"", output)
+        return code, output
 
     def lookup_user(self, name: str) -> ExecUser:
         """Resolve a user name or numeric uid inside the instance (getent, as root)."""
@@ -188,7 +237,7 @@ class _InstanceErrors:
         where = self.channel.describe()
         if self.channel.api.clustered:
             self._name_unreachable_member(where, exc)
-        if isinstance(exc, RemoteError):
+        if isinstance(exc, MageLxdError):
             return False
         text = str(exc).strip()
         if isinstance(exc, pylxd.exceptions.NotFound):

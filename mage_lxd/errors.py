@@ -10,6 +10,10 @@ from __future__ import annotations
 class MageLxdError(Exception):
     """A failure a user can act on; the message names the remote/instance/option and the fix."""
 
+    # True when the failure is the task's (bad arguments, a timeout, a wrong password), not the
+    # connection's: the host stays reachable and the play goes on with it.
+    task_failure = False
+
 
 class OptionError(MageLxdError):
     """A plugin option or a declared value is invalid; raised before anything is changed."""
@@ -21,3 +25,18 @@ class RemoteError(MageLxdError):
 
 class NotFoundError(RemoteError):
     """The LXD object (instance, project, network) does not exist."""
+
+
+class ExecError(RemoteError):
+    """An exec that failed after LXD accepted it; the message says whether the command ran.
+
+    `refused`: LXD would not start it for its arguments (too long), a failure of the task, not of
+    the connection. `timed_out`: it outlived its command_timeout and was stopped.
+    """
+
+    def __init__(self, message: str, ran: bool, refused: bool = False, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.ran = ran
+        self.refused = refused
+        self.timed_out = timed_out
+        self.task_failure = refused or timed_out

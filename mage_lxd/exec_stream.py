@@ -1,20 +1,29 @@
-"""LXD's non-interactive exec over websockets, with stdin of any size and TLS checked like the API.
+"""LXD's exec over websockets, with stdin of any size, TLS checked like the API, and every failure
+saying whether the command ran.
 
-pylxd's `execute()` sends stdin while connecting the stdin websocket, before stdout/stderr are
-connected; LXD starts the command only once all three are, so a payload larger than the socket and
-pipe buffers (a few hundred KB, e.g. the setup module) deadlocks until LXD gives up ("Broken
-pipe"). Here stdout and stderr are connected and read first, then stdin, then the payload is
-streamed in chunks. Its websockets also skip server certificate checks; ours verify the server
-exactly as the HTTPS API session does (pinned certificate, CA store, or off) before the upgrade
-request, which carries the operation's secret, is sent.
+The websockets are the maintained `websockets` library's synchronous client. ws4py, which pylxd
+uses and this module used before, answers pings from inside `connect()`: when LXD had already
+closed a short command's stdin stream, that raised BrokenPipeError outside any handler, and its
+reader threads died on a socket set to None (1.8 % of execs from 4 threads). `websockets` runs
+each connection's I/O, pings and close handshake in its own thread and reports a stream LXD closed
+as ConnectionClosed, which here is the normal end of a stream.
+
+Order matters: stdout and stderr are connected first, then stdin, then the payload is streamed in
+chunks (LXD starts the command once all three are connected; a payload larger than the pipe
+buffers must be read while it is sent). Over HTTPS our own socket is wrapped in TLS and the server
+is checked (pinned certificate, CA store, or off) before the upgrade request, which carries the
+operation's secret, is sent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import selectors
 import socket
 import ssl
 import threading
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,19 +31,29 @@ from urllib.parse import quote, urlparse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from ws4py.client import WebSocketBaseClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
-from mage_lxd.errors import RemoteError
+from mage_lxd.errors import ExecError, RemoteError
+from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import LxdApi, Remote, local_socket_path
 
 STDIN_CHUNK = 256 * 1024
+RELAY_CHUNK = 64 * 1024
 # After the command ends, LXD flushes and closes the output websockets; this bounds that wait.
 DRAIN_SECONDS = 30.0
+# The variable that marks every process of one command, so a timed-out command can be stopped.
+EXEC_ID_VARIABLE = "MAGE_LXD_EXEC_ID"
+# Seconds between SIGTERM and SIGKILL when stopping a timed-out command.
+STOP_GRACE = 2.0
+# What LXD answers when the kernel refuses the command line (E2BIG): the command did not run.
+ARGUMENTS_REFUSED = ("argument list too long",)
 
 
 @dataclass(frozen=True)
 class ExecRequest:
-    """One command: argv, environment, numeric ids, working directory and stdin bytes."""
+    """One command: argv, environment, numeric ids, working directory, stdin bytes and how long
+    it may run (None: no limit of its own)."""
 
     argv: list[str]
     environment: Mapping[str, str]
@@ -42,129 +61,328 @@ class ExecRequest:
     gid: int = 0
     cwd: str | None = None
     stdin: bytes = b""
+    timeout: float | None = None
 
 
-def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, bytes, bytes]:
-    """Run `request` in `instance`; return (exit code, stdout, stderr). LXD errors propagate."""
+def exec_body(request: ExecRequest, exec_id: str | None, terminal: bool = False) -> dict[str, Any]:
+    """The POST /1.0/instances/<name>/exec body for `request` (websockets; a pty when `terminal`)."""
+    environment = dict(request.environment)
+    if exec_id:
+        environment[EXEC_ID_VARIABLE] = exec_id
     body: dict[str, Any] = {
         "command": request.argv,
-        "environment": dict(request.environment),
+        "environment": environment,
         "wait-for-websocket": True,
-        "interactive": False,
+        "interactive": terminal,
         "user": request.uid,
         "group": request.gid,
     }
     if request.cwd:
         body["cwd"] = request.cwd
-    response = api.client.api.instances[instance]["exec"].post(json=body).json()
+    if terminal:
+        # No colours or cursor moves in the output the become plugin's checks read.
+        body["environment"].setdefault("TERM", "dumb")
+    return body
+
+
+def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, bytes, bytes]:
+    """Run `request` in `instance`; return (exit code, stdout, stderr).
+
+    LXD's refusal of the exec request itself (instance stopped, missing) propagates as pylxd's
+    error: nothing ran. Anything later is an ExecError that says whether the command ran.
+    """
+    exec_id = uuid.uuid4().hex if request.timeout else None
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id)).json()
     operation_url = response["operation"]
     secrets = response["metadata"]["metadata"]["fds"]
-    path = urlparse(operation_url).path
-    streams = {
-        fd: _Websocket(api.remote, f"{path}/websocket?secret={secrets[fd]}", api.project)
-        for fd in ("1", "2", "0")
-    }
-    readers = []
+    streams: dict[str, ClientConnection] = {}
+    stage = "did not start (its streams could not be connected)"
     try:
-        for fd in ("1", "2"):
-            streams[fd].connect()
-            reader = threading.Thread(target=streams[fd].run, daemon=True)
-            reader.start()
-            readers.append(reader)
-        _send_stdin(streams["0"], request.stdin)
-        operation = api.client.operations.wait_for_operation(operation_url)
-        for reader in readers:
-            reader.join(DRAIN_SECONDS)
+        for fd in ("1", "2", "0"):
+            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
+        stage = "started, but its result is unknown (the stream broke while sending its stdin)"
+        send_stdin(streams["0"], request.stdin)
+        stage = "started, but its result is unknown (waiting for it to finish failed)"
+        operation = wait_for_exec(api, operation_url, request.timeout)
+        if operation is None:
+            stop_command(api, instance, exec_id or "")
+            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped (SIGTERM to every "
+                            f"process of it, SIGKILL {STOP_GRACE:g}s later)", ran=True, timed_out=True)
+        check_operation(operation)
+        stage = "ran, but its output could not be read"
+        stdout, stderr = drain(streams["1"]), drain(streams["2"])
+    except ExecError:
+        raise
+    except Exception as exc:  # every failure of the stream path says how far the command got
+        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=not stage.startswith("did not")) from exc
     finally:
         for stream in streams.values():
-            stream.close_quietly()
-    return int(operation.metadata["return"]), streams["1"].output(), streams["2"].output()
+            stream.close()
+    return int(operation["metadata"]["return"]), stdout, stderr
 
 
-def _send_stdin(stdin: _Websocket, payload: bytes) -> None:
-    # LXD starts the command only once every stream is connected, so a failed connect is an error.
-    stdin.connect()
+def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue: PasswordDialogue,
+                      become_timeout: float) -> tuple[int, bytes]:
+    """Run `request` on a pty, typing the become password when `dialogue` sees its prompt; return
+    (exit code, everything the terminal showed). A failed become stops the command (its terminal
+    closes) and raises BecomeError; the password is never part of a message."""
+    exec_id = uuid.uuid4().hex if request.timeout else None
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True)).json()
+    operation_url = response["operation"]
+    secrets = response["metadata"]["metadata"]["fds"]
+    streams: dict[str, ClientConnection] = {}
+    stage = "did not start (its terminal could not be connected)"
+    try:
+        for fd in ("0", "control"):
+            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
+        stage = "started, but become did not finish (the terminal broke)"
+        output = answer_prompts(streams["0"], dialogue, become_timeout)
+        # When the command exits, LXD sends an empty message on the terminal and then waits for us
+        # to close it before it ends the operation.
+        rest, finished = read_terminal(streams["0"], request.timeout)
+        output += rest
+        streams["0"].close()
+        streams["control"].close()
+        stage = "started, but its result is unknown (waiting for it to finish failed)"
+        operation = wait_for_exec(api, operation_url, request.timeout)
+        if operation is None or not finished:
+            stop_command(api, instance, exec_id or "")
+            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
+        check_operation(operation)
+    except (ExecError, BecomeError):
+        raise
+    except Exception as exc:  # every failure of the stream path says how far the command got
+        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=not stage.startswith("did not")) from exc
+    finally:
+        for stream in streams.values():
+            stream.close()
+    return int(operation["metadata"]["return"]), output
+
+
+def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeout: float) -> bytes:
+    """Read the terminal until become reports success, typing the password when asked."""
+    output = b""
+    deadline = time.monotonic() + timeout
+    while not dialogue.done(output):
+        try:
+            message = terminal.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
+            if not message:
+                raise ConnectionClosed(None, None)  # LXD's end of output: the command has exited
+            output += message
+        except TimeoutError:
+            raise BecomeError(f"no become success within {timeout:g}s; the terminal showed: "
+                              f"{dialogue.shown(output)}") from None
+        except ConnectionClosed:
+            raise BecomeError(f"the command ended before become succeeded; the terminal showed: "
+                              f"{dialogue.shown(output)}") from None
+        try:
+            reply = dialogue.answer(output)
+        except BecomeError as exc:
+            raise BecomeError(f"{exc}; the terminal showed: {dialogue.shown(output)}") from None
+        if reply:
+            terminal.send(reply)
+    return output
+
+
+def open_stream(remote: Remote, operation_url: str, secret: str, project: str | None) -> ClientConnection:
+    """Connect one exec websocket; over HTTPS the server is checked before the secret is sent."""
+    path = f"{urlparse(operation_url).path}/websocket?secret={quote(secret)}"
+    if project:
+        path += f"&project={quote(project)}"
+    if remote.is_https:
+        parsed = urlparse(remote.url)
+        host, port = parsed.hostname or "", parsed.port or 8443
+        sock = tls_relay(tls_socket(remote, host, port))
+    else:
+        host = "lxd"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(remote.timeout)
+            sock.connect(local_socket_path(remote.url))
+        except OSError:
+            sock.close()
+            raise
+    # The socket is already connected (and TLS already checked), so the URI only names the path:
+    # ws:// keeps websockets from wrapping TLS a second time. Output is kept whole (max_queue None)
+    # by the connection's own thread, so stdout and stderr never block each other or stdin.
+    return connect(f"ws://{host}{path}", sock=sock, proxy=None, compression=None, max_size=None,
+                   max_queue=None, open_timeout=remote.timeout, ping_interval=None, close_timeout=2,
+                   user_agent_header=None, legacy=True)
+
+
+def tls_socket(remote: Remote, host: str, port: int) -> ssl.SSLSocket:
+    """A TLS socket to `host:port`, the server checked as the API session checks it."""
+    raw = socket.create_connection((host, port), timeout=remote.timeout)
+    try:
+        sock = tls_context(remote).wrap_socket(raw, server_hostname=host)
+        if remote.validate_certs and remote.server_cert:
+            check_pinned(remote, sock.getpeercert(binary_form=True))
+    except BaseException:
+        raw.close()
+        raise
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)
+    return sock
+
+
+def tls_relay(tls: ssl.SSLSocket) -> socket.socket:
+    """A plain socket relayed to `tls` by a thread of its own.
+
+    websockets waits for input with select() on the socket's descriptor, which never wakes for
+    bytes OpenSSL has already decrypted and holds (SSLSocket.pending()): given a TLS socket, one
+    exec in 40 waited for a handshake answer that had arrived (measured here over 400 execs).
+    The relay reads what is pending before it waits.
+    """
+    ours, theirs = socket.socketpair()
+    threading.Thread(target=_relay, args=(tls, theirs), daemon=True).start()
+    return ours
+
+
+def _relay(tls: ssl.SSLSocket, plain: socket.socket) -> None:
+    # Reads from TLS never block: a readable descriptor may carry only a TLS 1.3 session ticket,
+    # and a blocking read would then wait for data the server sends only after our request.
+    tls.setblocking(False)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(tls, selectors.EVENT_READ)
+            selector.register(plain, selectors.EVENT_READ)
+            while True:
+                ready = [tls] if tls.pending() else [key.fileobj for key, _ in selector.select()]
+                if tls in ready and not _pass_on(tls, plain):
+                    return
+                if plain in ready and not _pass_on(plain, tls):
+                    return
+    except OSError:
+        return  # a reset or a TLS error ends the stream the same way
+    finally:
+        plain.close()
+        tls.close()
+
+
+def _pass_on(source: socket.socket, target: socket.socket) -> bool:
+    """Move what `source` has to `target`; False once `source` is closed."""
+    try:
+        data = source.recv(RELAY_CHUNK)
+    except ssl.SSLWantReadError:
+        return True  # TLS records without data (a session ticket): nothing to pass on yet
+    if not data:
+        return False  # either side closed: close both, the other side sees the end
+    if isinstance(target, ssl.SSLSocket):
+        target.setblocking(True)  # sendall must finish; the server reads stdin on its own
+        try:
+            target.sendall(data)
+        finally:
+            target.setblocking(False)
+    else:
+        target.sendall(data)
+    return True
+
+
+def send_stdin(stdin: ClientConnection, payload: bytes) -> None:
+    """Stream `payload` to the command, then LXD's end-of-file (an empty text message)."""
     try:
         for start in range(0, len(payload), STDIN_CHUNK):
-            stdin.send(payload[start:start + STDIN_CHUNK], binary=True)
-        # An empty text message is LXD's end-of-file for the command's stdin.
-        stdin.send(b"", binary=False)
-    except OSError:
+            stdin.send(payload[start:start + STDIN_CHUNK])
+        stdin.send("")
+    except ConnectionClosed:
         # The command exited (or closed its stdin) before reading all of it, e.g. 127 when python is
-        # missing: LXD closes the stream (EPIPE, or a reset or TLS EOF over HTTPS). As with a pipe,
-        # what counts is its exit code and output, which the operation still reports.
+        # missing: LXD closed the stream. As with a pipe, what counts is its exit code and output.
         pass
 
 
-class _Websocket(WebSocketBaseClient):
-    """One exec stream: collects what LXD sends; over HTTPS, checks the server before upgrading."""
-
-    def __init__(self, remote: Remote, resource: str, project: str | None) -> None:
-        self.remote = remote
-        self.chunks: list[bytes] = []
-        if project:
-            resource += f"&project={quote(project)}"
-        if remote.is_https:
-            parsed = urlparse(remote.url)
-            super().__init__(f"ws://{parsed.hostname}:{parsed.port or 8443}", exclude_headers=["origin"])
-            # ws4py's own TLS never checks the server; ours is made here and checked below.
-            plain = self.sock
-            self.sock = _tls_context(remote).wrap_socket(
-                socket.socket(plain.family, socket.SOCK_STREAM), server_hostname=parsed.hostname
-            )
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            plain.close()
-            self._is_secure = True
-        else:
-            super().__init__("ws+unix://" + local_socket_path(remote.url), exclude_headers=["origin"])
-        self.resource = resource
-
-    @property
-    def handshake_request(self) -> bytes:
-        # Reached once TLS is up and before the upgrade (and its secret) is sent.
-        if self.remote.is_https and self.remote.validate_certs and self.remote.server_cert:
-            _check_pinned(self.remote, self.sock.getpeercert(binary_form=True))
-        return super().handshake_request
-
-    def received_message(self, message: Any) -> None:
-        if message.data:
-            self.chunks.append(bytes(message.data))
-
-    def unhandled_error(self, error: Exception) -> None:
-        # LXD resets the output sockets once the command is done; that is the normal end.
-        if not isinstance(error, (ConnectionResetError, BrokenPipeError)):
-            raise error
-
-    def output(self) -> bytes:
-        """Everything received so far."""
-        return b"".join(self.chunks)
-
-    def close_quietly(self) -> None:
-        """Close, ignoring a socket the server has already closed."""
-        try:
-            self.close()
-        except OSError:
-            pass
-        try:
-            self.close_connection()
-        except OSError:
-            pass
+def wait_for_exec(api: LxdApi, operation_url: str, timeout: float | None) -> dict[str, Any] | None:
+    """The finished exec operation, or None when it still runs after `timeout` seconds."""
+    node = api.client.api.operations[urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]].wait
+    if timeout is None:
+        return node.get().json()["metadata"]
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        # LXD's wait takes whole seconds; the read timeout leaves it room to answer.
+        seconds = max(1, int(left))
+        operation = node.get(params={"timeout": seconds}, timeout=(api.remote.timeout, seconds + api.remote.timeout))
+        metadata = operation.json()["metadata"]
+        if metadata.get("status") != "Running":
+            return metadata
+    return None
 
 
-def _tls_context(remote: Remote) -> ssl.SSLContext:
+def check_operation(operation: Mapping[str, Any]) -> None:
+    """Raise ExecError when LXD reports the exec operation itself failed (the command did not run)."""
+    if operation.get("status") == "Success":
+        return
+    error = str(operation.get("err") or operation.get("status") or "unknown error")
+    refused = any(text in error.lower() for text in ARGUMENTS_REFUSED)
+    raise ExecError(f"did not run: LXD refused it: {error}", ran=False, refused=refused)
+
+
+def drain(stream: ClientConnection) -> bytes:
+    """Everything LXD sent on an output stream until it closed it (bounded by DRAIN_SECONDS)."""
+    chunks = []
+    deadline = time.monotonic() + DRAIN_SECONDS
+    try:
+        while True:
+            message = stream.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
+            if message:
+                chunks.append(message)
+    except ConnectionClosed:
+        # LXD closes (or resets) each output stream once the command is done: the normal end.
+        pass
+    return b"".join(chunks)
+
+
+def read_terminal(terminal: ClientConnection, seconds: float | None) -> tuple[bytes, bool]:
+    """What the terminal shows until LXD's end-of-output (an empty message); (output, ended)."""
+    chunks = []
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            message = terminal.recv(timeout=left, decode=False)
+            if not message:
+                return b"".join(chunks), True
+            chunks.append(message)
+    except ConnectionClosed:
+        return b"".join(chunks), True
+    except TimeoutError:
+        return b"".join(chunks), False
+
+
+def stop_script(exec_id: str) -> str:
+    """A POSIX sh script that signals every process whose environment carries `exec_id`."""
+    marker = f"{EXEC_ID_VARIABLE}={exec_id}"
+    signal_all = (
+        'for p in /proc/[0-9]*; do tr "\\000" "\\n" < "$p/environ" 2>/dev/null | '
+        f'grep -qx "{marker}" && kill -$1 "${{p#/proc/}}" 2>/dev/null; done'
+    )
+    return f"sig() {{ {signal_all}; }}; sig TERM; sleep {STOP_GRACE:g}; sig KILL; exit 0"
+
+
+def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
+    """Stop a timed-out command: every process carrying its exec id, as root, through one more exec.
+
+    LXD's exec control stream can only signal the first process, and it is no process group leader,
+    so its children (sh -c, the module) would keep running.
+    """
+    request = ExecRequest(argv=["/bin/sh", "-c", stop_script(exec_id)], environment={})
+    run_exec(api, instance, request)
+
+
+def tls_context(remote: Remote) -> ssl.SSLContext:
+    """The TLS context for exec websockets: client certificate, and the server checked like the API."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if remote.client_cert:
         context.load_cert_chain(remote.client_cert, remote.client_key)
     if remote.validate_certs and not remote.server_cert:
         context.load_default_certs()
         return context
-    # Pinned (checked against the fingerprint in handshake_request) or validation turned off.
+    # Pinned (checked against the fingerprint in tls_socket) or validation turned off.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
 
 
-def _check_pinned(remote: Remote, peer_der: bytes | None) -> None:
+def check_pinned(remote: Remote, peer_der: bytes | None) -> None:
+    """Refuse a server whose certificate is not the pinned server_cert."""
     with open(remote.server_cert or "", "rb") as handle:
         pinned = x509.load_pem_x509_certificate(handle.read()).fingerprint(hashes.SHA256())
     if peer_der is None or hashlib.sha256(peer_der).digest() != pinned:

@@ -53,3 +53,33 @@ def test_every_plugin_file_is_a_thin_adapter():
         path: Path = REPO / PLUGIN_DIRS[kind] / ("mage_lxd.py" if name == "mage_lxd_sites" else f"{name}.py")
         code = [line for line in path.read_text().split('"""')[-1].splitlines() if line.strip()]
         assert len(code) < 250, f"{path} has {len(code)} lines of code after its documentation"
+
+
+# Import names of the distributions pyproject.toml declares, where the two differ.
+IMPORT_NAMES = {"ansible-core": "ansible", "Jinja2": "jinja2"}
+
+
+def test_every_imported_library_is_declared_and_pinned():
+    import ast
+    import re
+    import sys
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # ansible-core is an optional extra: the collection runs on the user's own ansible-core.
+    declared = [*project["dependencies"], *(spec for extra in project.get("optional-dependencies", {}).values()
+                                             for spec in extra)]
+    names = {re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0] for spec in declared}
+    pinned = {line.split("==")[0] for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line}
+    assert names <= pinned, f"declared but not pinned in requirements.txt: {names - pinned}"
+    importable = {IMPORT_NAMES.get(name, name) for name in names} | {"mage_lxd"}
+    imported = set()
+    for directory in ("mage_lxd", *PLUGIN_DIRS.values()):
+        for path in (REPO / directory).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party <= importable, f"imported but not declared in pyproject.toml: {third_party - importable}"

@@ -1,0 +1,79 @@
+"""Pure parts of the exec path: the exec request body, LXD's operation verdicts, the become dialogue."""
+
+from __future__ import annotations
+
+import pytest
+
+from mage_lxd.errors import ExecError
+from mage_lxd.exec_stream import EXEC_ID_VARIABLE, ExecRequest, check_operation, exec_body, stop_script
+from mage_lxd.password_prompt import BecomeError, PasswordDialogue, after_success
+from mage_lxd.plugin_errors import raised_as
+
+PROMPT = b"[sudo via ansible, key=k] password:"
+SUCCESS = b"BECOME-SUCCESS-k"
+
+
+def dialogue() -> PasswordDialogue:
+    return PasswordDialogue(password=b"s3cret", is_prompt=lambda out: PROMPT in out,
+                            is_success=lambda out: SUCCESS in out,
+                            is_wrong_password=lambda out: b"Sorry, try again." in out)
+
+
+def test_the_password_is_typed_once_at_the_prompt_then_success_ends_the_dialogue():
+    talk = dialogue()
+    assert talk.answer(b"") is None
+    assert talk.answer(PROMPT) == b"s3cret\n"
+    assert not talk.done(PROMPT + b"\r\n")
+    assert talk.answer(PROMPT + b"\r\n") is None  # the same prompt is not answered twice
+    assert talk.done(PROMPT + b"\r\n" + SUCCESS + b"\r\n")
+    assert after_success(PROMPT + b"\r\n" + SUCCESS + b"\r\n{\"ok\": 1}\r\n", SUCCESS) == b"{\"ok\": 1}\r\n"
+
+
+def test_a_wrong_password_or_a_second_prompt_is_an_error_that_never_shows_the_password():
+    talk = dialogue()
+    talk.answer(PROMPT)
+    with pytest.raises(BecomeError, match="wrong password"):
+        talk.answer(PROMPT + b"\r\nSorry, try again.\r\n")
+    talk = dialogue()
+    talk.answer(PROMPT)
+    with pytest.raises(BecomeError, match="asked for again"):
+        talk.answer(PROMPT + b"\r\n" + PROMPT)
+    assert "s3cret" not in talk.shown(b"echoed s3cret by a careless prompt")
+
+
+def test_exec_body_marks_a_timed_command_and_a_terminal_gets_a_plain_term():
+    request = ExecRequest(argv=["true"], environment={"A": "1"}, uid=1000, gid=1000, cwd="/tmp", timeout=3)
+    body = exec_body(request, "abc")
+    assert body["environment"] == {"A": "1", EXEC_ID_VARIABLE: "abc"}
+    assert (body["interactive"], body["user"], body["group"], body["cwd"]) == (False, 1000, 1000, "/tmp")
+    terminal = exec_body(request, None, terminal=True)
+    assert terminal["interactive"] is True and terminal["environment"]["TERM"] == "dumb"
+    assert "abc" in stop_script("abc") and "TERM" in stop_script("abc") and "KILL" in stop_script("abc")
+
+
+def test_an_exec_lxd_could_not_start_is_refused_as_a_task_failure_only_for_its_arguments():
+    check_operation({"status": "Success", "metadata": {"return": 0}})
+    with pytest.raises(ExecError) as refused:
+        check_operation({"status": "Failure", "err": "fork/exec /usr/bin/lxd: argument list too long"})
+    assert refused.value.task_failure and not refused.value.ran
+    with pytest.raises(ExecError) as other:
+        check_operation({"status": "Failure", "err": "Failed to retrieve PID of executing child process"})
+    assert not other.value.task_failure
+
+
+class ConnectionFailure(Exception):
+    pass
+
+
+class TaskFailure(Exception):
+    pass
+
+
+def test_raised_as_chooses_the_error_class_and_does_not_repeat_the_cause():
+    with pytest.raises(TaskFailure) as task:
+        with raised_as(ConnectionFailure, task_error_class=TaskFailure):
+            raise ExecError("x did not run", ran=False, refused=True)
+    assert str(task.value) == "x did not run" and task.value.__cause__ is None and task.value.__suppress_context__
+    with pytest.raises(ConnectionFailure):
+        with raised_as(ConnectionFailure, task_error_class=TaskFailure):
+            raise ExecError("stream broke", ran=True)
