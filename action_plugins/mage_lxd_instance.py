@@ -128,7 +128,7 @@ class ActionModule(ActionBase):
         else:
             report.update(results[0])
             if project_diffs:
-                report["diff"] = project_diffs + [results[0]["diff"]]
+                report["diff"] = project_diffs + ([results[0]["diff"]] if "diff" in results[0] else [])
             report["changed"] = report["changed"] or any(project["changed"] for project in projects)
         report["projects"] = projects
         # ansible-core 2.21 no longer reads add_host from an action's result: actions call add_host().

@@ -18,6 +18,7 @@ operation's secret, is sent.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import selectors
 import socket
 import ssl
@@ -32,7 +33,7 @@ from urllib.parse import quote, urlparse
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from mage_lxd.errors import ExecError, RemoteError
 from mage_lxd.password_prompt import BecomeError, PasswordDialogue
@@ -205,9 +206,19 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
     # The socket is already connected (and TLS already checked), so the URI only names the path:
     # ws:// keeps websockets from wrapping TLS a second time. Output is kept whole (max_queue None)
     # by the connection's own thread, so stdout and stderr never block each other or stdin.
-    return connect(f"ws://{host}{path}", sock=sock, proxy=None, compression=None, max_size=None,
-                   max_queue=None, open_timeout=remote.timeout, ping_interval=None, close_timeout=2,
-                   user_agent_header=None, legacy=True)
+    options: dict[str, Any] = {"sock": sock, "compression": None, "max_size": None, "max_queue": None,
+                               "open_timeout": remote.timeout, "ping_interval": None, "close_timeout": 2,
+                               "user_agent_header": None, **_PLAIN_CONNECTION}
+    if not remote.is_https:
+        # unix_connect, not connect: websockets before 17 set TCP_NODELAY on any socket connect() is
+        # given, which a unix socket refuses (EOPNOTSUPP); Python 3.10 gets websockets 16.
+        return unix_connect(None, f"ws://{host}{path}", **options)
+    return connect(f"ws://{host}{path}", proxy=None, **options)
+
+
+# websockets 17 asks to choose between a plain connection and its reconnecting iterator (legacy=True
+# keeps the plain one, without a warning); 16, which Python 3.10 gets, knows neither.
+_PLAIN_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(unix_connect).parameters else {}
 
 
 def tls_socket(remote: Remote, host: str, port: int) -> ssl.SSLSocket:
