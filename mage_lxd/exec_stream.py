@@ -92,12 +92,11 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
     error: nothing ran. Anything later is an ExecError that says whether the command ran.
     """
     exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id)).json()
-    operation_url = response["operation"]
-    secrets = response["metadata"]["metadata"]["fds"]
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id))
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its streams could not be connected)"
     try:
+        operation_url, secrets = exec_answer(response)
         for fd in ("1", "2", "0"):
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
         stage = "started, but its result is unknown (the stream broke while sending its stdin)"
@@ -127,12 +126,11 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     (exit code, everything the terminal showed). A failed become stops the command (its terminal
     closes) and raises BecomeError; the password is never part of a message."""
     exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True)).json()
-    operation_url = response["operation"]
-    secrets = response["metadata"]["metadata"]["fds"]
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True))
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its terminal could not be connected)"
     try:
+        operation_url, secrets = exec_answer(response)
         for fd in ("0", "control"):
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
         stage = "started, but become did not finish (the terminal broke)"
@@ -182,6 +180,12 @@ def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeo
         if reply:
             terminal.send(reply)
     return output
+
+
+def exec_answer(response: Any) -> tuple[str, dict[str, str]]:
+    """The operation URL and the websocket secrets from LXD's answer to an exec request."""
+    answer = response.json()
+    return answer["operation"], answer["metadata"]["metadata"]["fds"]
 
 
 def open_stream(remote: Remote, operation_url: str, secret: str, project: str | None) -> ClientConnection:
