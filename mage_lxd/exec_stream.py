@@ -206,6 +206,9 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         except OSError:
             sock.close()
             raise
+        # Connected: from here websockets bounds the handshake itself, and a quiet command must
+        # not time the stream out.
+        sock.settimeout(None)
     # The socket is already connected (and TLS already checked), so the URI only names the path:
     # ws:// keeps websockets from wrapping TLS a second time. Output is kept whole (max_queue None)
     # by the connection's own thread, so stdout and stderr never block each other or stdin.
