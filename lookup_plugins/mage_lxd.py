@@ -23,7 +23,7 @@ options:
   key:
     description:
       - Return only this value of each instance, e.g. C(ipv4) (all IPv4 addresses, flattened), C(address),
-        C(status), C(config), C(profiles), C(location), C(mage) (what mage-lxd recorded: C(proxy), C(nat)).
+        C(status), C(config), C(profiles), C(location), C(mage) (what mage-lxd recorded, C(proxy) and C(nat)).
     type: str
   default:
     description: Returned for a term that matches no instance, instead of failing.
