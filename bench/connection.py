@@ -17,6 +17,10 @@ wall-clock time of one ad-hoc `ansible all -m ansible.builtin.ping` over all N h
   repo ansible.cfg, cwd the repo), pipelining on (ANSIBLE_PIPELINING=True) as ours is. What
   ansible-core itself costs for N pings with no container in the way.
 
+The same four also run a 20-task playbook (copy, template, command and stat, into a directory of
+each host's own) over 10 hosts: the median of 3 timed runs after a warm-up, with the failed or
+unreachable tasks of every run reported (a baseline's failures are reported, not fatal).
+
 Held equal across all four: forks = 5 (Ansible's default, passed as --forks 5), no facts (an
 ad-hoc ping gathers none), and the Python interpreter is set so no command pays for interpreter
 discovery: /usr/bin/python3 in the containers (for ours as the extra var
@@ -356,6 +360,7 @@ class PingCommand:
 # The 20-task playbook: copy, template, command and stat, five of each, into a directory of each
 # host's own (the local floor's hosts all write to this machine).
 PLAYBOOK_HOSTS = 10
+PLAYBOOK_FAILURES: dict[str, list[int]] = {}  # failed/unreachable tasks per timed run, per command
 PLAYBOOK = """\
 - name: Twenty tasks
   hosts: all
@@ -411,16 +416,27 @@ class PlaybookCommand(PingCommand):
         self.args = [str(binary), "-i", str(source), str(playbook), "--forks", str(FORKS), *extra_args]
 
     def check_hosts(self, hosts: list[str]) -> None:
-        """Run once untimed; fail unless every host finished with no failed or unreachable task."""
+        """Run once untimed; log (never stop on) hosts with a failed or unreachable task, since a
+        baseline's own failures (community.general's `lxc exec` losing output) are part of the result."""
         log(f"{self.label}: {self.describe()}")
-        result = self.run()
+        self.failures = []
+        bad = self.failed_tasks(self.run())
+        log(f"{self.label}: warm-up: {bad} failed or unreachable tasks over {len(hosts)} hosts")
+
+    def failed_tasks(self, result: subprocess.CompletedProcess) -> int:
+        """Failed plus unreachable tasks in the recap (the failures are logged)."""
         self.report_stderr(result.stderr)
-        recap = re.findall(r"^(\S+)\s+: ok=(\d+) .*unreachable=(\d+)\s+failed=(\d+)", result.stdout, re.MULTILINE)
-        good = {host for host, _ok, unreachable, failed in recap if unreachable == "0" and failed == "0"}
-        if result.returncode != 0 or good != set(hosts):
-            raise RuntimeError(f"{self.label}: warm-up exited {result.returncode}; hosts that did not finish "
-                               f"cleanly: {sorted(set(hosts) - good)[:10]}\n{result.stdout[-3000:]}")
-        log(f"{self.label}: all {len(hosts)} hosts ran the 20 tasks")
+        recap = re.findall(r"^\S+\s+: ok=\d+ .*unreachable=(\d+)\s+failed=(\d+)", result.stdout, re.MULTILINE)
+        for line in re.findall(r"^(?:fatal|failed): .*$", result.stdout, re.MULTILINE)[:3]:
+            log(f"{self.label}: {line[:400]}")
+        return sum(int(unreachable) + int(failed) for unreachable, failed in recap) if recap else -1
+
+    def timed(self) -> float:
+        started = time.perf_counter()
+        result = self.run()
+        elapsed = time.perf_counter() - started
+        self.failures.append(self.failed_tasks(result))
+        return elapsed
 
 
 def write_playbook_commands(tmp: Path, commands: dict[str, PingCommand]) -> dict[str, PingCommand]:
@@ -550,7 +566,8 @@ def print_playbook_report(r: dict[str, float], samples: dict[str, list[float]]) 
     print(f"| {r['ours']:.3f} | {r['cg_pipe']:.3f} | {r['cg_nopipe']:.3f} | {r['local']:.3f} "
           f"| {r['ours'] / r['cg_pipe']:.2f}x | {r['ours'] / r['local']:.2f}x |")
     for key, label in LABELS.items():
-        print(f"  {label}: {format_samples(samples[key])}")
+        print(f"  {label}: {format_samples(samples[key])}; failed or unreachable tasks per timed run: "
+              f"{PLAYBOOK_FAILURES.get(key, [])}")
 
 
 def main() -> int:
@@ -573,6 +590,7 @@ def main() -> int:
                     results[count], samples[count] = measure(commands, count)
                 if count == PLAYBOOK_HOSTS:
                     play_results, play_samples = measure(playbooks, count)
+                    PLAYBOOK_FAILURES.update({key: command.failures for key, command in playbooks.items()})
     finally:
         bench_lab.finish(client, BENCH, options.keep)
     print_report(results, samples)
