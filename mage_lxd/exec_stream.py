@@ -139,11 +139,14 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
         # to close it before it ends the operation.
         rest, finished = read_terminal(streams["0"], request.timeout)
         output += rest
+        if not finished:
+            stop_command(api, instance, exec_id or "")
+            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
         streams["0"].close()
         streams["control"].close()
         stage = "started, but its result is unknown (waiting for it to finish failed)"
         operation = wait_for_exec(api, operation_url, request.timeout)
-        if operation is None or not finished:
+        if operation is None:
             stop_command(api, instance, exec_id or "")
             raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
         check_operation(operation)

@@ -482,3 +482,14 @@ def test_modules_raw_and_file_transfers_under_five_forks_never_fail(containers, 
     counts = recap(result.stdout)
     assert len(counts) == 5 and all(host["failed"] == 0 and host["unreachable"] == 0 for host in counts.values())
     assert len(list((tmp_path / "back").iterdir())) == 20
+
+
+def test_command_timeout_also_stops_a_command_run_with_a_become_password(containers, tmp_path):
+    hosts = static_inventory(tmp_path, "connp1 ansible_mage_lxd_command_timeout=4 ansible_user=pw")
+    result = ansible("ansible", "-i", str(hosts), "connp1", "-m", "ansible.builtin.raw", "-a", "sleep 53",
+                     "--become", "-e", f"ansible_become_password={PW_PASSWORD}", check=False)
+    assert "did not finish within 4s; it was stopped" in result.stdout, result.stdout[-2000:]
+    assert "UNREACHABLE" not in result.stdout
+    left = lxc("exec", "connp1", "--project", PROJECT, "--", "sh", "-c",
+               "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\\\000' ' '").stdout
+    assert "sleep 53" not in left
