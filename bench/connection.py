@@ -17,6 +17,10 @@ wall-clock time of one ad-hoc `ansible all -m ansible.builtin.ping` over all N h
   repo ansible.cfg, cwd the repo), pipelining on (ANSIBLE_PIPELINING=True) as ours is. What
   ansible-core itself costs for N pings with no container in the way.
 
+The same four also run a 20-task playbook (copy, template, command and stat, into a directory of
+each host's own) over 10 hosts: the median of 3 timed runs after a warm-up, with the failed or
+unreachable tasks of every run reported (a baseline's failures are reported, not fatal).
+
 Held equal across all four: forks = 5 (Ansible's default, passed as --forks 5), no facts (an
 ad-hoc ping gathers none), and the Python interpreter is set so no command pays for interpreter
 discovery: /usr/bin/python3 in the containers (for ours as the extra var
@@ -360,6 +364,100 @@ class PingCommand:
         return elapsed
 
 
+# The 20-task playbook: copy, template, command and stat, five of each, into a directory of each
+# host's own (the local floor's hosts all write to this machine).
+PLAYBOOK_HOSTS = 10
+PLAYBOOK_FAILURES: dict[str, list[int]] = {}  # failed/unreachable tasks per timed run, per command
+PLAYBOOK = """\
+- name: Twenty tasks
+  hosts: all
+  gather_facts: false
+  vars:
+    base: /tmp/mage-bench-play/{{ inventory_hostname }}
+  tasks:
+    - name: Directory
+      ansible.builtin.file:
+        path: "{{ base }}"
+        state: directory
+        mode: "0755"
+""" + "".join(f"""\
+    - name: Copy {n}
+      ansible.builtin.copy:
+        content: "copy {n} {{{{ inventory_hostname }}}}\\n"
+        dest: "{{{{ base }}}}/copy-{n}.txt"
+        mode: "0644"
+    - name: Template {n}
+      ansible.builtin.template:
+        src: "{{{{ playbook_dir }}}}/bench.j2"
+        dest: "{{{{ base }}}}/template-{n}.txt"
+        mode: "0644"
+    - name: Command {n}
+      ansible.builtin.command: cat {{{{ base }}}}/copy-{n}.txt
+      changed_when: false
+    - name: Stat {n}
+      ansible.builtin.stat:
+        path: "{{{{ base }}}}/template-{n}.txt"
+""" for n in range(1, 5)) + """\
+    - name: Copy 5
+      ansible.builtin.copy:
+        content: "copy 5\\n"
+        dest: "{{ base }}/copy-5.txt"
+        mode: "0644"
+    - name: Template 5
+      ansible.builtin.template:
+        src: "{{ playbook_dir }}/bench.j2"
+        dest: "{{ base }}/template-5.txt"
+        mode: "0644"
+    - name: Command 5
+      ansible.builtin.command: cat {{ base }}/copy-5.txt
+      changed_when: false
+"""
+
+
+class PlaybookCommand(PingCommand):
+    """`ansible-playbook` of the 20-task playbook, same environment rules as the ping command."""
+
+    def __init__(self, label: str, binary: Path, source: Path, config: Path, cwd: Path, playbook: Path,
+                 extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
+        super().__init__(label, binary, source, config, cwd, extra_args, extra_env)
+        self.args = [str(binary), "-i", str(source), str(playbook), "--forks", str(FORKS), *extra_args]
+
+    def check_hosts(self, hosts: list[str]) -> None:
+        """Run once untimed; log (never stop on) hosts with a failed or unreachable task, since a
+        baseline's own failures (community.general's `lxc exec` losing output) are part of the result."""
+        log(f"{self.label}: {self.describe()}")
+        self.failures = []
+        bad = self.failed_tasks(self.run())
+        log(f"{self.label}: warm-up: {bad} failed or unreachable tasks over {len(hosts)} hosts")
+
+    def failed_tasks(self, result: subprocess.CompletedProcess) -> int:
+        """Failed plus unreachable tasks in the recap (the failures are logged)."""
+        self.report_stderr(result.stderr)
+        recap = re.findall(r"^\S+\s+: ok=\d+ .*unreachable=(\d+)\s+failed=(\d+)", result.stdout, re.MULTILINE)
+        for line in re.findall(r"^(?:fatal|failed): .*$", result.stdout, re.MULTILINE)[:3]:
+            log(f"{self.label}: {line[:400]}")
+        return sum(int(unreachable) + int(failed) for unreachable, failed in recap) if recap else -1
+
+    def timed(self) -> float:
+        started = time.perf_counter()
+        result = self.run()
+        elapsed = time.perf_counter() - started
+        self.failures.append(self.failed_tasks(result))
+        return elapsed
+
+
+def write_playbook_commands(tmp: Path, commands: dict[str, PingCommand]) -> dict[str, PingCommand]:
+    """The four playbook commands: the ping commands' inventories, configs and settings."""
+    playbook = tmp / "twenty.yml"
+    playbook.write_text(PLAYBOOK)
+    (tmp / "bench.j2").write_text("host {{ inventory_hostname }}\n")
+    return {key: PlaybookCommand(command.label, Path(command.args[0]).with_name("ansible-playbook"),
+                                 Path(command.args[3]), Path(command.env["ANSIBLE_CONFIG"]), command.cwd, playbook,
+                                 tuple(command.args[8:]),
+                                 {k: v for k, v in command.env.items() if k == "ANSIBLE_PIPELINING"})
+            for key, command in commands.items()}
+
+
 def write_inventories(tmp: Path, count: int) -> None:
     """The static inventories for N hosts (community.general's and the local floor's), in `tmp`."""
     lines = ["[bench]", *container_names(BENCH, count), "",
@@ -468,6 +566,19 @@ def print_report(results: dict[int, dict[str, float]], samples: dict[int, dict[s
             print(f"  {hang}")
 
 
+def print_playbook_report(r: dict[str, float], samples: dict[str, list[float]]) -> None:
+    """The 20-task playbook's medians and ratios (a report; no target of its own)."""
+    print(f"\n20-task playbook (copy, template, command, stat) over {PLAYBOOK_HOSTS} hosts, forks {FORKS}, "
+          f"median of {RUNS} runs (seconds)\n")
+    print("| ours s | cg pipelining s | cg no-pipelining s | local floor s | ours/cg-pipelining | ours/local |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| {r['ours']:.3f} | {r['cg_pipe']:.3f} | {r['cg_nopipe']:.3f} | {r['local']:.3f} "
+          f"| {r['ours'] / r['cg_pipe']:.2f}x | {r['ours'] / r['local']:.2f}x |")
+    for key, label in LABELS.items():
+        print(f"  {label}: {format_samples(samples[key])}; failed or unreachable tasks per timed run: "
+              f"{PLAYBOOK_FAILURES.get(key, [])}")
+
+
 def main() -> int:
     options = bench_lab.parse_options(__doc__.split("\n\n")[0], [10, 30], PROJECT)
     bench_lab.exit_on_sigterm()
@@ -479,14 +590,20 @@ def main() -> int:
         bench_lab.ensure_project(BENCH)
         with tempfile.TemporaryDirectory(prefix="mage-bench-conn-") as tmp:
             commands = write_commands(Path(tmp), cg_venv)
-            for count in sorted(set(options.sizes)):
+            playbooks = write_playbook_commands(Path(tmp), commands)
+            for count in sorted(set(options.sizes) | {PLAYBOOK_HOSTS}):
                 log(f"N={count}: preparing containers")
                 prepare_containers(client, count)
                 write_inventories(Path(tmp), count)
-                results[count], samples[count] = measure(commands, count)
+                if count in options.sizes:
+                    results[count], samples[count] = measure(commands, count)
+                if count == PLAYBOOK_HOSTS:
+                    play_results, play_samples = measure(playbooks, count)
+                    PLAYBOOK_FAILURES.update({key: command.failures for key, command in playbooks.items()})
     finally:
         bench_lab.finish(client, BENCH, options.keep)
     print_report(results, samples)
+    print_playbook_report(play_results, play_samples)
     print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
     return 0
 

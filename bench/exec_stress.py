@@ -26,7 +26,6 @@ import argparse
 import collections
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap

@@ -117,8 +117,8 @@ def main() -> None:
         delete_all(args.parallel)
         lxc("project", "delete", PROJECT, check=False)
     mine, base = statistics.median(times["ours"]), statistics.median(times["baseline"])
-    print(f"| N | parallel | ours s | lxc launch + leases s | ours/baseline |")
-    print(f"|---:|---:|---:|---:|---:|")
+    print("| N | parallel | ours s | lxc launch + leases s | ours/baseline |")
+    print("|---:|---:|---:|---:|---:|")
     print(f"| {args.count} | {args.parallel} | {mine:.2f} | {base:.2f} | {mine / base:.2f}x |")
     print(f"{'PASS' if mine / base <= TARGET else 'FAIL'}: ours is {mine / base:.2f}x the baseline (target <= {TARGET}x)")
 

@@ -172,7 +172,7 @@ class Connection(ConnectionBase):
     def is_pipelining_enabled(self, wrap_async=False):
         # The password is typed on the command's terminal, which is then its stdin: no module on it.
         # (expect_prompt() only turns true once the become command is built, after this is asked.)
-        if self.become and self.become.get_option("become_pass"):
+        if self.become and _become_password(self.become):
             return False
         return super().is_pipelining_enabled(wrap_async)
 
@@ -195,7 +195,7 @@ class Connection(ConnectionBase):
 
     def _exec_with_password(self, cmd):
         dialogue = PasswordDialogue(
-            password=to_bytes(self.become.get_option("become_pass") or ""),
+            password=to_bytes(_become_password(self.become) or ""),
             is_prompt=self.become.check_password_prompt,
             is_success=self.become.check_success,
             is_wrong_password=self.become.check_incorrect_password,
@@ -227,6 +227,13 @@ class Connection(ConnectionBase):
         self._channel = None
         self._user = None
         self._connected = False
+
+
+def _become_password(become):
+    try:
+        return become.get_option("become_pass")
+    except KeyError:  # a become plugin without a password option
+        return None
 
 
 def _strip_become_marker(stdout, marker):

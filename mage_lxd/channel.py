@@ -74,6 +74,16 @@ def exec_error(where: str, exc: ExecError) -> ExecError:
                      timed_out=exc.timed_out)
 
 
+def refused_exec(where: str, exc: MageLxdError) -> MageLxdError:
+    """`exc` (LXD refused the exec request itself) naming the instance and saying nothing ran."""
+    head, found, fix = str(exc).partition("Fix:")
+    head = head.rstrip() if head.startswith(where) else f"{where}: {head.rstrip()}"
+    text = f"{head} The command did not run." + (f" Fix:{fix}" if found else "")
+    error = type(exc)(text)
+    error.task_failure = exc.task_failure
+    return error
+
+
 class InstanceChannel:
     """Exec and file transfer for one instance of one project on one remote."""
 
@@ -120,6 +130,10 @@ class InstanceChannel:
                 return unwrap_exit_status(*run_exec(self.api, self.instance, request))
         except ExecError as exc:
             raise exec_error(self.describe(), exc) from exc
+        except MageLxdError as exc:
+            raise refused_exec(self.describe(), exc) from exc
+        except Exception as exc:  # anything unforeseen still names the instance and what is known
+            raise exec_error(self.describe(), ExecError(f"may have run: {type(exc).__name__}: {exc}", ran=True)) from exc
 
     def exec_with_password(
         self,

@@ -93,12 +93,11 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
     error: nothing ran. Anything later is an ExecError that says whether the command ran.
     """
     exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id)).json()
-    operation_url = response["operation"]
-    secrets = response["metadata"]["metadata"]["fds"]
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id))
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its streams could not be connected)"
     try:
+        operation_url, secrets = exec_answer(response)
         for fd in ("1", "2", "0"):
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
         stage = "started, but its result is unknown (the stream broke while sending its stdin)"
@@ -128,12 +127,11 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     (exit code, everything the terminal showed). A failed become stops the command (its terminal
     closes) and raises BecomeError; the password is never part of a message."""
     exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True)).json()
-    operation_url = response["operation"]
-    secrets = response["metadata"]["metadata"]["fds"]
+    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True))
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its terminal could not be connected)"
     try:
+        operation_url, secrets = exec_answer(response)
         for fd in ("0", "control"):
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
         stage = "started, but become did not finish (the terminal broke)"
@@ -142,11 +140,14 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
         # to close it before it ends the operation.
         rest, finished = read_terminal(streams["0"], request.timeout)
         output += rest
+        if not finished:
+            stop_command(api, instance, exec_id or "")
+            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
         streams["0"].close()
         streams["control"].close()
         stage = "started, but its result is unknown (waiting for it to finish failed)"
         operation = wait_for_exec(api, operation_url, request.timeout)
-        if operation is None or not finished:
+        if operation is None:
             stop_command(api, instance, exec_id or "")
             raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
         check_operation(operation)
@@ -185,6 +186,12 @@ def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeo
     return output
 
 
+def exec_answer(response: Any) -> tuple[str, dict[str, str]]:
+    """The operation URL and the websocket secrets from LXD's answer to an exec request."""
+    answer = response.json()
+    return answer["operation"], answer["metadata"]["metadata"]["fds"]
+
+
 def open_stream(remote: Remote, operation_url: str, secret: str, project: str | None) -> ClientConnection:
     """Connect one exec websocket; over HTTPS the server is checked before the secret is sent."""
     path = f"{urlparse(operation_url).path}/websocket?secret={quote(secret)}"
@@ -203,6 +210,9 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         except OSError:
             sock.close()
             raise
+        # Connected: from here websockets bounds the handshake itself, and a quiet command must
+        # not time the stream out.
+        sock.settimeout(None)
     # The socket is already connected (and TLS already checked), so the URI only names the path:
     # ws:// keeps websockets from wrapping TLS a second time. Output is kept whole (max_queue None)
     # by the connection's own thread, so stdout and stderr never block each other or stdin.
