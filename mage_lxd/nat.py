@@ -154,6 +154,8 @@ def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> N
                 raise OptionError(f"{where}: nat interface '{interface}' does not exist on this host (backend iptables)")
 
 
+# Longer than most (about 45 lines): reading, merging and writing back one forward's ports is one
+# step under the forward lock; split, the halves would pass half-merged port lists between them.
 def apply_forwards(
     api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str], location: str = ""
 ) -> bool:

@@ -158,6 +158,8 @@ def _check_projects_exist(api: LxdApi, wanted: list[str]) -> None:
         )
 
 
+# Longer than most (about 45 lines): the lease lists are read once for every instance, and which
+# instances they cannot cover is only known while matching them, so both stay in one pass.
 def _addresses_from_leases(
     api: LxdApi, running: list[Instance], addresses: dict[tuple[str, str], dict[str, list[dict[str, str]]]]
 ) -> list[Instance]:
