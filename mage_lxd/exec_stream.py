@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import pylxd.exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from websockets.exceptions import ConnectionClosed
@@ -315,16 +316,29 @@ def wait_for_exec(api: LxdApi, operation_url: str, timeout: float | None) -> dic
     """The finished exec operation, or None when it still runs after `timeout` seconds."""
     node = api.client.api.operations[urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]].wait
     if timeout is None:
-        return node.get().json()["metadata"]
+        return _waited(node.get)
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         # LXD's wait takes whole seconds; the read timeout leaves it room to answer.
         seconds = max(1, int(left))
-        operation = node.get(params={"timeout": seconds}, timeout=(api.remote.timeout, seconds + api.remote.timeout))
-        metadata = operation.json()["metadata"]
+        metadata = _waited(lambda: node.get(params={"timeout": seconds},
+                                            timeout=(api.remote.timeout, seconds + api.remote.timeout)))
         if metadata.get("status") != "Running":
             return metadata
     return None
+
+
+def _waited(wait: Any) -> dict[str, Any]:
+    """The operation a wait request answered with. Incus answers a failed operation with an error
+    (not with the operation, as LXD does), and a wait that timed out with "deadline exceeded": both
+    become what LXD would have said, so one check reads them."""
+    try:
+        return wait().json()["metadata"]
+    except pylxd.exceptions.LXDAPIException as exc:
+        text = str(exc)
+        if "deadline exceeded" in text.lower():
+            return {"status": "Running"}
+        return {"status": "Failure", "err": text}
 
 
 def check_operation(operation: Mapping[str, Any]) -> None:

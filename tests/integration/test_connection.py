@@ -448,8 +448,14 @@ def test_a_thousand_short_execs_from_five_threads_never_fail(containers):
     failures: list[str] = []
     counter = iter(range(1000))
 
+    done: list[int] = []
+
     def worker(number: int) -> None:
-        channel = InstanceChannel.connect(Remote(), PROJECT, RUNNING[number % 2])
+        try:
+            channel = InstanceChannel.connect(lab_remote(), PROJECT, RUNNING[number % 2])
+        except BaseException as exc:  # a thread that cannot even connect is a failure too
+            failures.append(f"connect: {type(exc).__name__}: {exc}")
+            return
         for index in counter:
             try:
                 if index % 2:
@@ -458,6 +464,8 @@ def test_a_thousand_short_execs_from_five_threads_never_fail(containers):
                     assert channel.exec(["cat"], stdin=b"%d" % index)[:2] == (0, b"%d" % index)
             except BaseException as exc:  # every failure counts, whatever its type
                 failures.append(f"{type(exc).__name__}: {exc}")
+            else:
+                done.append(index)
 
     threads = [threading.Thread(target=worker, args=(number,)) for number in range(5)]
     for thread in threads:
@@ -465,6 +473,7 @@ def test_a_thousand_short_execs_from_five_threads_never_fail(containers):
     for thread in threads:
         thread.join()
     assert failures == []
+    assert len(done) == 1000  # no thread died quietly
 
 
 def test_modules_raw_and_file_transfers_under_five_forks_never_fail(containers, tmp_path):

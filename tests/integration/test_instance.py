@@ -121,7 +121,7 @@ def test_a_list_is_converged_together(project):
         ({"name": "bad1", "image": "no/such/image"}, "image 'no/such/image' is not a local alias in project"),
         ({"name": "bad1", "proxy": ["/sys/fs/cgroup:/sys/fs/cgroup:ro"]}, "It looks like a mount: put it under 'mounts'"),
         ({"instances": [{"name": "dup1", "nat": [{"extport": 8080}]}, {"name": "dup2", "nat": [{"extport": 8080}]}]},
-         "nat tcp/8080 is already claimed by instance 'dup1' (project mage-test-inst)"),
+         f"nat tcp/8080 is already claimed by instance 'dup1' (project {PROJECT})"),
         ({"name": "bad1", "config": {"volatile.x": "1"}}, "config key 'volatile.x' is managed by LXD"),
     ],
 )
