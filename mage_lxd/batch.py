@@ -86,7 +86,7 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
             for project in projects:
                 apply_project_plan(api, project)
             failures |= _apply_instances(plans, writer_for, options.forks)
-    instances = [failures.get(spec.name + "/" + spec.project) or plans[_key(spec)].result.as_dict() for spec in specs]
+    instances = [failures.get(_key(spec)) or plans[_key(spec)].result.as_dict() for spec in specs]
     return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings)
 
 
@@ -145,17 +145,16 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
     if not api.remote.is_https and not api.clustered:
         # LXD runs on this machine: its ports are ours to probe.
         refusals += host_port_refusals(plans.values())
-    if options.check_mode and definitions:
-        # Offering them to LXD would write (a scratch profile): check mode writes nothing.
-        check_note = "check mode: config and devices were not offered to LXD for checking; a real run does that first"
-    else:
-        check_note = ""
     if unsafe and not options.allow_unsafe:
         refusals += [f"{message} (allow_unsafe is false)." for message in unsafe]
     if refusals:
         raise OptionError(" ".join(refusals) + " Nothing was changed.")
-    notes = [check_note] if check_note else []
-    return notes + [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
+    warnings = [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
+    if options.check_mode and definitions:
+        # Offering them to LXD would write (a scratch profile): check mode writes nothing.
+        warnings.insert(0, "check mode: config and devices were not offered to LXD for checking; a real run does "
+                           "that first")
+    return warnings
 
 
 def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -> dict[str, dict[str, Any]]:
