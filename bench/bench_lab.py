@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import pylxd
+from mage_lxd.remote import LxdApi, Remote
 
 REPO = Path(__file__).resolve().parent.parent
 CG_VENV = REPO / "bench" / ".venv-cg"
@@ -208,15 +208,20 @@ def ensure_project(bench: BenchProject) -> None:
         timeout=bench.lxc_timeout)
 
 
-def project_instances(client: pylxd.Client, bench: BenchProject) -> dict[str, str]:
+def lab_api() -> LxdApi:
+    """A client of the lab server measured (SOCKET)."""
+    return LxdApi(Remote(url=f"unix:{SOCKET}"))
+
+
+def project_instances(api: LxdApi, bench: BenchProject) -> dict[str, str]:
     """{name: status} of every instance in the bench project."""
-    found = client.api.instances.get(params={"recursion": "1", "project": bench.project}).json()["metadata"]
+    found = api.get("instances", {"recursion": "1", "project": bench.project})
     return {item["name"]: item["status"] for item in found}
 
 
-def pending_commands(client: pylxd.Client, bench: BenchProject, count: int) -> list[tuple[str, ...]]:
+def pending_commands(api: LxdApi, bench: BenchProject, count: int) -> list[tuple[str, ...]]:
     """The lxc commands that make PREFIX-001..PREFIX-COUNT exist and run, and nothing else exist."""
-    existing = project_instances(client, bench)
+    existing = project_instances(api, bench)
     wanted = set(container_names(bench, count))
     commands: list[tuple[str, ...]] = []
     for name in sorted(existing):
@@ -237,7 +242,7 @@ def run_all(bench: BenchProject, commands: list[tuple[str, ...]]) -> None:
         log(error)
 
 
-def ensure_containers(client: pylxd.Client, bench: BenchProject, count: int,
+def ensure_containers(api: LxdApi, bench: BenchProject, count: int,
                       explain: Callable[[list[tuple[str, ...]]], str] | None = None) -> None:
     """Make PREFIX-001..PREFIX-COUNT exist, run and have an IPv4 lease; delete any other instance.
 
@@ -247,7 +252,7 @@ def ensure_containers(client: pylxd.Client, bench: BenchProject, count: int,
     """
     started = time.perf_counter()
     attempt = 0
-    while commands := pending_commands(client, bench, count):
+    while commands := pending_commands(api, bench, count):
         attempt += 1
         if attempt > LAUNCH_ATTEMPTS:
             raise RuntimeError(f"after {LAUNCH_ATTEMPTS} rounds, still to do: "
@@ -256,15 +261,15 @@ def ensure_containers(client: pylxd.Client, bench: BenchProject, count: int,
         log(f"round {attempt}: {len(commands)} lxc commands (launch/start/delete)")
         run_all(bench, commands)
     log(f"{count} containers running ({time.perf_counter() - started:.1f} s)")
-    wait_for_addresses(client, bench, set(container_names(bench, count)))
+    wait_for_addresses(api, bench, set(container_names(bench, count)))
 
 
-def wait_for_addresses(client: pylxd.Client, bench: BenchProject, wanted: set[str]) -> None:
+def wait_for_addresses(api: LxdApi, bench: BenchProject, wanted: set[str]) -> None:
     """Wait until every container has an IPv4 lease on the lab bridge."""
     started = time.perf_counter()
     deadline = time.monotonic() + ADDRESS_TIMEOUT
     while True:
-        leases = client.api.networks[BRIDGE].leases.get(params={"project": bench.project}).json()["metadata"]
+        leases = api.get(f"networks/{BRIDGE}/leases", {"project": bench.project})
         waiting = wanted - {lease["hostname"] for lease in leases if ":" not in lease["address"]}
         if not waiting:
             log(f"all {len(wanted)} containers have their IPv4 lease ({time.perf_counter() - started:.1f} s)")
@@ -275,22 +280,22 @@ def wait_for_addresses(client: pylxd.Client, bench: BenchProject, wanted: set[st
         time.sleep(1)
 
 
-def delete_project(client: pylxd.Client, bench: BenchProject) -> None:
+def delete_project(api: LxdApi, bench: BenchProject) -> None:
     """Delete every instance of the bench project, then the project; nothing when it does not exist."""
     if lxc("project", "show", bench.project, timeout=bench.lxc_timeout, check=False).returncode != 0:
         return
-    names = list(project_instances(client, bench))
+    names = list(project_instances(api, bench))
     log(f"deleting {len(names)} containers and the project {bench.project}")
     run_all(bench, [("delete", "--force", name, "--project", bench.project) for name in names])
     lxc("project", "delete", bench.project, timeout=bench.lxc_timeout)
 
 
-def finish(client: pylxd.Client, bench: BenchProject, keep: bool) -> None:
+def finish(api: LxdApi, bench: BenchProject, keep: bool) -> None:
     """At the end of a run: delete the bench project, or with --keep (`keep`) say it is left."""
     if keep:
         log(f"--keep: leaving the project {bench.project} and its containers")
     else:
-        delete_project(client, bench)
+        delete_project(api, bench)
 
 
 # --- the command line and the figures -----------------------------------------------------------

@@ -86,9 +86,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pylxd
 
 import bench_lab
+from mage_lxd.remote import LxdApi
 from bench_lab import (CG_PLUGIN, ON_INCUS, OUR_BIN, REPO, SOCKET, container_names, format_samples, log, lxc,
                        our_inventory, parallel,
                        project_instances)
@@ -114,14 +114,14 @@ BENCH = bench_lab.BenchProject(project=PROJECT, prefix="conn", image=IMAGE, work
 # --- the LXD project and its containers ---------------------------------------------------------
 
 
-def prepare_containers(client: pylxd.Client, count: int) -> None:
+def prepare_containers(api: LxdApi, count: int) -> None:
     """bench_lab.ensure_containers for conn-001..conn-COUNT, then wait for their boot and a calm CPU.
 
     Before launching, warn when the inotify limit looks too low; when the launch rounds do not get
     every container running, the error ends with the console log of one that stopped.
     """
-    check_inotify_room(client, count)
-    bench_lab.ensure_containers(client, BENCH, count, explain=stopped_console)
+    check_inotify_room(api, count)
+    bench_lab.ensure_containers(api, BENCH, count, explain=stopped_console)
     wait_for_boot(count)
     wait_for_idle_cpu()
 
@@ -184,7 +184,7 @@ def inotify_instances_in_use() -> int:
     return used
 
 
-def check_inotify_room(client: pylxd.Client, count: int) -> None:
+def check_inotify_room(api: LxdApi, count: int) -> None:
     """Warn when the containers still to start would pass fs.inotify.max_user_instances.
 
     systemd in each Debian container opens about INOTIFY_PER_CONTAINER inotify instances, and every
@@ -193,7 +193,7 @@ def check_inotify_room(client: pylxd.Client, count: int) -> None:
     allocate manager object: Too many open files"): `lxc launch` succeeds, the container stops.
     """
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    running = sum(1 for status in project_instances(client, BENCH).values() if status == "Running")
+    running = sum(1 for status in project_instances(api, BENCH).values() if status == "Running")
     needed = inotify_instances_in_use() + INOTIFY_PER_CONTAINER * max(0, count - running)
     if needed > limit:
         log(f"warning: about {needed} inotify instances needed for {count} containers, "
@@ -584,7 +584,7 @@ def main() -> int:
     bench_lab.exit_on_sigterm()
     started = time.perf_counter()
     cg_venv = bench_lab.cg_venv()
-    client = pylxd.Client(endpoint=SOCKET)
+    api = bench_lab.lab_api()
     results, samples = {}, {}
     try:
         bench_lab.ensure_project(BENCH)
@@ -593,7 +593,7 @@ def main() -> int:
             playbooks = write_playbook_commands(Path(tmp), commands)
             for count in sorted(set(options.sizes) | {PLAYBOOK_HOSTS}):
                 log(f"N={count}: preparing containers")
-                prepare_containers(client, count)
+                prepare_containers(api, count)
                 write_inventories(Path(tmp), count)
                 if count in options.sizes:
                     results[count], samples[count] = measure(commands, count)
@@ -601,7 +601,7 @@ def main() -> int:
                     play_results, play_samples = measure(playbooks, count)
                     PLAYBOOK_FAILURES.update({key: command.failures for key, command in playbooks.items()})
     finally:
-        bench_lab.finish(client, BENCH, options.keep)
+        bench_lab.finish(api, BENCH, options.keep)
     print_report(results, samples)
     print_playbook_report(play_results, play_samples)
     print(f"\nwhole run: {time.perf_counter() - started:.0f} s")

@@ -55,9 +55,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pylxd
 
 import bench_lab
+from mage_lxd.remote import LxdApi
 from bench_lab import (BRIDGE, CG_PLUGIN, ON_INCUS, OUR_BIN, REPO, SOCKET, container_names, format_samples, log,
                        our_inventory)
 
@@ -76,11 +76,11 @@ BENCH = bench_lab.BenchProject(project=PROJECT, prefix="bench", image=IMAGE, wor
 # --- measurements -------------------------------------------------------------------------------
 
 
-def raw_snapshot(client: pylxd.Client, count: int) -> float:
+def raw_snapshot(api: LxdApi, count: int) -> float:
     """Seconds for the instances (recursion=1) and leases requests, JSON decoding included."""
     started = time.perf_counter()
-    instances = client.api.instances.get(params={"recursion": "1", "project": PROJECT}).json()["metadata"]
-    client.api.networks[BRIDGE].leases.get(params={"project": PROJECT}).json()
+    instances = api.get("instances", {"recursion": "1", "project": PROJECT})
+    api.get(f"networks/{BRIDGE}/leases", {"project": PROJECT})
     elapsed = time.perf_counter() - started
     if len(instances) != count:
         raise RuntimeError(f"raw snapshot read {len(instances)} instances, expected {count}")
@@ -155,9 +155,9 @@ def write_sources(tmp: Path, cg_venv: Path) -> dict[str, InventoryCommand]:
     }
 
 
-def measure(client: pylxd.Client, commands: dict[str, InventoryCommand], count: int) -> dict[str, float]:
+def measure(api: LxdApi, commands: dict[str, InventoryCommand], count: int) -> dict[str, float]:
     result = {}
-    result["raw"], samples = bench_lab.median_of_runs(lambda: raw_snapshot(client, count), RUNS)
+    result["raw"], samples = bench_lab.median_of_runs(lambda: raw_snapshot(api, count), RUNS)
     log(f"N={count} raw snapshot: {format_samples(samples)}")
     for key in ("ours", "bare", "cg"):
         command = commands[key]
@@ -196,7 +196,7 @@ def main() -> int:
     bench_lab.exit_on_sigterm()
     started = time.perf_counter()
     cg_venv = bench_lab.cg_venv()
-    client = pylxd.Client(endpoint=SOCKET)
+    api = bench_lab.lab_api()
     results = {}
     try:
         bench_lab.ensure_project(BENCH)
@@ -204,10 +204,10 @@ def main() -> int:
             commands = write_sources(Path(tmp), cg_venv)
             for count in sorted(set(options.sizes)):
                 log(f"N={count}: preparing containers")
-                bench_lab.ensure_containers(client, BENCH, count)
-                results[count] = measure(client, commands, count)
+                bench_lab.ensure_containers(api, BENCH, count)
+                results[count] = measure(api, commands, count)
     finally:
-        bench_lab.finish(client, BENCH, options.keep)
+        bench_lab.finish(api, BENCH, options.keep)
     print_report(results)
     print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
     return 0

@@ -12,14 +12,14 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import pylxd.exceptions
+from urllib.parse import quote
 
 from mage_lxd.cluster import check_reachable, listed_instance
 from mage_lxd.errors import ExecError, MageLxdError, NotFoundError, RemoteError
 from mage_lxd.exec_stream import ExecRequest, run_exec, run_with_password
 from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import Log, LxdApi, Remote, _no_log
+from mage_lxd.transport import ApiError
 
 CHUNK_SIZE = 1024 * 1024
 # LXD turns an exit status of 126/127 into a failed operation ("Command not executable/not found")
@@ -94,7 +94,7 @@ class InstanceChannel:
         self.project = api.project or "default"
         self.instance = instance
         self.log = api.log
-        self._node = api.client.api.instances[instance]
+        self._files = f"instances/{quote(instance, safe='')}/files"
 
     @classmethod
     def connect(
@@ -193,14 +193,13 @@ class InstanceChannel:
         self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
         with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
             # A file object makes requests stream the body instead of reading it into memory.
-            self._node.files.post(params={"path": remote_path}, data=source,
-                                  headers=headers)
+            self.api.request("post", self._files, {"path": remote_path}, data=source, headers=headers)
 
     def read_small_file(self, remote_path: str) -> bytes | None:
         """The content of a small regular file (config), or None when there is none."""
         try:
             with self._errors(f"read {remote_path}"):
-                response = self._node.files.get(params={"path": remote_path})
+                response = self.api.request("get", self._files, {"path": remote_path})
         except NotFoundError:
             return None
         if self._file_type(response.headers) != "file":
@@ -212,13 +211,13 @@ class InstanceChannel:
         headers = self.file_headers(mode, 0, 0)
         self.log(f"mage_lxd: write {self.describe()}:{remote_path} ({len(content)} bytes)")
         with self._errors(f"write {remote_path}"):
-            self._node.files.post(params={"path": remote_path}, data=content, headers=headers)
+            self.api.request("post", self._files, {"path": remote_path}, data=content, headers=headers)
 
     def fetch_file(self, remote_path: str, local_path: str) -> None:
         """Stream a regular file out of the instance into `local_path`, in fixed-size chunks."""
         self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path}")
         with self._errors(f"fetch_file {remote_path}"):
-            response = self._node.files.get(params={"path": remote_path}, stream=True)
+            response = self.api.request("get", self._files, {"path": remote_path}, stream=True)
             try:
                 if self._file_type(response.headers) != "file":
                     raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")
@@ -254,7 +253,7 @@ class _InstanceErrors:
         if isinstance(exc, MageLxdError):
             return False
         text = str(exc).strip()
-        if isinstance(exc, pylxd.exceptions.NotFound):
+        if isinstance(exc, ApiError) and exc.status == 404:
             if "instance" in text.lower() or self.what == "exec":
                 raise NotFoundError(
                     f"{where} does not exist. Fix: create it (mage_lxd_instance), or check the project "

@@ -30,15 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
 
-import pylxd.exceptions
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from mage_lxd.errors import ExecError, RemoteError
 from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import LxdApi, Remote, local_socket_path
+from mage_lxd.transport import ApiError, pinned_sha256
 
 STDIN_CHUNK = 256 * 1024
 RELAY_CHUNK = 64 * 1024
@@ -90,11 +88,11 @@ def exec_body(request: ExecRequest, exec_id: str | None, terminal: bool = False)
 def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, bytes, bytes]:
     """Run `request` in `instance`; return (exit code, stdout, stderr).
 
-    LXD's refusal of the exec request itself (instance stopped, missing) propagates as pylxd's
-    error: nothing ran. Anything later is an ExecError that says whether the command ran.
+    LXD's refusal of the exec request itself (instance stopped, missing) propagates as ApiError:
+    nothing ran. Anything later is an ExecError that says whether the command ran.
     """
     exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id))
+    response = api.request("post", f"instances/{quote(instance, safe='')}/exec", json=exec_body(request, exec_id))
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its streams could not be connected)"
     try:
@@ -128,7 +126,8 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     (exit code, everything the terminal showed). A failed become stops the command (its terminal
     closes) and raises BecomeError; the password is never part of a message."""
     exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.client.api.instances[instance]["exec"].post(json=exec_body(request, exec_id, terminal=True))
+    response = api.request("post", f"instances/{quote(instance, safe='')}/exec",
+                           json=exec_body(request, exec_id, terminal=True))
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its terminal could not be connected)"
     try:
@@ -314,27 +313,25 @@ def send_stdin(stdin: ClientConnection, payload: bytes) -> None:
 
 def wait_for_exec(api: LxdApi, operation_url: str, timeout: float | None) -> dict[str, Any] | None:
     """The finished exec operation, or None when it still runs after `timeout` seconds."""
-    node = api.client.api.operations[urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]].wait
     if timeout is None:
-        return _waited(node.get)
+        return _waited(api, operation_url, None)
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
-        # LXD's wait takes whole seconds; the read timeout leaves it room to answer.
+        # LXD's wait takes whole seconds.
         seconds = max(1, int(left))
-        metadata = _waited(lambda: node.get(params={"timeout": seconds},
-                                            timeout=(api.remote.timeout, seconds + api.remote.timeout)))
+        metadata = _waited(api, operation_url, seconds)
         if metadata.get("status") != "Running":
             return metadata
     return None
 
 
-def _waited(wait: Any) -> dict[str, Any]:
-    """The operation a wait request answered with. Incus answers a failed operation with an error
-    (not with the operation, as LXD does), and a wait that timed out with "deadline exceeded": both
-    become what LXD would have said, so one check reads them."""
+def _waited(api: LxdApi, operation_url: str, seconds: int | None) -> dict[str, Any]:
+    """The operation a wait request answered with, a failed one included (its `err` is read by
+    check_operation). Incus answers a wait that timed out with "deadline exceeded": that becomes
+    what LXD would have said, so one check reads them."""
     try:
-        return wait().json()["metadata"]
-    except pylxd.exceptions.LXDAPIException as exc:
+        return api.wait_operation(operation_url, seconds)
+    except ApiError as exc:
         text = str(exc)
         if "deadline exceeded" in text.lower():
             return {"status": "Running"}
@@ -418,9 +415,7 @@ def tls_context(remote: Remote) -> ssl.SSLContext:
 
 def check_pinned(remote: Remote, peer_der: bytes | None) -> None:
     """Refuse a server whose certificate is not the pinned server_cert."""
-    with open(remote.server_cert or "", "rb") as handle:
-        pinned = x509.load_pem_x509_certificate(handle.read()).fingerprint(hashes.SHA256())
-    if peer_der is None or hashlib.sha256(peer_der).digest() != pinned:
+    if peer_der is None or hashlib.sha256(peer_der).digest() != pinned_sha256(remote.server_cert or ""):
         raise RemoteError(
             f"LXD remote {remote.describe()}: the exec websocket's certificate is not the pinned "
             f"server_cert '{remote.server_cert}'; refusing to send the command."

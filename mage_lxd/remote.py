@@ -2,8 +2,8 @@
 
 A `Remote` is one LXD server as the user names it: the local unix socket, or an HTTPS endpoint
 with a client certificate and the server's certificate pinned (verification is on by default).
-`LxdApi` wraps one pylxd client so that every request is logged and every failure becomes a
-`RemoteError` naming the remote and the fix.
+`LxdApi` is our client of LXD's /1.0 API (on transport.py's session; no pylxd, see there why):
+every request is logged and every failure becomes a `RemoteError` naming the remote and the fix.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-import pylxd
-import pylxd.exceptions
 import requests
-from pylxd.client import get_session_for_url
 
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
+from mage_lxd.transport import UNIX_BASE, ApiError, api_error, make_session
 from mage_lxd.values import parse_bool
 
 # Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
@@ -227,25 +225,20 @@ class LxdApi:
     project: str | None = None
     # requests' (connect, read) form lets exec wait long for output while connecting stays short.
     timeout: float | tuple[float, float | None] | None = None
-    client: pylxd.Client = field(init=False)
+    # `GET /1.0`, read once at connect: the server's kind, version, extensions and our trust.
+    host_info: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         endpoint = self._endpoint()
         if self.session is None:
             self.session = make_session(self.remote, endpoint)
-        cert = (self.remote.client_cert, self.remote.client_key) if self.remote.client_cert else None
+        self.base = f"{self.remote.url.rstrip('/') if self.remote.is_https else UNIX_BASE}/1.0"
+        if self.timeout is None:
+            self.timeout = self.remote.timeout
         self.log(f"mage_lxd: connecting to {self.remote.describe_as()}")
-        # pylxd knows only LXD, but its handshake (GET /1.0, `auth` for `trusted`) and everything
-        # we use of it (sessions, API nodes, operation waits) is the /1.0 API Incus serves too.
         with self._errors("connect"):
-            self.client = pylxd.Client(
-                endpoint=endpoint,
-                cert=cert,
-                timeout=self.remote.timeout if self.timeout is None else self.timeout,
-                session=self.session,
-                project=self.project,
-            )
-        if self.remote.is_https and not self.client.trusted:
+            self.host_info = self.request("get", "").json().get("metadata") or {}
+        if self.remote.is_https and self.host_info.get("auth") != "trusted":
             add = "config trust add" if self.kind is LXD else "config trust add-certificate"
             raise RemoteError(
                 f"{self.describe()} does not trust the client certificate "
@@ -257,7 +250,7 @@ class LxdApi:
     @property
     def kind(self) -> ServerKind:
         """LXD or Incus, as the server's own `GET /1.0` says (read once, at connect)."""
-        return server_kind(self.client.host_info)
+        return server_kind(self.host_info)
 
     def describe(self) -> str:
         """The remote as messages name it, with its kind: `Incus remote 'local' (unix:...)`."""
@@ -286,16 +279,33 @@ class LxdApi:
     @property
     def server_version(self) -> str:
         """The LXD server version string, e.g. '5.0.2'."""
-        return str(self.client.host_info.get("environment", {}).get("server_version", ""))
+        return str(self.host_info.get("environment", {}).get("server_version", ""))
 
     @property
     def clustered(self) -> bool:
         """True when the server is a member of an LXD cluster."""
-        return bool(self.client.host_info.get("environment", {}).get("server_clustered", False))
+        return bool(self.host_info.get("environment", {}).get("server_clustered", False))
 
     def has_extension(self, name: str) -> bool:
         """True when the server announces API extension `name` (probe before using it)."""
-        return name in self.client.host_info.get("api_extensions", [])
+        return name in self.host_info.get("api_extensions", [])
+
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                **kwargs: Any) -> requests.Response:
+        """One request to /1.0/<path> (in this client's project, unless `params` names one);
+        an error answer raises ApiError. `kwargs` go to requests (json, data, headers, stream,
+        timeout)."""
+        query = dict(params or {})
+        if self.project and "project" not in query:
+            query["project"] = self.project
+        kwargs.setdefault("timeout", self.timeout)
+        response = self.session.request(method, f"{self.base}/{path}".rstrip("/"), params=query, **kwargs)
+        if response.status_code >= 400:
+            try:
+                raise api_error(response)
+            finally:
+                response.close()
+        return response
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET /1.0/<path> and return the response's metadata."""
@@ -316,67 +326,55 @@ class LxdApi:
 
     def get_with_etag(self, path: str, params: Mapping[str, str] | None = None) -> tuple[Any, str]:
         """GET /1.0/<path>; return (metadata, ETag) so a later PUT can refuse a concurrent change."""
-        node = self._node(path)
         what = f"GET /1.0/{path}" + (f" {dict(params)}" if params else "")
         self.log(f"mage_lxd: {self.remote.name}: {what}")
         with self._errors(what):
-            response = node.get(params=dict(params or {}))
-        return response.json().get("metadata"), response.headers.get("ETag", "")
+            response = self.request("get", path, params)
+            return response.json().get("metadata"), response.headers.get("ETag", "")
 
     def _write(self, method: str, path: str, body: Any, params: Mapping[str, str] | None,
                headers: Mapping[str, str] | None = None) -> Any:
         what = f"{method.upper()} /1.0/{path}"
         self.log(f"mage_lxd: {self.remote.name}: {what}" + (f" {dict(params)}" if params else ""))
-        kwargs: dict[str, Any] = {"params": dict(params or {})}
+        kwargs: dict[str, Any] = {}
         if body is not None:
             kwargs["json"] = body
         if headers:
             kwargs["headers"] = dict(headers)
         with self._errors(what):
-            response = getattr(self._node(path), method)(**kwargs)
-            data = response.json()
+            data = self.request(method, path, params, **kwargs).json()
             if data.get("type") == "async":
-                operation = self.client.operations.wait_for_operation(data["operation"])
-                return getattr(operation, "metadata", None)
+                return self.wait_operation(data["operation"]).get("metadata")
         return data.get("metadata")
 
-    def _node(self, path: str) -> Any:
-        node = self.client.api
-        for part in path.strip("/").split("/"):
-            node = node[part]
-        return node
+    def wait_operation(self, operation_url: str, seconds: int | None = None) -> dict[str, Any]:
+        """The operation at `operation_url` once it has ended (or after `seconds`, still
+        "Running"). A failed operation raises ApiError with LXD's own `err` text; Incus answers a
+        failed operation's wait with an error status, which raises the same."""
+        operation_id = operation_url.rstrip("/").rsplit("/", 1)[-1]
+        params = {"timeout": str(seconds)} if seconds is not None else None
+        # A bounded wait leaves LXD room to answer; an unbounded one has this client's own timeout
+        # (the batch's operation_timeout, none for the connection).
+        timeout = self.timeout if seconds is None else (self.remote.timeout, seconds + self.remote.timeout)
+        operation = self.request("get", f"operations/{quote(operation_id, safe='')}/wait", params,
+                                 timeout=timeout).json().get("metadata") or {}
+        if operation.get("status") == "Failure":
+            raise ApiError(400, str(operation.get("err") or "the operation failed"))
+        return operation
 
     def _errors(self, what: str) -> _ErrorMapper:
-        return _ErrorMapper(self.remote, what, getattr(self, "client", None))
-
-
-def make_session(remote: Remote, endpoint: str) -> requests.Session:
-    """A requests session for `remote`: unix socket, or HTTPS with the certificates it names.
-
-    TLS is verified by default: a pinned `server_cert` (LXD's self-signed certificate) when given,
-    else the system CA store; `validate_certs: false` turns it off, which only a lab should do.
-    """
-    if not remote.is_https:
-        return get_session_for_url(f"http+unix://{quote(endpoint, safe='')}")
-    verify: bool | str = remote.server_cert or True
-    if not remote.validate_certs:
-        verify = False
-    cert = (remote.client_cert, remote.client_key) if remote.client_cert else None
-    session = get_session_for_url(endpoint, verify=verify, cert=cert)
-    # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace session.verify, which would silently
-    # swap the pinned server certificate for a CA bundle; the remote's settings must win.
-    session.trust_env = False
-    return session
+        return _ErrorMapper(self.remote, what, self.host_info)
 
 
 class _ErrorMapper:
-    """Context manager turning pylxd/requests failures into RemoteErrors that name the remote."""
+    """Context manager turning requests failures and LXD's error answers into RemoteErrors that
+    name the remote."""
 
-    def __init__(self, remote: Remote, what: str, client: pylxd.Client | None = None) -> None:
+    def __init__(self, remote: Remote, what: str, host_info: Mapping[str, Any] | None = None) -> None:
         self.remote = remote
         self.what = what
         # Before the handshake only the url hints at the kind; after it, the server said.
-        self.kind = server_kind(client.host_info) if client is not None else kind_from_url(remote.url)
+        self.kind = server_kind(host_info) if host_info else kind_from_url(remote.url)
 
     def __enter__(self) -> None:
         return None
@@ -398,20 +396,20 @@ class _ErrorMapper:
                 f"{where}: no answer within {self.remote.timeout:g}s to {self.what}. Fix: check the "
                 "daemon is healthy, or raise the remote's timeout."
             ) from exc
-        if isinstance(exc, (requests.exceptions.ConnectionError, pylxd.exceptions.ClientConnectionFailed)):
+        if isinstance(exc, requests.exceptions.ConnectionError):
             raise RemoteError(
                 f"{where}: cannot connect ({_first_line(exc)}). Fix: is {self.kind.title} running and listening "
                 "there (core.https_address for HTTPS)? Is the url right?"
             ) from exc
-        if isinstance(exc, pylxd.exceptions.NotFound):
+        if isinstance(exc, ApiError) and exc.status == 404:
             raise NotFoundError(f"{where}: {self.what}: not found ({_api_message(exc)})") from exc
-        if isinstance(exc, pylxd.exceptions.LXDAPIException):
+        if isinstance(exc, ApiError):
             raise RemoteError(f"{where}: {self.what} failed: {_api_message(exc)}") from exc
         return False
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    # pylxd re-raises connection errors as ClientConnectionFailed; the TLS error is its context.
+    # requests wraps urllib3's errors: the TLS error may be the cause of a ConnectionError.
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, kind):
@@ -425,6 +423,6 @@ def _first_line(exc: BaseException) -> str:
     return text[-1][:300] if text else type(exc).__name__
 
 
-def _api_message(exc: pylxd.exceptions.LXDAPIException) -> str:
-    # pylxd's str() is LXD's own error text ("Instance not found", ...).
+def _api_message(exc: ApiError) -> str:
+    # LXD's own error text ("Instance not found", ...).
     return str(exc).strip()[:300] or type(exc).__name__

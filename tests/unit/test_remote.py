@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from mage_lxd.errors import OptionError, RemoteError
-from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, make_session, remote_from_mapping,
-                             remote_from_task_args, server_kind, unique_remotes)
+from cryptography.hazmat.primitives import hashes
+from tls_material import make_ca, pem_cert
+
+from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,
+                             server_kind, unique_remotes)
+from mage_lxd.transport import PinnedCertAdapter, make_session
 
 
 def test_defaults_are_the_local_socket_with_verification_on():
@@ -45,16 +49,29 @@ def test_two_remotes_with_one_name_are_refused():
 
 
 def test_https_session_pins_the_server_certificate_and_ignores_ca_bundle_variables(tmp_path):
+    certificate, _ = make_ca()
     cert = tmp_path / "c.pem"
-    cert.write_text("x")
+    cert.write_text(pem_cert(certificate))
     remote = Remote(name="r", url="https://h:8443", client_cert=str(cert), client_key=str(cert),
                     server_cert=str(cert))
     session = make_session(remote, remote.url)
-    assert session.verify == str(cert)
+    adapter = session.get_adapter("https://h:8443/1.0")
+    assert isinstance(adapter, PinnedCertAdapter)
+    assert adapter.fingerprint == certificate.fingerprint(hashes.SHA256()).hex()
     assert session.cert == (str(cert), str(cert))
     assert session.trust_env is False
     insecure = make_session(Remote(name="r", url="https://h:8443", validate_certs=False), "https://h:8443")
     assert insecure.verify is False
+    assert not isinstance(insecure.get_adapter("https://h:8443/1.0"), PinnedCertAdapter)
+
+
+def test_a_server_cert_that_is_no_certificate_is_refused_naming_the_file(tmp_path):
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    remote = Remote(name="r", url="https://h:8443", client_cert=str(cert), client_key=str(cert),
+                    server_cert=str(cert))
+    with pytest.raises(OptionError, match=f"server_cert '{cert}' is not a PEM certificate"):
+        make_session(remote, remote.url)
 
 
 def test_a_task_without_url_takes_the_whole_remote_from_the_environment(monkeypatch, tmp_path):
