@@ -351,7 +351,8 @@ class LxdApi:
         """The operation at `operation_url` once it has ended (or after `seconds`, still
         "Running"). A failed operation raises ApiError with LXD's own `err` text; Incus answers a
         failed operation's wait with an error status, which raises the same."""
-        operation_id = operation_url.rstrip("/").rsplit("/", 1)[-1]
+        # LXD may append a query (`?project=...`, `?target=...`) to the operation's URL.
+        operation_id = urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]
         params = {"timeout": str(seconds)} if seconds is not None else None
         # A bounded wait leaves LXD room to answer; an unbounded one has this client's own timeout
         # (the batch's operation_timeout, none for the connection).

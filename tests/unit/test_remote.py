@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+import requests
 
-from mage_lxd.errors import OptionError, RemoteError
+from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from cryptography.hazmat.primitives import hashes
 from tls_material import make_ca, pem_cert
 
@@ -118,3 +119,70 @@ def test_a_missing_incus_socket_is_named_with_incus_fix(monkeypatch):
     monkeypatch.setattr(os.path, "exists", lambda path: False)
     with pytest.raises(RemoteError, match=r"^Incus remote 'i' .*does not exist\. Fix: start Incus"):
         LxdApi(Remote(name="i", url="unix:/var/lib/incus/unix.socket"))
+
+
+class AnsweringSession:
+    """A session that records each request and answers from `answers` ({(method, path): (status, body)});
+    the bodies are LXD's shapes, as recorded from the lab."""
+
+    def __init__(self, answers: dict) -> None:
+        self.answers = answers
+        self.sent: list[tuple[str, str, dict]] = []
+
+    def request(self, method: str, url: str, params=None, **_kwargs):
+        path = url.split("/1.0", 1)[1] or "/"
+        self.sent.append((method, path, dict(params or {})))
+        status, body = self.answers[(method, path)]
+        response = requests.Response()
+        response.status_code = status
+        response._content = json.dumps(body).encode()
+        return response
+
+
+HTTPS = Remote(name="h", url="https://h:8443")
+TRUSTED = {"type": "sync", "metadata": {"auth": "trusted", "api_extensions": [], "environment": {}}}
+
+
+def test_an_operation_url_with_a_query_is_waited_for_by_its_id():
+    # A clustered LXD answers POST /1.0/instances?target=m1 with ".../operations/ID?target=m1".
+    session = AnsweringSession({
+        ("get", "/"): (200, TRUSTED),
+        ("post", "/instances"): (202, {"type": "async", "operation": "/1.0/operations/abc?target=m1"}),
+        ("get", "/operations/abc/wait"): (200, {"metadata": {"status": "Success", "metadata": {"id": 1}}}),
+    })
+    api = LxdApi(HTTPS, session=session, project="p")
+    assert api.post("instances", {"name": "x"}, params={"target": "m1"}) == {"id": 1}
+    assert session.sent[1:] == [("post", "/instances", {"target": "m1", "project": "p"}),
+                                ("get", "/operations/abc/wait", {"project": "p"})]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        ((404, {"type": "error", "error": "Instance not found", "error_code": 404}), NotFoundError,
+         r"^LXD remote 'h' \(https://h:8443\): GET /1.0/instances/x: not found \(Instance not found\)$"),
+        ((500, {"type": "error", "error": "Invalid value: lots", "error_code": 500}), RemoteError,
+         r"GET /1.0/instances/x failed: Invalid value: lots$"),
+    ],
+)
+def test_lxds_error_answers_name_the_remote_the_request_and_lxds_text(answer, error, message):
+    session = AnsweringSession({("get", "/"): (200, TRUSTED), ("get", "/instances/x"): answer})
+    with pytest.raises(error, match=message):
+        LxdApi(HTTPS, session=session).get("instances/x")
+
+
+def test_a_failed_operation_raises_lxds_own_text():
+    session = AnsweringSession({
+        ("get", "/"): (200, TRUSTED),
+        ("put", "/instances/x/state"): (202, {"type": "async", "operation": "/1.0/operations/op"}),
+        ("get", "/operations/op/wait"): (200, {"metadata": {"status": "Failure", "err": "address already in use"}}),
+    })
+    with pytest.raises(RemoteError, match=r"PUT /1.0/instances/x/state failed: address already in use$"):
+        LxdApi(HTTPS, session=session).put("instances/x/state", {"action": "start"})
+
+
+def test_an_untrusted_certificate_is_named_before_any_other_request():
+    session = AnsweringSession({("get", "/"): (200, {"type": "sync", "metadata": {"auth": "untrusted"}})})
+    with pytest.raises(RemoteError, match="does not trust the client certificate"):
+        LxdApi(HTTPS, session=session)
+    assert [path for _, path, _ in session.sent] == ["/"]
