@@ -75,8 +75,9 @@ def bench_project_name(name: str) -> str:
 
 
 def our_inventory(project: str) -> str:
-    """The mage_lxd inventory source for one bench project on this server."""
-    return f"plugin: mage_lxd\nremotes: [{{name: local, url: 'unix:{SOCKET}'}}]\nprojects: [{project}]\n"
+    """The mage_lxd inventory source for one bench project on this server, named as the repo's own
+    inventory/mage_lxd.yml names the plugin (its FQCN: the first plugin ansible.cfg enables)."""
+    return f"plugin: mage.lxd.mage_lxd\nremotes: [{{name: local, url: 'unix:{SOCKET}'}}]\nprojects: [{project}]\n"
 
 
 def lxc(*args: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -27,9 +27,10 @@ discovery: /usr/bin/python3 in the containers (for ours as the extra var
 `-e ansible_python_interpreter=/usr/bin/python3`, for community.general as an inventory variable),
 the venv's python for the local floor. ANSIBLE_* variables of the calling shell are not passed on.
 
-Each command runs once untimed first (warm-up; it must print SUCCESS with "pong" for every one of
-the N hosts, else the host's error is printed and the run stops), then 3 timed runs (exit status 0
-required); every figure is the median of those 3 (time.perf_counter around the subprocess). The
+Each command runs once untimed first (warm-up; ours and the floor must print SUCCESS with "pong"
+for every one of the N hosts, else the host's error is printed and the run stops; a baseline's
+failed hosts are printed and it is measured anyway, its failures counted per run in the report),
+then 3 timed runs (exit status 0 required of ours and the floor); every figure is the median of those 3 (time.perf_counter around the subprocess). The
 timed runs go in rounds (ours, cg pipelining, cg no-pipelining, local floor; three times), so a
 drift in the machine's load is shared by all four. Measuring at each N starts once systemd has
 finished booting in every container and the CPU is at least 85% idle (or after 90 s, with a
@@ -40,7 +41,7 @@ run), redone (twice at most), and listed at the end of the report.
 Targets, checked at every N, printed as PASS/FAIL lines; the script exits 0 either way, it is a
 report, not a test:
 - ours is faster than community.general with pipelining;
-- ours takes at most 1.25x the local floor.
+- ours takes at most 1.1x the local floor.
 
 Setup. Everything happens in the LXD project `mage-bench-conn` (created with features.images=false
 and features.profiles=false, so it uses the default project's images and default profile: root
@@ -106,7 +107,7 @@ SETTLE_IDLE = 0.85  # measuring starts once the machine's CPU is this idle (over
 SETTLE_TIMEOUT = 90  # ... or after this many seconds, with a warning
 INOTIFY_PER_CONTAINER = 6  # inotify instances systemd holds in one running mage/debian-12 container
 TARGET_OURS_OVER_CG = 1.0  # ours must take less than community.general with pipelining
-TARGET_OURS_OVER_FLOOR = 1.25
+TARGET_OURS_OVER_FLOOR = 1.1  # issue 12: at most 1.1x the local floor
 BENCH = bench_lab.BenchProject(project=PROJECT, prefix="conn", image=IMAGE, workers=LAUNCH_WORKERS,
                                lxc_timeout=LXC_TIMEOUT)
 
@@ -284,8 +285,12 @@ class PingCommand:
     """One `ansible all -m ansible.builtin.ping` command line with its environment."""
 
     def __init__(self, label: str, binary: Path, source: Path, config: Path, cwd: Path,
-                 extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
+                 extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None,
+                 baseline: bool = False):
         self.label = label
+        # A baseline's failed hosts are part of its result (reported, not fatal); ours must not fail.
+        self.baseline = baseline
+        self.failures: list[int] = []
         self.args = [str(binary), "all", "-i", str(source), "-m", "ansible.builtin.ping",
                      "--forks", str(FORKS), *extra_args]
         self.cwd = cwd
@@ -332,8 +337,10 @@ class PingCommand:
             log(f"{self.label} printed on stderr:\n{shown}")
 
     def check_hosts(self, hosts: list[str]) -> None:
-        """Run once untimed; fail, printing each failed host's error, unless every host said pong."""
+        """Run once untimed; fail, printing each failed host's error, unless every host said pong
+        (a baseline's failures are logged and it is measured anyway)."""
         log(f"{self.label}: {self.describe()}")
+        self.failures = []
         result = self.run()
         self.report_stderr(result.stderr)
         found = parse_results(result.stdout)
@@ -346,6 +353,10 @@ class PingCommand:
         unexpected = sorted(set(found) - set(hosts))
         if unexpected:
             problems.append(f"unexpected hosts: {', '.join(unexpected[:10])}")
+        if (problems or result.returncode != 0) and self.baseline:
+            log(f"{self.label}: warm-up: {len(problems)} hosts without pong (a baseline: measured anyway):\n"
+                + "\n".join(problems[:3]))
+            return
         if problems or result.returncode != 0:
             raise RuntimeError(
                 f"{self.label}: warm-up run exited {result.returncode}, {len(problems)} problems:\n"
@@ -358,7 +369,9 @@ class PingCommand:
         result = self.run()
         elapsed = time.perf_counter() - started
         self.report_stderr(result.stderr)
-        if result.returncode != 0:
+        failed = sum(1 for status, _ in parse_results(result.stdout).values() if status != "SUCCESS")
+        self.failures.append(failed)
+        if result.returncode != 0 and not self.baseline:
             raise RuntimeError(f"{self.label}: timed run exited {result.returncode}:\n"
                                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return elapsed
@@ -491,9 +504,9 @@ def write_commands(tmp: Path, cg_venv: Path) -> dict[str, PingCommand]:
         "ours": PingCommand("ours (mage_lxd)", OUR_BIN / "ansible", ours, repo_config, REPO,
                             extra_args=("-e", f"ansible_python_interpreter={CONTAINER_PYTHON}")),
         "cg_pipe": PingCommand(f"{CG_PLUGIN}, pipelining", cg_ansible, tmp / "cg-hosts.ini", cg_config,
-                               tmp, extra_env={"ANSIBLE_PIPELINING": "True"}),
+                               tmp, extra_env={"ANSIBLE_PIPELINING": "True"}, baseline=True),
         "cg_nopipe": PingCommand(f"{CG_PLUGIN}, no pipelining", cg_ansible, tmp / "cg-hosts.ini",
-                                 cg_config, tmp, extra_env={"ANSIBLE_PIPELINING": "False"}),
+                                 cg_config, tmp, extra_env={"ANSIBLE_PIPELINING": "False"}, baseline=True),
         "local": PingCommand("local floor", OUR_BIN / "ansible", tmp / "local-hosts.ini", repo_config, REPO,
                              extra_env={"ANSIBLE_PIPELINING": "True"}),
     }
@@ -501,6 +514,7 @@ def write_commands(tmp: Path, cg_venv: Path) -> dict[str, PingCommand]:
 
 LABELS = {"ours": "ours", "cg_pipe": "cg pipelining", "cg_nopipe": "cg no-pipelining", "local": "local floor"}
 HANGS: list[str] = []  # every hung run, for the report
+PING_FAILURES: dict[int, dict[str, list[int]]] = {}  # hosts without SUCCESS per timed run, per N and command
 
 
 def redo_if_hung(function):
@@ -560,6 +574,10 @@ def print_report(results: dict[int, dict[str, float]], samples: dict[int, dict[s
     for count in sorted(samples):
         for key, label in LABELS.items():
             print(f"  N={count} {label}: {format_samples(samples[count][key])}")
+    print("\nhosts without SUCCESS per timed run (a baseline's count in its figures; ours must be 0):")
+    for count in sorted(PING_FAILURES):
+        for key, label in LABELS.items():
+            print(f"  N={count} {label}: {PING_FAILURES[count].get(key, [])}")
     if HANGS:
         print(f"\nhung runs (killed after {RUN_TIMEOUT} s and redone; not in the figures above):")
         for hang in HANGS:
@@ -597,6 +615,7 @@ def main() -> int:
                 write_inventories(Path(tmp), count)
                 if count in options.sizes:
                     results[count], samples[count] = measure(commands, count)
+                    PING_FAILURES[count] = {key: list(command.failures) for key, command in commands.items()}
                 if count == PLAYBOOK_HOSTS:
                     play_results, play_samples = measure(playbooks, count)
                     PLAYBOOK_FAILURES.update({key: command.failures for key, command in playbooks.items()})
