@@ -18,7 +18,7 @@ description:
     where none is asked for is simply not used.
 author: mage-lxd developers (!UNKNOWN)
 requirements:
-  - requests, websockets >= 14 and cryptography (on the controller; the mage-lxd package pulls them)
+  - websockets >= 14 and cryptography (on the controller; the mage-lxd package pulls them)
   - the mage_lxd Python package of this repository (C(pip install -e .))
 extends_documentation_fragment:
   - mage.lxd.mage_lxd

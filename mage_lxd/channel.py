@@ -192,7 +192,7 @@ class InstanceChannel:
         headers = self.file_headers(mode, user.uid, user.gid)
         self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
         with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
-            # A file object makes requests stream the body instead of reading it into memory.
+            # A file object is streamed in blocks with its length, never read into memory whole.
             self.api.request("post", self._files, {"path": remote_path}, data=source, headers=headers)
 
     def read_small_file(self, remote_path: str) -> bytes | None:

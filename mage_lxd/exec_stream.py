@@ -17,7 +17,6 @@ operation's secret, is sent.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import selectors
 import socket
@@ -33,10 +32,10 @@ from urllib.parse import quote, urlparse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
-from mage_lxd.errors import ExecError, RemoteError
+from mage_lxd.errors import ExecError
 from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import LxdApi, Remote, local_socket_path
-from mage_lxd.transport import ApiError, pinned_sha256
+from mage_lxd.transport import ApiError, tls_socket
 
 STDIN_CHUNK = 256 * 1024
 RELAY_CHUNK = 64 * 1024
@@ -200,7 +199,9 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
     if remote.is_https:
         parsed = urlparse(remote.url)
         host, port = parsed.hostname or "", parsed.port or 8443
-        sock = tls_relay(tls_socket(remote, host, port))
+        tls = tls_socket(remote, host, port, remote.timeout)
+        tls.settimeout(None)  # a quiet command must not time its streams out
+        sock = tls_relay(tls)
     else:
         host = "lxd"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -229,21 +230,6 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
 # websockets 17 asks to choose between a plain connection and its reconnecting iterator (legacy=True
 # keeps the plain one, without a warning); 16, which Python 3.10 gets, knows neither.
 _PLAIN_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(unix_connect).parameters else {}
-
-
-def tls_socket(remote: Remote, host: str, port: int) -> ssl.SSLSocket:
-    """A TLS socket to `host:port`, the server checked as the API session checks it."""
-    raw = socket.create_connection((host, port), timeout=remote.timeout)
-    try:
-        sock = tls_context(remote).wrap_socket(raw, server_hostname=host)
-        if remote.validate_certs and remote.server_cert:
-            check_pinned(remote, sock.getpeercert(binary_form=True))
-    except BaseException:
-        raw.close()
-        raise
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
-    return sock
 
 
 def tls_relay(tls: ssl.SSLSocket) -> socket.socket:
@@ -399,24 +385,3 @@ def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
     run_exec(api, instance, request)
 
 
-def tls_context(remote: Remote) -> ssl.SSLContext:
-    """The TLS context for exec websockets: client certificate, and the server checked like the API."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if remote.client_cert:
-        context.load_cert_chain(remote.client_cert, remote.client_key)
-    if remote.validate_certs and not remote.server_cert:
-        context.load_default_certs()
-        return context
-    # Pinned (checked against the fingerprint in tls_socket) or validation turned off.
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def check_pinned(remote: Remote, peer_der: bytes | None) -> None:
-    """Refuse a server whose certificate is not the pinned server_cert."""
-    if peer_der is None or hashlib.sha256(peer_der).digest() != pinned_sha256(remote.server_cert or ""):
-        raise RemoteError(
-            f"LXD remote {remote.describe()}: the exec websocket's certificate is not the pinned "
-            f"server_cert '{remote.server_cert}'; refusing to send the command."
-        )

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-import requests
-
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
-from mage_lxd.transport import UNIX_BASE, ApiError, api_error, make_session
+from mage_lxd.transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, api_error, make_session
 from mage_lxd.values import parse_bool
 
 # Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
@@ -219,11 +217,11 @@ class LxdApi:
     """One connected LXD server. Every call is logged and every failure names the remote."""
 
     remote: Remote
-    session: requests.Session | None = None
+    session: ApiSession | None = None
     log: Log = _no_log
     # Set for clients that act in one project (the connection); the inventory passes it per call.
     project: str | None = None
-    # requests' (connect, read) form lets exec wait long for output while connecting stays short.
+    # The (connect, read) form lets exec wait long for output while connecting stays short.
     timeout: float | tuple[float, float | None] | None = None
     # `GET /1.0`, read once at connect: the server's kind, version, extensions and our trust.
     host_info: dict[str, Any] = field(init=False, default_factory=dict)
@@ -291,9 +289,9 @@ class LxdApi:
         return name in self.host_info.get("api_extensions", [])
 
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
-                **kwargs: Any) -> requests.Response:
+                **kwargs: Any) -> Response:
         """One request to /1.0/<path> (in this client's project, unless `params` names one);
-        an error answer raises ApiError. `kwargs` go to requests (json, data, headers, stream,
+        an error answer raises ApiError. `kwargs` go to the session (json, data, headers, stream,
         timeout)."""
         query = dict(params or {})
         if self.project and "project" not in query:
@@ -368,7 +366,7 @@ class LxdApi:
 
 
 class _ErrorMapper:
-    """Context manager turning requests failures and LXD's error answers into RemoteErrors that
+    """Context manager turning connection failures and LXD's error answers into RemoteErrors that
     name the remote."""
 
     def __init__(self, remote: Remote, what: str, host_info: Mapping[str, Any] | None = None) -> None:
@@ -384,7 +382,7 @@ class _ErrorMapper:
         if exc is None or isinstance(exc, RemoteError):
             return False
         where = self.remote.describe_as(self.kind)
-        if _caused_by(exc, requests.exceptions.SSLError):
+        if isinstance(exc, TransportError) and exc.kind == "tls":
             hint = (
                 "Fix: set server_cert to the server's certificate (on the server: "
                 f"{self.kind.state_dir}/server.crt, or '{self.kind.cli} info' under 'certificate')"
@@ -392,12 +390,12 @@ class _ErrorMapper:
                 else f"Fix: '{self.remote.server_cert}' is not this server's certificate; fetch the right one"
             )
             raise RemoteError(f"{where}: TLS verification failed ({_first_line(exc)}). {hint}.") from exc
-        if isinstance(exc, requests.exceptions.Timeout):
+        if isinstance(exc, TransportError) and exc.kind == "timeout":
             raise RemoteError(
                 f"{where}: no answer within {self.remote.timeout:g}s to {self.what}. Fix: check the "
                 "daemon is healthy, or raise the remote's timeout."
             ) from exc
-        if isinstance(exc, requests.exceptions.ConnectionError):
+        if isinstance(exc, TransportError):
             raise RemoteError(
                 f"{where}: cannot connect ({_first_line(exc)}). Fix: is {self.kind.title} running and listening "
                 "there (core.https_address for HTTPS)? Is the url right?"
@@ -407,16 +405,6 @@ class _ErrorMapper:
         if isinstance(exc, ApiError):
             raise RemoteError(f"{where}: {self.what} failed: {_api_message(exc)}") from exc
         return False
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    # requests wraps urllib3's errors: the TLS error may be the cause of a ConnectionError.
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _first_line(exc: BaseException) -> str:

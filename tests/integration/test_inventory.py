@@ -7,11 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import requests
 
 from lxd_lab import (LAB, TITLE, ansible, create_project, delete_project, inventory_list, lab_remote, launch, lxc,
                      project_name, query, wait_for_leases)
-from mage_lxd.remote import LxdApi
+from mage_lxd.remote import LxdApi, local_socket_path
+from mage_lxd.transport import ApiSession
 from mage_lxd.snapshot import take_snapshot
 
 pytestmark = pytest.mark.integration
@@ -161,8 +161,8 @@ def test_request_count_does_not_grow_with_instances(lab):
             for index in range(present, total):
                 launch(project, f"c{index}")
             wait_for_leases(project, [f"c{index}" for index in range(total)])
-            session = CountingSession()
-            api = LxdApi(lab_remote(), session=_unix_session(session))
+            session = CountingSession(lab_remote(), local_socket_path(lab_remote().url))
+            api = LxdApi(lab_remote(), session=session)
             snapshot = take_snapshot(api, [project])
             assert len(snapshot["instances"]) == total
             assert all(item["addresses"] for item in snapshot["instances"])
@@ -173,25 +173,14 @@ def test_request_count_does_not_grow_with_instances(lab):
         delete_project(project)
 
 
-class CountingSession:
+class CountingSession(ApiSession):
     """Counts the HTTP requests a snapshot sends."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    count = 0
 
-
-def _unix_session(counter: CountingSession) -> requests.Session:
-    from mage_lxd.remote import local_socket_path, make_session
-
-    session = make_session(lab_remote(), local_socket_path(lab_remote().url))
-    send = session.send
-
-    def counting_send(request, **kwargs):
-        counter.count += 1
-        return send(request, **kwargs)
-
-    session.send = counting_send
-    return session
+    def request(self, *args, **kwargs):
+        self.count += 1
+        return super().request(*args, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 
 import pytest
-import requests
-
-from mage_lxd.errors import NotFoundError, OptionError, RemoteError
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from tls_material import make_ca, pem_cert
 
+from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,
                              server_kind, unique_remotes)
-from mage_lxd.transport import PinnedCertAdapter, make_session
+from mage_lxd.transport import check_pinned, make_session, pinned_sha256, tls_context
 
 
 def test_defaults_are_the_local_socket_with_verification_on():
@@ -49,21 +48,30 @@ def test_two_remotes_with_one_name_are_refused():
         unique_remotes([Remote(name="a"), Remote(name="a")])
 
 
-def test_https_session_pins_the_server_certificate_and_ignores_ca_bundle_variables(tmp_path):
+def test_the_pin_is_the_certificates_sha256_and_another_certificate_is_refused(tmp_path):
+    certificate, _ = make_ca()
+    other, _ = make_ca()
+    cert = tmp_path / "c.pem"
+    cert.write_text(pem_cert(certificate))
+    remote = Remote(name="r", url="https://h:8443", server_cert=str(cert))
+    assert pinned_sha256(str(cert)) == certificate.fingerprint(hashes.SHA256())
+    check_pinned(remote, certificate.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(ssl.SSLCertVerificationError, match=f"not the pinned server_cert '{cert}'"):
+        check_pinned(remote, other.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        check_pinned(remote, None)
+
+
+def test_the_tls_context_checks_the_ca_store_unless_pinned_or_off(tmp_path):
     certificate, _ = make_ca()
     cert = tmp_path / "c.pem"
     cert.write_text(pem_cert(certificate))
-    remote = Remote(name="r", url="https://h:8443", client_cert=str(cert), client_key=str(cert),
-                    server_cert=str(cert))
-    session = make_session(remote, remote.url)
-    adapter = session.get_adapter("https://h:8443/1.0")
-    assert isinstance(adapter, PinnedCertAdapter)
-    assert adapter.fingerprint == certificate.fingerprint(hashes.SHA256()).hex()
-    assert session.cert == (str(cert), str(cert))
-    assert session.trust_env is False
-    insecure = make_session(Remote(name="r", url="https://h:8443", validate_certs=False), "https://h:8443")
-    assert insecure.verify is False
-    assert not isinstance(insecure.get_adapter("https://h:8443/1.0"), PinnedCertAdapter)
+    by_ca = tls_context(Remote(name="r", url="https://h:8443"))
+    assert (by_ca.verify_mode, by_ca.check_hostname) == (ssl.CERT_REQUIRED, True)
+    for remote in (Remote(name="r", url="https://h:8443", server_cert=str(cert)),
+                   Remote(name="r", url="https://h:8443", validate_certs=False)):
+        # The pin is compared in tls_socket (check_pinned); off is off.
+        assert tls_context(remote).verify_mode == ssl.CERT_NONE
 
 
 def test_a_server_cert_that_is_no_certificate_is_refused_naming_the_file(tmp_path):
@@ -121,6 +129,22 @@ def test_a_missing_incus_socket_is_named_with_incus_fix(monkeypatch):
         LxdApi(Remote(name="i", url="unix:/var/lib/incus/unix.socket"))
 
 
+class Answer:
+    """An answer as LxdApi reads it: status, JSON body."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        self.status_code = status
+        self.body = body
+        self.headers: dict[str, str] = {}
+        self.text = json.dumps(body)
+
+    def json(self) -> dict:
+        return self.body
+
+    def close(self) -> None:
+        return None
+
+
 class AnsweringSession:
     """A session that records each request and answers from `answers` ({(method, path): (status, body)});
     the bodies are LXD's shapes, as recorded from the lab."""
@@ -132,11 +156,7 @@ class AnsweringSession:
     def request(self, method: str, url: str, params=None, **_kwargs):
         path = url.split("/1.0", 1)[1] or "/"
         self.sent.append((method, path, dict(params or {})))
-        status, body = self.answers[(method, path)]
-        response = requests.Response()
-        response.status_code = status
-        response._content = json.dumps(body).encode()
-        return response
+        return Answer(*self.answers[(method, path)])
 
 
 HTTPS = Remote(name="h", url="https://h:8443")
