@@ -13,8 +13,9 @@ unless --keep):
   (command), raw and file transfers (copy of a small file, fetch), about --ansible-execs execs in
   all (5000). Reports the failed/unreachable task count from the recap and the wall time.
 
-It is a report, not a test: it exits 0 unless the setup itself fails. A smaller version of the
-ansible run is in tests/integration/test_connection_stress.py.
+It is a report, not a test: it exits 0 unless the setup itself fails. Smaller versions are in
+tests/integration/test_connection.py (a thousand direct execs from five threads; a play under five
+forks).
 
     .venv/bin/python bench/exec_stress.py                    # both
     .venv/bin/python bench/exec_stress.py --only threads --execs 1600 --threads 4
