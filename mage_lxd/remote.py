@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
-from mage_lxd.transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, api_error, make_session
+from mage_lxd.transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer, make_session
 from mage_lxd.values import parse_bool
 
 # Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
@@ -298,11 +298,10 @@ class LxdApi:
             query["project"] = self.project
         kwargs.setdefault("timeout", self.timeout)
         response = self.session.request(method, f"{self.base}/{path}".rstrip("/"), params=query, **kwargs)
-        if response.status_code >= 400:
-            try:
-                raise api_error(response)
-            finally:
-                response.close()
+        error = error_answer(response, streamed=bool(kwargs.get("stream")))
+        if error is not None:
+            response.close()
+            raise error
         return response
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:

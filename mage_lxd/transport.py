@@ -71,13 +71,26 @@ def _transport_error(exc: BaseException) -> TransportError:
     return TransportError("connect", exc)
 
 
-def api_error(response: Response) -> ApiError:
-    """The ApiError for an error answer: LXD's `error` text, else the body's start."""
+def error_answer(response: Response, streamed: bool) -> ApiError | None:
+    """The ApiError an answer carries, or None. An error status is one; so is a JSON answer of
+    type "error" whatever its status: Incus answers a failed operation's wait with HTTP 200 and
+    {"type": "error", "error_code": 500, "error": "..."}. A streamed answer (file content) is
+    judged by its status only."""
+    if response.status_code < 400 and (streamed or "json" not in str(response.headers.get("Content-Type", ""))):
+        return None
     try:
-        message = str(response.json().get("error") or "")
+        body = response.json()
     except ValueError:
-        message = ""
-    return ApiError(response.status_code, message or response.text[:300] or f"HTTP {response.status_code}")
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    if response.status_code < 400 and body.get("type") != "error":
+        return None
+    status = response.status_code if response.status_code >= 400 else int(body.get("error_code") or 500)
+    return ApiError(status, str(body.get("error") or "") or response.text[:300] or f"HTTP {status}")
+
+
+_UNREAD = object()
 
 
 class Response:
@@ -90,6 +103,7 @@ class Response:
         self._raw = raw
         self._done = done  # called with True when the connection may be used again
         self._content: bytes | None = None
+        self._json: Any = _UNREAD
 
     @property
     def content(self) -> bytes:
@@ -107,7 +121,9 @@ class Response:
         return self.content.decode(errors="replace")
 
     def json(self) -> Any:
-        return json_module.loads(self.content)
+        if self._json is _UNREAD:  # parsed once: error_answer reads it before the caller does
+            self._json = json_module.loads(self.content)
+        return self._json
 
     def iter_content(self, size: int) -> Iterator[bytes]:
         while True:

@@ -14,7 +14,7 @@ from tls_material import make_ca, pem_cert
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,
                              server_kind, unique_remotes)
-from mage_lxd.transport import check_pinned, make_session, pinned_sha256, tls_context
+from mage_lxd.transport import ApiError, check_pinned, make_session, pinned_sha256, tls_context
 
 
 def test_defaults_are_the_local_socket_with_verification_on():
@@ -135,7 +135,7 @@ class Answer:
     def __init__(self, status: int, body: dict) -> None:
         self.status_code = status
         self.body = body
-        self.headers: dict[str, str] = {}
+        self.headers = {"Content-Type": "application/json"}
         self.text = json.dumps(body)
 
     def json(self) -> dict:
@@ -199,6 +199,19 @@ def test_a_failed_operation_raises_lxds_own_text():
     })
     with pytest.raises(RemoteError, match=r"PUT /1.0/instances/x/state failed: address already in use$"):
         LxdApi(HTTPS, session=session).put("instances/x/state", {"action": "start"})
+
+
+def test_an_error_answer_with_status_200_is_an_error_too():
+    # What Incus 6.0 answers when an exec's command line is too long (recorded from the lab).
+    session = AnsweringSession({
+        ("get", "/"): (200, TRUSTED),
+        ("get", "/operations/op/wait"): (200, {
+            "type": "error", "status": "", "status_code": 0, "operation": "", "error_code": 500,
+            "error": "fork/exec /usr/libexec/incus/incusd: argument list too long", "metadata": None}),
+    })
+    with pytest.raises(ApiError, match="argument list too long$") as error:
+        LxdApi(HTTPS, session=session).wait_operation("/1.0/operations/op")
+    assert error.value.status == 500
 
 
 def test_an_untrusted_certificate_is_named_before_any_other_request():
