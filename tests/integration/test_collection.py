@@ -57,6 +57,9 @@ class Controller:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),
+            # The pass's server (Incus's socket on the Incus pass): without it the bare project
+            # would find LXD's socket, and the Incus pass would test LXD and leave projects there.
+            **({"MAGE_LXD_URL": os.environ["MAGE_LXD_URL"]} if os.environ.get("MAGE_LXD_URL") else {}),
         }
 
     def run(self, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
