@@ -13,10 +13,12 @@ with the exec websockets).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json as json_module
 import os
+import re
 import select
 import socket
 import ssl
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 # The base URL of the unix socket's session: the host name is never resolved.
 UNIX_BASE = "http://unix.socket"
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 # Bytes per read and write when a body is streamed (files).
 BLOCK_SIZE = 1024 * 1024
 Timeout = float | tuple[float | None, float | None] | None
@@ -284,12 +287,15 @@ def make_session(remote: Remote, endpoint: str) -> ApiSession:
 
 
 def pinned_sha256(server_cert: str) -> bytes:
-    """The SHA-256 fingerprint of the PEM certificate in `server_cert`."""
+    """The SHA-256 fingerprint of the (first) PEM certificate in `server_cert`."""
     with open(server_cert, "rb") as handle:
         text = handle.read().decode(errors="replace")
+    block = PEM_CERTIFICATE.search(text)
     try:
-        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text.strip())).digest()
-    except ValueError as exc:
+        if block is None:
+            raise ValueError("no BEGIN/END CERTIFICATE block")
+        return hashlib.sha256(base64.b64decode("".join(block.group(1).split()), validate=True)).digest()
+    except ValueError as exc:  # binascii.Error included
         raise OptionError(f"server_cert '{server_cert}' is not a PEM certificate ({exc}). Fix: copy the "
                           "server's own certificate (server.crt in its state directory).") from None
 

@@ -55,6 +55,10 @@ def test_the_pin_is_the_certificates_sha256_and_another_certificate_is_refused(t
     cert.write_text(pem_cert(certificate))
     remote = Remote(name="r", url="https://h:8443", server_cert=str(cert))
     assert pinned_sha256(str(cert)) == certificate.fingerprint(hashes.SHA256())
+    # As `openssl x509 -text` writes it, and with a second certificate after it: the first is pinned.
+    cert.write_text("Certificate:\n    Data: ...\n" + pem_cert(certificate) + pem_cert(other))
+    assert pinned_sha256(str(cert)) == certificate.fingerprint(hashes.SHA256())
+    cert.write_text(pem_cert(certificate))
     check_pinned(remote, certificate.public_bytes(serialization.Encoding.DER))
     with pytest.raises(ssl.SSLCertVerificationError, match=f"not the pinned server_cert '{cert}'"):
         check_pinned(remote, other.public_bytes(serialization.Encoding.DER))
