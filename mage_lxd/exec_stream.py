@@ -35,7 +35,7 @@ from websockets.sync.client import ClientConnection, connect, unix_connect
 from mage_lxd.errors import ExecError
 from mage_lxd.password_prompt import BecomeError, PasswordDialogue
 from mage_lxd.remote import LxdApi, Remote, local_socket_path
-from mage_lxd.transport import ApiError, tls_socket
+from mage_lxd.transport import ApiError, tls_socket, unix_socket
 
 STDIN_CHUNK = 256 * 1024
 RELAY_CHUNK = 64 * 1024
@@ -103,9 +103,7 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
         stage = "started, but its result is unknown (waiting for it to finish failed)"
         operation = wait_for_exec(api, operation_url, request.timeout)
         if operation is None:
-            stop_command(api, instance, exec_id or "")
-            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped (SIGTERM to every "
-                            f"process of it, SIGKILL {STOP_GRACE:g}s later)", ran=True, timed_out=True)
+            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
         check_operation(operation)
         stage = "ran, but its output could not be read"
         stdout, stderr = drain(streams["1"]), drain(streams["2"])
@@ -140,15 +138,13 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
         rest, finished = read_terminal(streams["0"], request.timeout)
         output += rest
         if not finished:
-            stop_command(api, instance, exec_id or "")
-            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
+            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
         streams["0"].close()
         streams["control"].close()
         stage = "started, but its result is unknown (waiting for it to finish failed)"
         operation = wait_for_exec(api, operation_url, request.timeout)
         if operation is None:
-            stop_command(api, instance, exec_id or "")
-            raise ExecError(f"did not finish within {request.timeout:g}s; it was stopped", ran=True, timed_out=True)
+            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
         check_operation(operation)
     except (ExecError, BecomeError):
         raise
@@ -204,13 +200,7 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         sock = tls_relay(tls)
     else:
         host = "lxd"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(remote.timeout)
-            sock.connect(local_socket_path(remote.url))
-        except OSError:
-            sock.close()
-            raise
+        sock = unix_socket(local_socket_path(remote.url), remote.timeout)
         # Connected: from here websockets bounds the handshake itself, and a quiet command must
         # not time the stream out.
         sock.settimeout(None)
@@ -373,6 +363,13 @@ def stop_script(exec_id: str) -> str:
         f'grep -qx "{marker}" && kill -$1 "${{p#/proc/}}" 2>/dev/null; done'
     )
     return f"sig() {{ {signal_all}; }}; sig TERM; sleep {STOP_GRACE:g}; sig KILL; exit 0"
+
+
+def stopped_after_timeout(api: LxdApi, instance: str, exec_id: str | None, timeout: float) -> ExecError:
+    """Stop a command that outlived its timeout; the error that says so."""
+    stop_command(api, instance, exec_id or "")
+    return ExecError(f"did not finish within {timeout:g}s; it was stopped (SIGTERM to every process of it, "
+                     f"SIGKILL {STOP_GRACE:g}s later)", ran=True, timed_out=True)
 
 
 def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
-from mage_lxd.transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer, make_session
+from mage_lxd.transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
 from mage_lxd.values import parse_bool
 
 # Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
@@ -229,7 +229,7 @@ class LxdApi:
     def __post_init__(self) -> None:
         endpoint = self._endpoint()
         if self.session is None:
-            self.session = make_session(self.remote, endpoint)
+            self.session = ApiSession(self.remote, endpoint)
         self.base = f"{self.remote.url.rstrip('/') if self.remote.is_https else UNIX_BASE}/1.0"
         if self.timeout is None:
             self.timeout = self.remote.timeout
@@ -347,7 +347,8 @@ class LxdApi:
     def wait_operation(self, operation_url: str, seconds: int | None = None) -> dict[str, Any]:
         """The operation at `operation_url` once it has ended (or after `seconds`, still
         "Running"). A failed operation raises ApiError with LXD's own `err` text; Incus answers a
-        failed operation's wait with an error status, which raises the same."""
+        failed operation's wait with an error answer (HTTP 200, type "error"), which request()
+        raises as the same."""
         # LXD may append a query (`?project=...`, `?target=...`) to the operation's URL.
         operation_id = urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]
         params = {"timeout": str(seconds)} if seconds is not None else None

@@ -152,14 +152,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = unix_socket(self.path, self.timeout)
 
 
 class _TlsConnection(http.client.HTTPConnection):
@@ -280,12 +273,6 @@ def _closed_by_peer(sock: socket.socket | None) -> bool:
     return bool(poller.poll(0))
 
 
-def make_session(remote: Remote, endpoint: str) -> ApiSession:
-    """The session for `remote`: its unix socket (`endpoint` is the path), or HTTPS with the
-    certificates it names, the server checked as `tls_socket` says."""
-    return ApiSession(remote, endpoint)
-
-
 def pinned_sha256(server_cert: str) -> bytes:
     """The SHA-256 fingerprint of the (first) PEM certificate in `server_cert`."""
     with open(server_cert, "rb") as handle:
@@ -298,6 +285,18 @@ def pinned_sha256(server_cert: str) -> bytes:
     except ValueError as exc:  # binascii.Error included
         raise OptionError(f"server_cert '{server_cert}' is not a PEM certificate ({exc}). Fix: copy the "
                           "server's own certificate (server.crt in its state directory).") from None
+
+
+def unix_socket(path: str, timeout: float | None) -> socket.socket:
+    """A socket connected to the unix socket `path` (API requests and exec websockets alike)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def tls_context(remote: Remote) -> ssl.SSLContext:

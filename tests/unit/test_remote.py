@@ -14,7 +14,7 @@ from tls_material import make_ca, pem_cert
 from mage_lxd.errors import NotFoundError, OptionError, RemoteError
 from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,
                              server_kind, unique_remotes)
-from mage_lxd.transport import ApiError, check_pinned, make_session, pinned_sha256, tls_context
+from mage_lxd.transport import ApiError, ApiSession, check_pinned, pinned_sha256, tls_context
 
 
 def test_defaults_are_the_local_socket_with_verification_on():
@@ -84,7 +84,7 @@ def test_a_server_cert_that_is_no_certificate_is_refused_naming_the_file(tmp_pat
     remote = Remote(name="r", url="https://h:8443", client_cert=str(cert), client_key=str(cert),
                     server_cert=str(cert))
     with pytest.raises(OptionError, match=f"server_cert '{cert}' is not a PEM certificate"):
-        make_session(remote, remote.url)
+        ApiSession(remote, remote.url)
 
 
 def test_a_task_without_url_takes_the_whole_remote_from_the_environment(monkeypatch, tmp_path):
