@@ -29,7 +29,6 @@ import os
 import statistics
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from lxd_lab import ansible, create_project, delete_project, launch, lxc, recap, wait_for_leases  # noqa: E402
+from lxd_lab import (ansible, create_project, delete_project, exec_stress_playbook, launch, lxc, recap,  # noqa: E402
+                     wait_for_leases)
 
 from mage_lxd.channel import InstanceChannel  # noqa: E402
 from mage_lxd.remote import Remote  # noqa: E402
@@ -111,40 +111,6 @@ def run_threads(execs: int, threads: int) -> None:
         print(f"  {count} x {message}")
 
 
-def stress_playbook(rounds: int, workdir: Path) -> Path:
-    """A play over the five hosts whose loops cost about EXECS_PER_ROUND execs per round and host."""
-    small = workdir / "small.txt"
-    small.write_text("stress\n")
-    playbook = workdir / "stress.yml"
-    playbook.write_text(textwrap.dedent(f"""\
-        - name: Exec stress
-          hosts: stress
-          gather_facts: false
-          tasks:
-            - name: Pipelined module
-              ansible.builtin.command: "echo {{{{ item }}}}"
-              loop: "{{{{ range({rounds}) | list }}}}"
-              changed_when: false
-            - name: Raw
-              ansible.builtin.raw: "echo {{{{ item }}}}"
-              loop: "{{{{ range({rounds}) | list }}}}"
-              changed_when: false
-            - name: Put a file
-              ansible.builtin.copy:
-                src: {small}
-                dest: "/tmp/stress-{{{{ item }}}}.txt"
-                mode: "0644"
-              loop: "{{{{ range({rounds}) | list }}}}"
-            - name: Get a file
-              ansible.builtin.fetch:
-                src: "/tmp/stress-{{{{ item }}}}.txt"
-                dest: "{workdir}/back/{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
-                flat: true
-              loop: "{{{{ range({rounds}) | list }}}}"
-        """))
-    return playbook
-
-
 def write_inventory(workdir: Path, pipelining: bool = True) -> Path:
     """A static inventory of the five hosts through mage_lxd, named by ansible_host."""
     inventory = workdir / "hosts.ini"
@@ -160,7 +126,7 @@ def run_ansible(execs: int) -> None:
     rounds = max(1, execs // (EXECS_PER_ROUND * len(HOSTS)))
     with tempfile.TemporaryDirectory(prefix="mage-stress-") as tmp:
         workdir = Path(tmp)
-        playbook = stress_playbook(rounds, workdir)
+        playbook = exec_stress_playbook(workdir, "stress", commands=rounds, transfers=rounds)
         started = time.perf_counter()
         # -vvv makes the connection log every exec and file transfer, which are counted below.
         result = ansible("ansible-playbook", "-i", str(write_inventory(workdir)), str(playbook), "--forks", "5",

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -205,6 +206,43 @@ def run_module(module: str, args: dict[str, Any], *extra: str, project: str = "d
 def instance_names(project: str) -> list[str]:
     """Names of the instances in a project."""
     return sorted(_names(query(f"/1.0/instances?project={project}")))
+
+
+def exec_stress_playbook(workdir: Path, group: str, commands: int, transfers: int) -> Path:
+    """A play over `group` (forks are the caller's) that runs, per host, `commands` pipelined
+    `command` tasks and as many `raw`, then puts and fetches back `transfers` small files, named by
+    host so hosts sharing an instance do not collide; fetched files land in workdir/back. Shared by
+    the in-suite stress test and bench/exec_stress.py."""
+    small = workdir / "small.txt"
+    small.write_text("stress\n")
+    playbook = workdir / "stress.yml"
+    playbook.write_text(textwrap.dedent(f"""\
+        - name: Exec stress
+          hosts: {group}
+          gather_facts: false
+          tasks:
+            - name: Pipelined module
+              ansible.builtin.command: "echo {{{{ item }}}}"
+              loop: "{{{{ range({commands}) | list }}}}"
+              changed_when: false
+            - name: Raw
+              ansible.builtin.raw: "echo {{{{ item }}}}"
+              loop: "{{{{ range({commands}) | list }}}}"
+              changed_when: false
+            - name: Put a file
+              ansible.builtin.copy:
+                src: {small}
+                dest: "/tmp/stress-{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
+                mode: "0644"
+              loop: "{{{{ range({transfers}) | list }}}}"
+            - name: Get it back
+              ansible.builtin.fetch:
+                src: "/tmp/stress-{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
+                dest: "{workdir}/back/{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
+                flat: true
+              loop: "{{{{ range({transfers}) | list }}}}"
+        """))
+    return playbook
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:

@@ -17,8 +17,8 @@ import pytest
 from mage_lxd.channel import InstanceChannel
 from mage_lxd.errors import RemoteError
 
-from lxd_lab import (LAB, ON_INCUS, ansible, create_project, delete_project, lab_remote, launch, lxc, project_name,
-                     recap, wait_for_leases)
+from lxd_lab import (LAB, ON_INCUS, ansible, create_project, delete_project, exec_stress_playbook, lab_remote, launch,
+                     lxc, project_name, recap, wait_for_leases)
 from test_inventory_https import SERVER_CERT, fingerprint, make_certificate, trust_certificate
 
 pytestmark = pytest.mark.integration
@@ -477,36 +477,8 @@ def test_a_thousand_short_execs_from_five_threads_never_fail(containers):
 
 
 def test_modules_raw_and_file_transfers_under_five_forks_never_fail(containers, tmp_path):
-    small = tmp_path / "small.txt"
-    small.write_text("stress\n")
     hosts = static_inventory(tmp_path, *(f"s{index} ansible_host={RUNNING[index % 2]}" for index in range(5)))
-    playbook = tmp_path / "stress.yml"
-    playbook.write_text(textwrap.dedent(f"""\
-        - name: Exec stress
-          hosts: lab
-          gather_facts: false
-          tasks:
-            - name: Pipelined module
-              ansible.builtin.command: "echo {{{{ item }}}}"
-              loop: "{{{{ range(8) | list }}}}"
-              changed_when: false
-            - name: Raw
-              ansible.builtin.raw: "echo {{{{ item }}}}"
-              loop: "{{{{ range(8) | list }}}}"
-              changed_when: false
-            - name: Put a file
-              ansible.builtin.copy:
-                src: {small}
-                dest: "/tmp/stress-{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
-                mode: "0644"
-              loop: "{{{{ range(4) | list }}}}"
-            - name: Get it back
-              ansible.builtin.fetch:
-                src: "/tmp/stress-{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
-                dest: "{tmp_path}/back/{{{{ inventory_hostname }}}}-{{{{ item }}}}.txt"
-                flat: true
-              loop: "{{{{ range(4) | list }}}}"
-        """))
+    playbook = exec_stress_playbook(tmp_path, "lab", commands=8, transfers=4)
     result = ansible("ansible-playbook", "-i", str(hosts), str(playbook), "--forks", "5", check=False)
     assert result.returncode == 0, result.stdout[-3000:]
     counts = recap(result.stdout)
