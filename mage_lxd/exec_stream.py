@@ -18,6 +18,7 @@ operation's secret, is sent.
 from __future__ import annotations
 
 import inspect
+import logging
 import selectors
 import socket
 import ssl
@@ -47,6 +48,14 @@ EXEC_ID_VARIABLE = "MAGE_LXD_EXEC_ID"
 STOP_GRACE = 2.0
 # What LXD answers when the kernel refuses the command line (E2BIG): the command did not run.
 ARGUMENTS_REFUSED = ("argument list too long",)
+# The streams whose messages we read: stdout and stderr, or the terminal. stdin and control are
+# only written to.
+OUTPUT_STREAMS = ("1", "2")
+# websockets logs its own teardown races (a stream LXD closed while we closed it too) as errors;
+# the connection still ends in ConnectionClosed, which is handled. Without a handler here, Python
+# would print them to an Ansible worker's stderr.
+WEBSOCKET_LOG = logging.getLogger("mage_lxd.websockets")
+WEBSOCKET_LOG.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,8 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
     try:
         operation_url, secrets = exec_answer(response)
         for fd in ("1", "2", "0"):
-            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
+            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
+                                      reads_output=fd in OUTPUT_STREAMS)
         stage = "started, but its result is unknown (the stream broke while sending its stdin)"
         send_stdin(streams["0"], request.stdin)
         stage = "started, but its result is unknown (waiting for it to finish failed)"
@@ -130,7 +140,9 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     try:
         operation_url, secrets = exec_answer(response)
         for fd in ("0", "control"):
-            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project)
+            # The terminal ("0") carries the command's output as well as the password.
+            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
+                                      reads_output=fd == "0")
         stage = "started, but become did not finish (the terminal broke)"
         output = answer_prompts(streams["0"], dialogue, become_timeout)
         # When the command exits, LXD sends an empty message on the terminal and then waits for us
@@ -187,8 +199,10 @@ def exec_answer(response: Any) -> tuple[str, dict[str, str]]:
     return answer["operation"], answer["metadata"]["metadata"]["fds"]
 
 
-def open_stream(remote: Remote, operation_url: str, secret: str, project: str | None) -> ClientConnection:
-    """Connect one exec websocket; over HTTPS the server is checked before the secret is sent."""
+def open_stream(remote: Remote, operation_url: str, secret: str, project: str | None,
+                reads_output: bool) -> ClientConnection:
+    """Connect one exec websocket; over HTTPS the server is checked before the secret is sent.
+    A stream we read output from keeps it when LXD has closed the stream (see OutputSocket)."""
     path = f"{urlparse(operation_url).path}/websocket?secret={quote(secret)}"
     if project:
         path += f"&project={quote(project)}"
@@ -204,12 +218,14 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         # Connected: from here websockets bounds the handshake itself, and a quiet command must
         # not time the stream out.
         sock.settimeout(None)
+    if reads_output:
+        sock = OutputSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
     # The socket is already connected (and TLS already checked), so the URI only names the path:
     # ws:// keeps websockets from wrapping TLS a second time. Output is kept whole (max_queue None)
     # by the connection's own thread, so stdout and stderr never block each other or stdin.
     options: dict[str, Any] = {"sock": sock, "compression": None, "max_size": None, "max_queue": None,
                                "open_timeout": remote.timeout, "ping_interval": None, "close_timeout": 2,
-                               "user_agent_header": None, **_PLAIN_CONNECTION}
+                               "user_agent_header": None, "logger": WEBSOCKET_LOG, **_PLAIN_CONNECTION}
     if not remote.is_https:
         # unix_connect, not connect: websockets before 17 set TCP_NODELAY on any socket connect() is
         # given, which a unix socket refuses (EOPNOTSUPP); Python 3.10 gets websockets 16.
@@ -220,6 +236,24 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
 # websockets 17 asks to choose between a plain connection and its reconnecting iterator (legacy=True
 # keeps the plain one, without a warning); 16, which Python 3.10 gets, knows neither.
 _PLAIN_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(unix_connect).parameters else {}
+
+
+class OutputSocket(socket.socket):
+    """The socket of a stream we read: a send that LXD can no longer receive is dropped.
+
+    websockets answers LXD's pings from its reader thread, and when that answer fails it drops every
+    message it read together with the ping. Incus pings each exec websocket as it connects and closes
+    them all as soon as the command ends, so when our reader was slow (five busy threads), a short
+    command's whole output arrived with the ping, the pong found the stream closed, and the output was
+    lost: `cat` answered exit 0 and nothing, 1 exec in 1,000 in CI. What we send on an output stream
+    (pongs, the close frame) only matters while LXD still listens; the output always matters.
+    """
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        try:
+            super().sendall(data, flags)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # LXD closed the stream: reading what it sent first is all that is left to do
 
 
 def tls_relay(tls: ssl.SSLSocket) -> socket.socket:

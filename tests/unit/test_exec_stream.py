@@ -1,13 +1,22 @@
-"""Pure parts of the exec path: the exec request body, LXD's operation verdicts, the become dialogue."""
+"""The exec path: the exec request body, LXD's operation verdicts, the become dialogue, and an
+output stream against a real websocket peer on a unix socket."""
 
 from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
 
 import pytest
 
 from mage_lxd.errors import ExecError
-from mage_lxd.exec_stream import EXEC_ID_VARIABLE, ExecRequest, check_operation, exec_body, stop_script
+from mage_lxd.exec_stream import (
+    EXEC_ID_VARIABLE, ExecRequest, check_operation, drain, exec_body, open_stream, stop_script,
+)
 from mage_lxd.password_prompt import BecomeError, PasswordDialogue, after_success
 from mage_lxd.plugin_errors import raised_as
+from mage_lxd.remote import Remote
 
 PROMPT = b"[sudo via ansible, key=k] password:"
 SUCCESS = b"BECOME-SUCCESS-k"
@@ -77,3 +86,45 @@ def test_raised_as_chooses_the_error_class_and_does_not_repeat_the_cause():
     with pytest.raises(ConnectionFailure):
         with raised_as(ConnectionFailure, task_error_class=TaskFailure):
             raise ExecError("stream broke", ran=True)
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked websocket frame, as a server sends it (payloads under 126 bytes)."""
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+def serve_output_then_ping_and_leave(listener: socket.socket) -> None:
+    """What Incus does on a short command's stdout: its output, the end-of-stream barrier (an empty
+    text message) and its keepalive ping reach the client together, and the stream is already gone
+    when the client answers the ping. shutdown(SHUT_RD) before sending makes that answer fail every
+    time, instead of when the client's reader happens to be slow."""
+    conn, _ = listener.accept()
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    conn.shutdown(socket.SHUT_RD)
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                 + ws_frame(0x2, b"782") + ws_frame(0x1, b"") + ws_frame(0x9, b"keepalive"))
+    conn.close()
+
+
+def test_output_that_arrives_with_a_ping_the_stream_can_no_longer_answer_is_kept(tmp_path):
+    # websockets drops what it read together with a ping whose pong fails; before OutputSocket,
+    # drain() returned b"" here (CI on Incus: `cat` gave exit 0 and no output, 1 exec in 1,000).
+    path = str(tmp_path / "lxd.socket")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen()
+        server = threading.Thread(target=serve_output_then_ping_and_leave, args=(listener,))
+        server.start()
+        stream = open_stream(Remote(url=f"unix:{path}", timeout=5), "/1.0/operations/x", "s", None,
+                             reads_output=True)
+        try:
+            assert drain(stream) == b"782"
+        finally:
+            stream.close()
+            server.join()
