@@ -358,17 +358,21 @@ def check_operation(operation: Mapping[str, Any]) -> None:
 
 
 def drain(stream: ClientConnection) -> bytes:
-    """Everything LXD sent on an output stream until it closed it (bounded by DRAIN_SECONDS)."""
+    """Everything LXD sent on an output stream, up to its end-of-output message (bounded by
+    DRAIN_SECONDS).
+
+    LXD 5.0 and Incus 6.0 end each output stream with an empty text message, then close it. A
+    stream that closes without it may have lost output, which is an error: silently short output
+    would be read as the command's whole answer (an empty stdout looks like success).
+    """
     chunks = []
     deadline = time.monotonic() + DRAIN_SECONDS
     try:
-        while True:
-            message = stream.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
-            if message:
-                chunks.append(message)
+        while message := stream.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False):
+            chunks.append(message)
     except ConnectionClosed:
-        # LXD closes (or resets) each output stream once the command is done: the normal end.
-        pass
+        raise ConnectionError("LXD closed the output stream before its end-of-output message; "
+                              "output may be missing") from None
     return b"".join(chunks)
 
 

@@ -93,11 +93,9 @@ def ws_frame(opcode: int, payload: bytes) -> bytes:
     return bytes([0x80 | opcode, len(payload)]) + payload
 
 
-def serve_output_then_ping_and_leave(listener: socket.socket) -> None:
-    """What Incus does on a short command's stdout: its output, the end-of-stream barrier (an empty
-    text message) and its keepalive ping reach the client together, and the stream is already gone
-    when the client answers the ping. shutdown(SHUT_RD) before sending makes that answer fail every
-    time, instead of when the client's reader happens to be slow."""
+def serve_frames_and_leave(listener: socket.socket, frames: bytes) -> None:
+    """An exec output stream as LXD serves it: accept the websocket, send `frames` in one write,
+    and go. shutdown(SHUT_RD) first makes any answer the client sends fail, every time."""
     conn, _ = listener.accept()
     request = b""
     while b"\r\n\r\n" not in request:
@@ -107,24 +105,39 @@ def serve_output_then_ping_and_leave(listener: socket.socket) -> None:
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     conn.shutdown(socket.SHUT_RD)
     conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-                 + ws_frame(0x2, b"782") + ws_frame(0x1, b"") + ws_frame(0x9, b"keepalive"))
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + frames)
     conn.close()
 
 
-def test_output_that_arrives_with_a_ping_the_stream_can_no_longer_answer_is_kept(tmp_path):
-    # websockets drops what it read together with a ping whose pong fails; before OutputSocket,
-    # drain() returned b"" here (CI on Incus: `cat` gave exit 0 and no output, 1 exec in 1,000).
+def drain_served(tmp_path, frames: bytes) -> bytes:
+    """drain() of an output stream whose server sends `frames` and leaves."""
     path = str(tmp_path / "lxd.socket")
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(path)
         listener.listen()
-        server = threading.Thread(target=serve_output_then_ping_and_leave, args=(listener,))
+        server = threading.Thread(target=serve_frames_and_leave, args=(listener, frames))
         server.start()
         stream = open_stream(Remote(url=f"unix:{path}", timeout=5), "/1.0/operations/x", "s", None,
                              reads_output=True)
         try:
-            assert drain(stream) == b"782"
+            return drain(stream)
         finally:
             stream.close()
             server.join()
+
+
+BINARY, TEXT, PING = 0x2, 0x1, 0x9
+
+
+def test_output_that_arrives_with_a_ping_the_stream_can_no_longer_answer_is_kept(tmp_path):
+    # What Incus does on a short command's stdout: its output, the end-of-output message (empty
+    # text) and its keepalive ping arrive together, and the stream is gone when the client answers
+    # the ping. websockets drops what it read with a ping whose pong fails; before OutputSocket,
+    # this was b"" (CI on Incus: `cat` gave exit 0 and no output, 1 exec in 1,000).
+    frames = ws_frame(BINARY, b"782") + ws_frame(TEXT, b"") + ws_frame(PING, b"keepalive")
+    assert drain_served(tmp_path, frames) == b"782"
+
+
+def test_an_output_stream_that_ends_without_lxds_end_of_output_message_is_an_error(tmp_path):
+    with pytest.raises(ConnectionError, match="output may be missing"):
+        drain_served(tmp_path, ws_frame(BINARY, b"78"))
