@@ -1,9 +1,9 @@
 """Exec stress benchmark: how often does the mage_lxd exec path fail under concurrency, and how long
 does one short exec take?
 
-Two measurements, both against the lab's real LXD, in the project `mage-bench-conn-stress`
-(containers stress-1 .. stress-5, image mage/debian-12, created when missing, deleted at the end
-unless --keep):
+Two measurements, both against the lab's real LXD (its Incus with MAGE_TEST_SERVER=incus), in the
+project `mage-bench-conn-stress` (containers stress-1 .. stress-5, image mage/debian-12, created
+when missing, deleted at the end unless --keep):
 
 - threads: `InstanceChannel.exec` called directly from --threads threads (5), --execs in all
   (2000), spread over the containers. Half the commands read a small stdin (`cat`), half ignore it
@@ -19,6 +19,7 @@ forks).
 
     .venv/bin/python bench/exec_stress.py                    # both
     .venv/bin/python bench/exec_stress.py --only threads --execs 1600 --threads 4
+    MAGE_TEST_SERVER=incus .venv/bin/python bench/exec_stress.py   # the same on the lab's Incus
 """
 
 from __future__ import annotations
@@ -36,11 +37,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from lxd_lab import (ansible, create_project, delete_project, exec_stress_playbook, launch, lxc, recap,  # noqa: E402
-                     wait_for_leases)
+from lxd_lab import (ansible, create_project, delete_project, exec_stress_playbook, lab_remote, launch, lxc,  # noqa: E402
+                     recap, wait_for_leases)
 
 from mage_lxd.channel import InstanceChannel  # noqa: E402
-from mage_lxd.remote import Remote  # noqa: E402
 
 PROJECT = "mage-bench-conn-stress"
 HOSTS = [f"stress-{index}" for index in range(1, 6)]
@@ -84,7 +84,7 @@ def run_threads(execs: int, threads: int) -> None:
     counter = iter(range(execs))
 
     def worker(number: int) -> None:
-        channel = InstanceChannel.connect(Remote(), PROJECT, HOSTS[number % len(HOSTS)])
+        channel = InstanceChannel.connect(lab_remote(), PROJECT, HOSTS[number % len(HOSTS)])
         for index in counter:
             started = time.perf_counter()
             try:
