@@ -6,7 +6,8 @@ uses and this module used before, answers pings from inside `connect()`: when LX
 closed a short command's stdin stream, that raised BrokenPipeError outside any handler, and its
 reader threads died on a socket set to None (1.8 % of execs from 4 threads). `websockets` runs
 each connection's I/O, pings and close handshake in its own thread and reports a stream LXD closed
-as ConnectionClosed, which here is the normal end of a stream.
+as ConnectionClosed. An output stream ends with LXD's end-of-output message; closed before it,
+output may be missing, and that is an error.
 
 Order matters: stdout and stderr are connected first, then stdin, then the payload is streamed in
 chunks (LXD starts the command once all three are connected; a payload larger than the pipe
@@ -48,9 +49,6 @@ EXEC_ID_VARIABLE = "MAGE_LXD_EXEC_ID"
 STOP_GRACE = 2.0
 # What LXD answers when the kernel refuses the command line (E2BIG): the command did not run.
 ARGUMENTS_REFUSED = ("argument list too long",)
-# The streams whose messages we read: stdout and stderr, or the terminal. stdin and control are
-# only written to.
-OUTPUT_STREAMS = ("1", "2")
 # websockets logs its own teardown races (a stream LXD closed while we closed it too) as errors;
 # the connection still ends in ConnectionClosed, which is handled. Without a handler here, Python
 # would print them to an Ansible worker's stderr.
@@ -107,7 +105,7 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
         operation_url, secrets = exec_answer(response)
         for fd in ("1", "2", "0"):
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
-                                      reads_output=fd in OUTPUT_STREAMS)
+                                      reads_output=fd != "0")  # stdin is only written to
         stage = "started, but its result is unknown (the stream broke while sending its stdin)"
         send_stdin(streams["0"], request.stdin)
         stage = "started, but its result is unknown (waiting for it to finish failed)"
