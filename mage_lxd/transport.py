@@ -225,13 +225,10 @@ class ApiSession:
                 if reused and method in IDEMPOTENT:
                     raise _StaleConnection from exc
                 raise
-        except _StaleConnection:
-            self._drop()
-            raise
         except (OSError, http.client.HTTPException) as exc:
             self._drop()
             raise _transport_error(exc) from exc
-        except BaseException:
+        except BaseException:  # _StaleConnection included: the connection is never used again
             self._drop()
             raise
 
