@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from mage_lxd.remote import LxdApi, Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote
 
 REPO = Path(__file__).resolve().parent.parent
 CG_VENV = REPO / "bench" / ".venv-cg"

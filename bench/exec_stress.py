@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from lxd_lab import (ansible, create_project, delete_project, exec_stress_playbook, lab_remote, launch, lxc,  # noqa: E402
                      recap, wait_for_leases)
 
-from mage_lxd.channel import InstanceChannel  # noqa: E402
+from ansible_collections.mage.lxd.plugins.plugin_utils.channel import InstanceChannel  # noqa: E402
 
 PROJECT = "mage-bench-conn-stress"
 HOSTS = [f"stress-{index}" for index in range(1, 6)]

@@ -40,7 +40,7 @@ import jinja2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mage_lxd.routes import plan_sites  # noqa: E402
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import plan_sites  # noqa: E402
 
 PROJECT = "mage-bench-proxy"
 PROXY = "mage-bench-px"  # instance names are unique per bridge across projects

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mage_lxd.remote import Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mage_lxd.channel import InstanceChannel
-from mage_lxd.errors import RemoteError
+from ansible_collections.mage.lxd.plugins.plugin_utils.channel import InstanceChannel
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import RemoteError
 
 from lxd_lab import (LAB, ON_INCUS, ansible, create_project, delete_project, exec_stress_playbook, lab_remote, launch,
                      lxc, project_name, recap, wait_for_leases)

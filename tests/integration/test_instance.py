@@ -36,7 +36,7 @@ def test_create_start_stop_delete_and_a_second_run_changes_nothing(project):
     created = run_module("mage_lxd_instance", {**BASE, "name": "life1"})
     assert created["changed"] is True and created["actions"] == ["created", "started"]
     assert created["status"] == "running" and created["address"].startswith("10.")
-    assert created["add_host"]["host_vars"]["ansible_connection"] == "mage_lxd"
+    assert created["add_host"]["host_vars"]["ansible_connection"] == "mage.lxd.mage_lxd"
     assert instance("life1")["status"] == "Running"
 
     again = run_module("mage_lxd_instance", {**BASE, "name": "life1"})

@@ -10,9 +10,9 @@ import pytest
 
 from lxd_lab import (LAB, TITLE, ansible, create_project, delete_project, inventory_list, lab_remote, launch, lxc,
                      project_name, query, wait_for_leases)
-from mage_lxd.remote import LxdApi, local_socket_path
-from mage_lxd.transport import ApiSession
-from mage_lxd.snapshot import take_snapshot
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, local_socket_path
+from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiSession
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def test_list_matches_what_lxd_holds(instances, tmp_path):
 
     assert hostvars["web1"]["lxd_mage"]["proxy"] == ROUTES
     assert hostvars["web1"]["lxd_config"]["user.role"] == "frontend"
-    assert all(hostvars[name]["ansible_connection"] == "mage_lxd" for name in hostvars)
+    assert all(hostvars[name]["ansible_connection"] == "mage.lxd.mage_lxd" for name in hostvars)
 
 
 def test_filters_and_constructed_groups(instances, tmp_path):

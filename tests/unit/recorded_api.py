@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mage_lxd.errors import NotFoundError
-from mage_lxd.remote import Remote, ServerKind, server_kind
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import NotFoundError
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, ServerKind, server_kind
 
 RECORDED = Path(__file__).resolve().parent / "recorded" / "lxd-5.0.2.json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from mage_lxd.channel import EXIT_MARKER, ExecUser, unwrap_exit_status
+from ansible_collections.mage.lxd.plugins.plugin_utils.channel import EXIT_MARKER, ExecUser, unwrap_exit_status
 from lxd_lab import REPO
 
 
@@ -42,8 +42,8 @@ def test_become_success_marker_is_stripped_only_when_it_leads():
 def _channel_on(kind):
     from types import SimpleNamespace
 
-    from mage_lxd.channel import InstanceChannel
-    from mage_lxd.remote import Remote
+    from ansible_collections.mage.lxd.plugins.plugin_utils.channel import InstanceChannel
+    from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 
     api = SimpleNamespace(remote=Remote(), project="p", log=lambda _m: None, kind=kind,
                           client=SimpleNamespace(api=SimpleNamespace(instances={"web1": None})))
@@ -51,7 +51,7 @@ def _channel_on(kind):
 
 
 def test_file_headers_speak_the_servers_own_dialect():
-    from mage_lxd.remote import INCUS, LXD
+    from ansible_collections.mage.lxd.plugins.plugin_utils.remote import INCUS, LXD
 
     # Incus 7.2 ignores X-LXD-*: a file would lose its mode and owner there.
     assert _channel_on(INCUS).file_headers(0o751, 1000, 1001) == {

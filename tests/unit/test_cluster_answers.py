@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from mage_lxd.cluster import check_reachable, check_target, listed_instance, member_statuses, placement_error
-from mage_lxd.errors import OptionError, RemoteError
-from mage_lxd.instance_spec import check_unique_host_ports, parse_spec
-from mage_lxd.inventory import InventoryOptions, plan_inventory
-from mage_lxd.nat import check_iptables_rules, check_listen_by_member, proxy_devices, resolve_listen_addresses
-from mage_lxd.provision import nat_record
-from mage_lxd.remote import Remote
-from mage_lxd.snapshot import take_snapshot
+from ansible_collections.mage.lxd.plugins.plugin_utils.cluster import check_reachable, check_target, listed_instance, member_statuses, placement_error
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError, RemoteError
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import check_unique_host_ports, parse_spec
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, plan_inventory
+from ansible_collections.mage.lxd.plugins.plugin_utils.nat import check_iptables_rules, check_listen_by_member, proxy_devices, resolve_listen_addresses
+from ansible_collections.mage.lxd.plugins.plugin_utils.provision import nat_record
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 from recorded_api import RecordedApi
 
 CLUSTER = Path(__file__).resolve().parent / "recorded" / "lxd-5.0.2-cluster.json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mage_lxd.config_apply import Record, digest, read_record, write_record
+from ansible_collections.mage.lxd.plugins.plugin_utils.config_apply import Record, digest, read_record, write_record
 
 
 class Files:

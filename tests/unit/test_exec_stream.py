@@ -10,13 +10,13 @@ import threading
 
 import pytest
 
-from mage_lxd.errors import ExecError
-from mage_lxd.exec_stream import (
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import ExecError
+from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import (
     EXEC_ID_VARIABLE, ExecRequest, check_operation, drain, exec_body, open_stream, stop_script,
 )
-from mage_lxd.password_prompt import BecomeError, PasswordDialogue, after_success
-from mage_lxd.plugin_errors import raised_as
-from mage_lxd.remote import Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import BecomeError, PasswordDialogue, after_success
+from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 
 PROMPT = b"[sudo via ansible, key=k] password:"
 SUCCESS = b"BECOME-SUCCESS-k"

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.instance_spec import (
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import (
     DEFAULT_IMAGE_SERVER,
     ImageSource,
     check_instance_name,
     check_unique_host_ports,
     parse_spec,
 )
-from mage_lxd.nat import BACKENDS, iptables_rules, nat_devices
-from mage_lxd.provision import MANAGED_KEY, desired_definition, visible
+from ansible_collections.mage.lxd.plugins.plugin_utils.nat import BACKENDS, iptables_rules, nat_devices
+from ansible_collections.mage.lxd.plugins.plugin_utils.provision import MANAGED_KEY, desired_definition, visible
 
 
 def test_the_seeds_entries_parse_once_its_defects_are_fixed():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.inventory import InventoryOptions, plan_inventory, preferred_address, safe_group_name
-from mage_lxd.remote import Remote
-from mage_lxd.snapshot import take_snapshot
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, plan_inventory, preferred_address, safe_group_name
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 from recorded_api import RecordedApi
 
 PROJECTS = ["mage-rec-a", "mage-rec-b"]
@@ -26,7 +26,7 @@ def hosts(plan):
 def test_every_instance_is_in_the_default_group_which_carries_the_connection(snapshot):
     plan = plan_inventory([snapshot], LOCAL, InventoryOptions())
     assert all(host.groups[0] == "lxd" for host in plan.hosts)
-    assert plan.group_vars == {"lxd": {"ansible_connection": "mage_lxd"}}
+    assert plan.group_vars == {"lxd": {"ansible_connection": "mage.lxd.mage_lxd"}}
     # Set on the group, not the host: group_vars and host_vars files can override it.
     assert all("ansible_connection" not in host.variables for host in plan.hosts)
 

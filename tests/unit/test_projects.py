@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.instance_spec import parse_spec
-from mage_lxd.projects import MANAGED_KEY, ProjectState, base_devices, parse_profiles, plan_projects
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import parse_spec
+from ansible_collections.mage.lxd.plugins.plugin_utils.projects import MANAGED_KEY, ProjectState, base_devices, parse_profiles, plan_projects
 
 # The lab's default profile as LXD 5.0.2 answers GET /1.0/profiles/default.
 LAB_DEFAULT_DEVICES = {
@@ -91,7 +91,7 @@ def test_bad_profile_declarations_are_refused(raw, message):
                                               ("/proc/self/root/", True), ("/srv", False), ("relative", False),
                                               ("/proc/1/rootfs", False)])
 def test_a_mount_of_the_hosts_root_is_seen_however_it_is_spelt(source, root):
-    from mage_lxd.batch_checks import unsafe_settings
+    from ansible_collections.mage.lxd.plugins.plugin_utils.batch_checks import unsafe_settings
 
     found = unsafe_settings("instance 'a'", {}, {"d": {"type": "disk", "source": source, "path": "/mnt"}})
     assert bool(found) is root

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from tls_material import make_ca, pem_cert
 
-from mage_lxd.errors import NotFoundError, OptionError, RemoteError
-from mage_lxd.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import NotFoundError, OptionError, RemoteError
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,
                              server_kind, unique_remotes)
-from mage_lxd.transport import ApiError, ApiSession, check_pinned, pinned_sha256, tls_context
+from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiError, ApiSession, check_pinned, pinned_sha256, tls_context
 
 
 def test_defaults_are_the_local_socket_with_verification_on():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.routes import parse_route, plan_proxy, plan_sites, upstream_name
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route, plan_proxy, plan_sites, upstream_name
 
 HOSTILE = [
     ({"name": "x.example.com; location /pwn { return 200 owned; } #", "pass": 80}, ".name"),

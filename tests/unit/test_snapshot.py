@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.snapshot import SnapshotFilters, take_snapshot
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import SnapshotFilters, take_snapshot
 from recorded_api import RecordedApi
 
 PROJECTS = ["mage-rec-a", "mage-rec-b"]

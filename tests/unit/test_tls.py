@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mage_lxd.errors import OptionError
-from mage_lxd.routes import parse_route, plan_proxy
-from mage_lxd.tls import plan_proxy_files
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route, plan_proxy
+from ansible_collections.mage.lxd.plugins.plugin_utils.tls import plan_proxy_files
 from tls_material import make_ca, make_leaf
 
 CA = make_ca()

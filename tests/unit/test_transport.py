@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from mage_lxd.remote import LxdApi, Remote
-from mage_lxd.transport import ApiSession, TransportError
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiSession, TransportError
 
 
 class LxdLikeHandler(BaseHTTPRequestHandler):

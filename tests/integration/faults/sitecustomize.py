@@ -14,7 +14,7 @@ import signal
 _FAULT = os.environ.get("MAGE_TEST_FAULT", "")
 
 if _FAULT:
-    from mage_lxd.channel import InstanceChannel
+    from ansible_collections.mage.lxd.plugins.plugin_utils.channel import InstanceChannel
 
     _action, _, _step = _FAULT.partition(":")
     _real_exec = InstanceChannel.exec

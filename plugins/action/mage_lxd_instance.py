@@ -1,0 +1,154 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Documentation: library/mage_lxd_instance.py (ansible-doc -t module mage_lxd_instance).
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import fragment_loader, module_loader
+from ansible.utils.display import Display
+from ansible.utils.plugin_docs import get_docstring
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.argspec import argument_spec, given
+from ansible_collections.mage.lxd.plugins.plugin_utils.batch import BatchOptions, converge_batch
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import MageLxdError, OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONNECTION_PLUGIN
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import check_unique_host_ports, parse_spec
+from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
+from ansible_collections.mage.lxd.plugins.plugin_utils.projects import parse_profiles
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import REMOTE_OPTIONS, remote_from_task_args
+
+display = Display()
+
+# Options of the task as a whole; every other documented option describes an instance, and in the
+# list form is a default for each entry of `instances`.
+TASK_ONLY = ("instances", "groups", "forks", "operation_timeout", "create_project", "project_profiles",
+             "allow_unsafe", "remote", *REMOTE_OPTIONS)
+
+
+@lru_cache(maxsize=2)
+def documented_options(name):
+    """The options of the module `name` documents (library/mage_lxd_instance.py), fragments merged in."""
+    found = module_loader.find_plugin_with_context(name)
+    return get_docstring(found.plugin_resolved_path, fragment_loader)[0]["options"]
+
+
+def validated(spec, values, where):
+    """`values` checked and converted by Ansible's validator; errors name `where` and each option."""
+    result = ArgumentSpecValidator(spec).validate(values)
+    if result.error_messages:
+        raise OptionError(f"{where}: {'; '.join(result.error_messages)}")
+    return given(result.validated_parameters)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        super().run(tmp, task_vars)
+        with raised_as(AnsibleActionFail):
+            args = validated(argument_spec(self._options()), dict(self._task.args), "mage_lxd_instance")
+            remote = remote_from_task_args(args, where="mage_lxd_instance remote")
+            specs = self._specs(args)
+            options = BatchOptions(
+                profiles=parse_profiles(args.get("project_profiles")),
+                project=args.get("project") or "default",
+                create_project=args.get("create_project", True),
+                allow_unsafe=args.get("allow_unsafe", True),
+                check_mode=bool(self._task.check_mode),
+                forks=args.get("forks", 4),
+                operation_timeout=args.get("operation_timeout", 300.0),
+            )
+            batch = converge_batch(remote, specs, options, log=display.vvv)
+        for warning in batch.warnings:
+            display.warning(warning)
+        return self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {})
+
+    def _options(self):
+        return documented_options("mage.lxd.mage_lxd_instance")
+
+    def _specs(self, args):
+        instance_spec = argument_spec(self._options(), leave_out=TASK_ONLY)
+        # Task-level options are defaults for every entry of `instances` (the seed's list form).
+        defaults = {key: value for key, value in args.items() if key in instance_spec and key != "name"}
+        if "instances" in args:
+            if "name" in args:
+                raise MageLxdError("mage_lxd_instance: give either name or instances, not both")
+            # A bare name stands for {name: NAME} (handy with state: absent).
+            entries = [{"name": entry} if isinstance(entry, str) else entry for entry in args["instances"] or []]
+            if not all(isinstance(entry, dict) for entry in entries):
+                raise MageLxdError("mage_lxd_instance: instances must be a list of mappings or names")
+            entries = [validated(instance_spec, entry, f"mage_lxd_instance: instances[{index}]"
+                                 + (f" ({entry['name']})" if entry.get("name") else ""))
+                       for index, entry in enumerate(entries)]
+        else:
+            entries = [{"name": args.get("name")}]
+        specs = [parse_spec(entry, defaults) for entry in entries]
+        names = [(spec.project, spec.name) for spec in specs]
+        duplicates = sorted({f"{name} (project {project})" for project, name in names if names.count((project, name)) > 1})
+        if duplicates:
+            raise MageLxdError(f"mage_lxd_instance: instance declared twice: {', '.join(duplicates)}")
+        check_unique_host_ports(specs)
+        return specs
+
+    def _report(self, projects, results, remote, args, as_list, task_vars):
+        groups = list(args.get("groups") or ["lxd"])
+        for item in results:
+            if not item.get("failed") and item.get("status") not in ("absent", None):
+                host_vars = self._host_vars(item, remote)
+                # Ansible counts an add_host that changes nothing as a change; skip it for a host the
+                # inventory already has exactly so (the mage_lxd inventory on a second run).
+                if not _already_known(task_vars, item["name"], groups, host_vars):
+                    item["add_host"] = {"host_name": item["name"], "groups": groups, "host_vars": host_vars}
+            for warning in item.get("warnings") or []:
+                display.warning(warning)
+        for project in projects:
+            for warning in project["warnings"]:
+                display.warning(warning)
+        failed = [item for item in results if item.get("failed")]
+        project_diffs = [diff for project in projects for diff in project.pop("diff")]
+        report = {"changed": any(item.get("changed") for item in [*projects, *results])}
+        if as_list:
+            report["instances"] = results
+            report["diff"] = project_diffs + [item["diff"] for item in results if "diff" in item]
+        else:
+            report.update(results[0])
+            if project_diffs:
+                report["diff"] = project_diffs + ([results[0]["diff"]] if "diff" in results[0] else [])
+            report["changed"] = report["changed"] or any(project["changed"] for project in projects)
+        report["projects"] = projects
+        # ansible-core 2.21 no longer reads add_host from an action's result: actions call add_host().
+        if "add_host" in report and callable(getattr(self, "add_host", None)):
+            added = report["add_host"]
+            self.add_host(added["host_name"], host_vars=added["host_vars"], parent_group_names=added["groups"])
+        if failed:
+            report["failed"] = True
+            report["msg"] = "; ".join(item["msg"] for item in failed)
+        return report
+
+    @staticmethod
+    def _host_vars(item, remote):
+        host_vars = {
+            "ansible_connection": CONNECTION_PLUGIN,
+            "mage_lxd_instance": item["name"],
+            "mage_lxd_project": item["project"],
+            **remote.connection_vars(),
+        }
+        if item.get("address"):
+            host_vars["ansible_host"] = item["address"]
+        return host_vars
+
+
+def _already_known(task_vars, name, groups, host_vars):
+    # `groups` is plain data; hostvars of a host outside the inventory cannot even be looked up.
+    if name not in (task_vars.get("groups") or {}).get("all", []):
+        return False
+    known = task_vars["hostvars"][name]
+    # The remote's name is only a label (the inventory's may differ from this task's); where and how
+    # to connect is what must match.
+    return all(group in known.get("group_names", []) for group in groups) and all(
+        known.get(key) == value for key, value in host_vars.items() if key != "mage_lxd_remote"
+    )

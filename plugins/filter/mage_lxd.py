@@ -1,0 +1,115 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mage_lxd_sites
+short_description: Plan mageproxy's nginx sites and /etc/hosts from the inventory, validating every value
+description:
+  - Takes C(hostvars) and the hosts to publish, and returns what the C(templates/mageproxy) templates
+    render. Each host contributes its C(lxd_mage.proxy) routes, its C(lxd_address), C(lxd_status) and
+    C(lxd_project) (stopped instances are left out of upstreams).
+  - Only hosts in O(projects) are published, so a proxy serves its own project's routes unless it is
+    given more; the same host name in two projects then never meets in one proxy.
+  - Every value that reaches a file is checked by allow-list first, also the names and addresses read
+    from LXD. A bad value or a duplicate route of an instance in O(strict) fails with an error naming
+    the instance and the key, before anything is changed. Any other instance (its routes were set out
+    of band, not by this run) is left out with a warning naming it and the key; the others go live.
+positional: hosts, projects, strict, proxy
+options:
+  _input:
+    description: C(hostvars).
+    type: dict
+    required: true
+  hosts:
+    description: Inventory host names whose routes may be published.
+    type: list
+    elements: str
+    required: true
+  projects:
+    description: LXD projects whose instances are published; hosts of other projects are ignored.
+      Omitted, every project.
+    type: list
+    elements: str
+  strict:
+    description: Instances whose routes this run declared, as C(project/name) (or C(name), any project).
+      Omitted, every instance is strict.
+    type: list
+    elements: str
+  proxy:
+    description: The proxy's own inventory name, for its C(/etc/hosts) (checked as an instance name).
+    type: str
+author: mage-lxd developers (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+mageproxy_plan: "{{ hostvars | mage_lxd_sites(groups['lxd'], ['mage-demo'], ['mage-demo/app1'], inventory_hostname) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The plan.
+  type: dict
+  contains:
+    sites:
+      description: Sites, each with server_name, tls and locations (path, upstream, route settings, backends).
+      type: list
+      elements: dict
+    hosts:
+      description: C(/etc/hosts) entries (address, name) of the instances proxied to.
+      type: list
+      elements: dict
+    warnings:
+      description: One per instance left out (also shown as Ansible warnings).
+      type: list
+      elements: str
+    proxy_name:
+      description: O(proxy), checked.
+      type: str
+    needs_files:
+      description: The sites that need files beyond the config (TLS, htpasswd), for mage_lxd_proxy_files.
+      type: list
+      elements: dict
+    acme:
+      description: Whether any site uses C(tls=acme).
+      type: bool
+"""
+
+from dataclasses import asdict
+
+from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import plan_proxy
+
+display = Display()
+
+
+def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy=""):
+    """The mageproxy plan (see DOCUMENTATION)."""
+    described = []
+    for name in hosts:
+        host = hostvars[name]
+        # mage_lxd_project, not lxd_project: `-e lxd_project=X` (site.yml's project) is an extra var,
+        # which overrides the inventory's lxd_project on every host.
+        project = str(host.get("mage_lxd_project", host.get("lxd_project", "")))
+        if projects is not None and project not in projects:
+            continue
+        described.append({
+            "name": host.get("mage_lxd_instance", name),
+            "project": project,
+            "status": str(host.get("lxd_status", "")),
+            "address": str(host.get("lxd_address", "")),
+            "routes": (host.get("lxd_mage") or {}).get("proxy") or [],
+        })
+    with raised_as(AnsibleFilterError):
+        plan = plan_proxy(described, strict=None if strict is None else [str(item) for item in strict],
+                          proxy_name=proxy)
+    for warning in plan.warnings:
+        display.warning(warning)
+    return asdict(plan)
+
+
+class FilterModule:
+    def filters(self):
+        return {"mage_lxd_sites": mage_lxd_sites}

@@ -1,0 +1,265 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mage_lxd
+short_description: LXD instances as Ansible hosts, read straight from the LXD API
+description:
+  - Reads every instance (container or virtual machine) of one or more LXD servers in one snapshot
+    of the API, with a constant number of requests whatever the number of instances
+    (C(recursion=1) for config, the managed networks' DHCP leases for addresses).
+  - Puts every instance in O(default_group) and in groups by project, profile, status, image os and
+    release, type, cluster member and network (O(group_by)).
+  - Sets C(ansible_connection=mage.lxd.mage_lxd) (C(mage_lxd) when this plugin is loaded from a plugin
+    folder rather than the collection) as a variable of O(default_group), so C(group_vars) and
+    C(host_vars) can override it; the connection plugin finds the instance through the
+    C(mage_lxd_*) host variables (each can be overridden by the matching C(ansible_mage_lxd_*)).
+  - Everything read from LXD is marked unsafe; a template string in an instance's description or
+    config is never evaluated.
+  - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
+author: mage-lxd developers (!UNKNOWN)
+requirements:
+  - cryptography (on the controller; the mage-lxd package pulls it)
+  - the mage_lxd Python package of this repository (C(pip install -e .))
+extends_documentation_fragment:
+  - constructed
+  - inventory_cache
+options:
+  plugin:
+    description: Marks the file as this plugin's configuration.
+    required: true
+    choices: [mage.lxd.mage_lxd, mage_lxd]
+    type: str
+  remotes:
+    description:
+      - The LXD servers to read. The default is the local unix socket.
+      - Certificate verification is on by default; an HTTPS remote needs a client certificate the
+        server trusts and, for LXD's self-signed certificate, O(remotes[].server_cert).
+    type: list
+    elements: dict
+    default: [{name: local}]
+    suboptions:
+      name:
+        description: Name of the remote in host variables, groups (O(group_by=remote)) and messages.
+        type: str
+        default: local
+      url:
+        description:
+          - C(https://HOST:PORT), or a unix socket as C(unix:/path) or C(/path).
+          - Empty means the environment's C(MAGE_LXD_URL) (with C(MAGE_LXD_CLIENT_CERT),
+            C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT)) when it is set, as for the other plugins;
+            else the local socket, the first that exists of LXD's (C(/var/lib/lxd/unix.socket), the
+            snap's) and Incus's (C(/var/lib/incus/unix.socket)).
+          - On a host that runs both, C(unix:/var/lib/incus/unix.socket) reads Incus.
+        type: str
+        default: ""
+      client_cert:
+        description: PEM client certificate for an HTTPS remote.
+        type: path
+      client_key:
+        description: PEM key of O(remotes[].client_cert).
+        type: path
+      server_cert:
+        description: The server's PEM certificate; it is pinned (its fingerprint must match).
+        type: path
+      validate_certs:
+        description: Verify the server's certificate. Only a throwaway lab should turn this off.
+        type: bool
+        default: true
+      timeout:
+        description: Seconds to wait for each API answer.
+        type: float
+        default: 10
+  projects:
+    description:
+      - LXD projects to read. C(*) reads all projects in one request where the server supports it.
+      - An unknown project is an error, not an empty inventory.
+    type: list
+    elements: str
+    default: [default]
+  filters:
+    description: Read only matching instances; status and type are filtered by the server when it can.
+    type: dict
+    default: {}
+    suboptions:
+      status:
+        description: Instance statuses to keep.
+        type: list
+        elements: str
+        choices: [running, stopped, frozen, error]
+      type:
+        description: Instance types to keep.
+        type: list
+        elements: str
+        choices: [container, virtual-machine]
+      profiles:
+        description: Keep instances that use at least one of these profiles.
+        type: list
+        elements: str
+  address_source:
+    description:
+      - Where addresses come from. C(leases) asks each managed network once (fast); instances with a
+        NIC on an unmanaged network are asked for their state. C(state) asks every running instance.
+    type: str
+    choices: [leases, state]
+    default: leases
+  default_group:
+    description: Group that holds every instance, and carries C(ansible_connection).
+    type: str
+    default: lxd
+  group_by:
+    description: Which groups to make, named C(<key>_<value>), e.g. C(project_default), C(profile_web),
+      C(status_running), C(os_debian), C(release_debian_12), C(type_container), C(location_node1),
+      C(network_lxdbr0), C(remote_local).
+    type: list
+    elements: str
+    choices: [project, profile, status, os, release, type, location, network, remote]
+    default: [project, profile, status, os, release, type, location, network]
+  hostname_format:
+    description:
+      - Inventory host name of an instance, from the fields C({name}), C({project}), C({remote}).
+      - Two instances that would get the same name are an error that names both.
+    type: str
+    default: "{name}"
+  preferred_address_family:
+    description: Family of C(lxd_address) when an instance has both.
+    type: str
+    choices: [inet, inet6]
+    default: inet
+  set_ansible_host:
+    description:
+      - Set C(ansible_host) to the preferred address. The mage_lxd connection does not use it
+        (it reaches instances through the API), but C(ansible_connection=ssh) then works as is.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+# inventory/mage_lxd.yml: the local LXD, default project
+plugin: mage_lxd
+
+# Every project of a remote LXD over HTTPS, running containers only, extra groups
+plugin: mage_lxd
+remotes:
+  - name: prod
+    url: https://lxd.example.org:8443
+    client_cert: ~/.config/mage-lxd/client.crt
+    client_key: ~/.config/mage-lxd/client.key
+    server_cert: ~/.config/mage-lxd/prod-server.crt
+projects: ["*"]
+filters:
+  status: [running]
+  type: [container]
+hostname_format: "{project}-{name}"
+keyed_groups:
+  - key: lxd_config['user.role'] | default('none')
+    prefix: role
+compose:
+  ansible_user: "'deploy'"
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/mage-lxd
+"""
+
+import os
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.plugins.loader import connection_loader
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONNECTION_PLUGIN, InventoryOptions, plan_inventory
+from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import SnapshotFilters, take_snapshot
+
+display = Display()
+
+CONFIG_NAMES = ("mage_lxd.yml", "mage_lxd.yaml")
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "mage_lxd"
+
+    def verify_file(self, path):
+        name = os.path.basename(path)
+        return super().verify_file(path) and (name in CONFIG_NAMES or name.endswith((".mage_lxd.yml", ".mage_lxd.yaml")))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        with raised_as(AnsibleParserError):
+            remotes = unique_remotes(
+                remote_from_mapping(mapping_with_environment(item), where="remotes")
+                for item in self.get_option("remotes") or [{}]
+            )
+            options = InventoryOptions(
+                default_group=self.get_option("default_group"),
+                group_by=tuple(self.get_option("group_by")),
+                hostname_format=self.get_option("hostname_format"),
+                preferred_address_family=self.get_option("preferred_address_family"),
+                set_ansible_host=self.get_option("set_ansible_host"),
+            )
+            snapshots = self._cached_snapshots(path, remotes, cache)
+            plan = plan_inventory(snapshots, {remote.name: remote for remote in remotes}, options)
+        self._populate(plan)
+        self._preload_connection(CONNECTION_PLUGIN)
+
+    def _preload_connection(self, name):
+        # Ansible's workers are forks of this process: the connection loaded here once (its module
+        # and documented options) is not loaded again by every task on every host (measured: 25 ms
+        # of CPU each). Only a speed-up: a connection that cannot load fails where it is used, with
+        # Ansible's own message, and never the inventory.
+        try:
+            connection_loader.get(name, class_only=True)
+        except Exception as exc:  # noqa: BLE001 - see above
+            display.vvv(f"mage_lxd inventory: connection {name} not preloaded: {exc}")
+
+    def _cached_snapshots(self, path, remotes, cache):
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option("cache") and cache
+        if use_cache:
+            try:
+                return self._cache[cache_key]
+            except KeyError:
+                pass
+        snapshots = [self._snapshot(remote) for remote in remotes]
+        if self.get_option("cache"):
+            self._cache[cache_key] = snapshots
+        return snapshots
+
+    def _snapshot(self, remote):
+        filters = self.get_option("filters") or {}
+        unknown = sorted(set(filters) - {"status", "type", "profiles"})
+        if unknown:
+            raise OptionError(f"filters: unknown key(s) {', '.join(unknown)}; allowed: status, type, profiles")
+        api = LxdApi(remote, log=display.vvv)
+        return take_snapshot(
+            api,
+            projects=list(self.get_option("projects")),
+            filters=SnapshotFilters(
+                statuses=tuple(filters.get("status") or ()),
+                types=tuple(filters.get("type") or ()),
+                profiles=tuple(filters.get("profiles") or ()),
+            ),
+            address_source=self.get_option("address_source"),
+        )
+
+    def _populate(self, plan):
+        strict = self.get_option("strict")
+        for group, variables in plan.group_vars.items():
+            self.inventory.add_group(group)
+            for key, value in variables.items():
+                self.inventory.set_variable(group, key, value)
+        for host in plan.hosts:
+            for group in host.groups:
+                self.inventory.add_group(group)
+                self.inventory.add_host(host.name, group=group)
+            variables = wrap_var(host.variables)
+            for key, value in variables.items():
+                self.inventory.set_variable(host.name, key, value)
+            self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)

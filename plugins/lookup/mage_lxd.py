@@ -1,0 +1,106 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mage_lxd
+short_description: Read LXD instances (data, addresses, config) from templates and tasks
+description:
+  - Returns, for each term (an instance name or a shell-style pattern such as C(web*)), the matching
+    instances of O(project) as the mage_lxd inventory describes them (its C(lxd_*) variables,
+    without the prefix C(lxd_)), or one O(key) of them.
+  - One snapshot of the API per call, whatever the number of terms. Everything returned is marked
+    unsafe, so nothing read from LXD is ever templated.
+  - A term that matches no instance is an error naming the project and remote, unless O(default) is set.
+author: mage-lxd developers (!UNKNOWN)
+extends_documentation_fragment:
+  - mage.lxd.mage_lxd
+options:
+  _terms:
+    description: Instance names or patterns.
+    required: true
+    type: list
+    elements: str
+  key:
+    description:
+      - Return only this value of each instance, e.g. C(ipv4) (all IPv4 addresses, flattened), C(address),
+        C(status), C(config), C(profiles), C(location), C(mage) (what mage-lxd recorded, such as C(proxy) and C(nat)).
+    type: str
+  default:
+    description: Returned for a term that matches no instance, instead of failing.
+    type: raw
+"""
+
+EXAMPLES = r"""
+- name: Everything about web1
+  ansible.builtin.debug:
+    msg: "{{ lookup('mage_lxd', 'web1') }}"
+
+- name: IPv4 addresses of every web container, in project shop
+  ansible.builtin.debug:
+    msg: "{{ query('mage_lxd', 'web*', key='ipv4', project='shop') }}"
+
+- name: An instance that may not exist yet
+  ansible.builtin.debug:
+    msg: "{{ lookup('mage_lxd', 'db1', key='address', default='') }}"
+"""
+
+RETURN = r"""
+_list:
+  description: One entry per matching instance (a dict, or the value of O(key)); O(default) for a term with no match.
+  type: list
+"""
+
+import fnmatch
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, host_variables
+from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, remote_from_options
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
+
+display = Display()
+NO_DEFAULT = object()
+
+
+class LookupModule(LookupBase):
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        key = self.get_option("key")
+        default = kwargs.get("default", NO_DEFAULT)
+        project = self.get_option("project")
+        with raised_as(AnsibleLookupError):
+            remote = remote_from_options(self.get_option, where="mage_lxd lookup remote")
+            snapshot = take_snapshot(LxdApi(remote, log=display.vvv), [project])
+            described = [host_variables(item, remote, InventoryOptions()) for item in snapshot["instances"]]
+            found = []
+            for term in terms:
+                matches = [item for item in described if fnmatch.fnmatchcase(item["lxd_name"], str(term))]
+                if not matches:
+                    if default is NO_DEFAULT:
+                        raise OptionError(
+                            f"mage_lxd lookup: no instance matches '{term}' in project '{project}' on "
+                            f"{remote.describe_as()}; give default= to accept that"
+                        )
+                    found.append(default)
+                    continue
+                for item in matches:
+                    picked = _pick(item, key)
+                    # Addresses come back as one flat list, whatever the number of instances.
+                    found.extend(picked) if key in ("ipv4", "ipv6") else found.append(picked)
+        return wrap_var(found)
+
+
+def _pick(variables, key):
+    data = {name.removeprefix("lxd_"): value for name, value in variables.items() if name.startswith("lxd_")}
+    if key is None:
+        return data
+    if key in ("ipv4", "ipv6"):
+        return [address for addresses in data[key].values() for address in addresses]
+    if key not in data:
+        raise OptionError(f"mage_lxd lookup: unknown key '{key}'; known: {', '.join(sorted(data))}")
+    return data[key]

@@ -1,0 +1,209 @@
+"""Converge a whole declaration: plan every project, profile and instance, check the plan, then apply.
+
+Reads come first, then pure planning, then the checks that need the whole batch (routes unique in
+the future state, host ports free, settings that weaken isolation). Only a plan with no refusal is
+applied: a refused batch writes nothing to LXD. Check mode stops after planning.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .batch_checks import (
+    definition_refusals,
+    existing_routes,
+    instance_definitions,
+    host_port_refusals,
+    route_refusals,
+    spec_unsafe_settings,
+    unsafe_settings,
+)
+from .errors import MageLxdError, OptionError, RemoteError
+from .instance_spec import InstanceSpec
+from .projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
+from .provision import InstancePlan, apply_instance, plan_instance, read_facts
+from .remote import Log, LxdApi, Remote, _no_log, local_socket_path
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How the batch runs: what it may create, how many instances at once, and how long LXD may take."""
+
+    profiles: Sequence[ProfileSpec] = ()
+    # The task's own project: where declared profiles go even when no instance names it.
+    project: str = "default"
+    create_project: bool = True
+    allow_unsafe: bool = True
+    check_mode: bool = False
+    forks: int = 4
+    operation_timeout: float = 300.0
+
+
+@dataclass
+class BatchResult:
+    """What the task reports: projects, instances (failed ones carry failed/msg), and warnings."""
+
+    projects: list[dict[str, Any]]
+    instances: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: BatchOptions, log: Log = _no_log) -> BatchResult:
+    """Plan, check and apply the batch. Refusals raise OptionError before any write; an instance LXD
+    cannot reach or refuses is reported in its entry, and the others still converge."""
+    if options.forks < 1 or not 0 < options.operation_timeout < float("inf"):
+        raise OptionError("mage_lxd_instance: forks must be 1 or more, operation_timeout a finite number of seconds "
+                          f"above 0 (got {options.forks}, {options.operation_timeout})")
+    timeout = (remote.timeout, options.operation_timeout)
+    api = LxdApi(remote, log=log, timeout=timeout)
+    with batch_lock(remote):
+        try:
+            projects = plan_projects([read_project_state(api, name) for name in _projects_used(specs, options)],
+                                     specs, options.profiles, options.create_project)
+        except OptionError as exc:
+            raise OptionError(f"{exc} Nothing was changed.") from exc
+        new = {plan.name for plan in projects if plan.create}
+
+        def reader_for(spec: InstanceSpec) -> LxdApi:
+            # Before it exists, a new project's images are the default project's (features.images=false).
+            return LxdApi(remote, log=log, project="default" if spec.project in new else spec.project, timeout=timeout)
+
+        def writer_for(spec: InstanceSpec) -> LxdApi:
+            return LxdApi(remote, log=log, project=spec.project, timeout=timeout)
+
+        plans, failures = _plan_instances(specs, new, reader_for, options.forks)
+        warnings = _check(api, specs, plans, new, options)
+        if not options.check_mode:
+            for project in projects:
+                apply_project_plan(api, project)
+            failures |= _apply_instances(plans, writer_for, options.forks)
+    instances = [failures.get(_key(spec)) or plans[_key(spec)].result.as_dict() for spec in specs]
+    return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings)
+
+
+def _projects_used(specs: Sequence[InstanceSpec], options: BatchOptions) -> list[str]:
+    # A project only absent instances name needs nothing: there is nothing to delete in it.
+    used = {spec.project for spec in specs if spec.state != "absent"}
+    return sorted(used | ({options.project} if options.profiles else set()))
+
+
+def _key(spec: InstanceSpec) -> str:
+    return spec.name + "/" + spec.project
+
+
+def _failure(spec: InstanceSpec, exc: Exception) -> dict[str, Any]:
+    return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
+
+
+def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, forks: int,
+                    ) -> tuple[dict[str, InstancePlan], dict[str, dict[str, Any]]]:
+    """Read and plan every instance. An unreachable one becomes a failure entry; a declaration that
+    cannot work (OptionError) refuses the batch, with every such refusal named at once."""
+    def read(spec: InstanceSpec) -> InstancePlan | Exception:
+        try:
+            return plan_instance(spec, read_facts(api_for(spec), spec, new_project=spec.project in new))
+        except MageLxdError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(specs)))) as pool:
+        outcomes = list(pool.map(read, specs))
+    refusals = [str(outcome) for outcome in outcomes if isinstance(outcome, OptionError)]
+    if refusals:
+        raise OptionError(" ".join(refusals) + " Nothing was changed.")
+    plans = {_key(spec): outcome for spec, outcome in zip(specs, outcomes) if isinstance(outcome, InstancePlan)}
+    failures = {_key(spec): _failure(spec, outcome) for spec, outcome in zip(specs, outcomes)
+                if isinstance(outcome, Exception)}
+    return plans, failures
+
+
+def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, InstancePlan], new: set[str],
+           options: BatchOptions) -> list[str]:
+    """Refuse the batch (OptionError) on any refusal; return the warnings to show."""
+    unsafe = [message for spec in specs for message in spec_unsafe_settings(spec)]
+    unsafe += [message for profile in options.profiles
+               for message in unsafe_settings(f"profile '{profile.name}'", profile.config, profile.devices)]
+    refusals = []
+    definitions = 0
+    for project in _projects_used(specs, options):
+        declared = [(s.name, list(s.proxy)) for s in specs if s.project == project and s.state != "absent" and s.proxy]
+        existing = [] if project in new else existing_routes(api, project, [s.name for s in specs if s.project == project])
+        refusals += route_refusals(declared, existing)
+        to_write = instance_definitions(plan for plan in plans.values() if plan.spec.project == project)
+        to_write += [(f"profile '{p.name}' in project '{project}'", p.config, p.devices) for p in options.profiles]
+        definitions += len(to_write)
+        if not options.check_mode:
+            refusals += definition_refusals(api, "default" if project in new else project, to_write)
+    if not api.remote.is_https and not api.clustered:
+        # LXD runs on this machine: its ports are ours to probe.
+        refusals += host_port_refusals(plans.values())
+    if unsafe and not options.allow_unsafe:
+        refusals += [f"{message} (allow_unsafe is false)." for message in unsafe]
+    if refusals:
+        raise OptionError(" ".join(refusals) + " Nothing was changed.")
+    warnings = [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
+    if options.check_mode and definitions:
+        # Offering them to LXD would write (a scratch profile): check mode writes nothing.
+        warnings.insert(0, "check mode: config and devices were not offered to LXD for checking; a real run does "
+                           "that first")
+    return warnings
+
+
+def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -> dict[str, dict[str, Any]]:
+    def apply(plan: InstancePlan) -> dict[str, Any] | None:
+        try:
+            apply_instance(api_for(plan.spec), plan)
+        except MageLxdError as exc:
+            # Part of a plan with writes may have been applied before the failure: say it may have changed.
+            return _failure(plan.spec, exc) | {"changed": plan.result.changed}
+        return None
+
+    # Each instance's LXD operations wait on the server; a bounded pool runs them side by side.
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(plans) or 1))) as pool:
+        outcomes = list(pool.map(apply, plans.values()))
+    return {key: outcome for key, outcome in zip(plans, outcomes) if outcome is not None}
+
+
+LOCK_WAIT_SECONDS = 600
+
+
+@contextmanager
+def batch_lock(remote: Remote, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """One batch at a time per LXD server on this controller: two runs converging the same instances
+    would otherwise interleave (one then fails with 'Instance is busy running a "create" operation').
+    Keyed by where the server is (the resolved socket path or the URL), so two spellings of one
+    server share the lock."""
+    where = remote.url if remote.is_https else local_socket_path(remote.url)
+    path = os.path.join(tempfile.gettempdir(), f"mage-lxd-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
+    try:
+        # Readable and writable by everyone: a root run must not lock out the next user's run.
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RemoteError(f"the lock file {path} for LXD remote {remote.describe()} cannot be opened ({exc}). "
+                          "Fix: remove it, or set TMPDIR to a directory you can write.") from exc
+    try:
+        deadline = time.monotonic() + wait
+        while not _try_lock(handle):
+            if time.monotonic() > deadline:
+                raise RemoteError(f"another run has converged instances on LXD remote {remote.describe()} for more "
+                                  f"than {wait:g}s (it holds {path}). Fix: wait for it to finish, then rerun.")
+            time.sleep(0.2)
+        yield
+    finally:
+        os.close(handle)
+
+
+def _try_lock(handle: int) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

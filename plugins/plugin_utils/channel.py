@@ -1,0 +1,273 @@
+"""Run commands in an instance and move files in and out of it, through the LXD API only.
+
+`InstanceChannel` is what the mage_lxd connection plugin drives: exec over LXD's exec API (stdin
+sent whole, stdout/stderr as bytes), files streamed through the files API in fixed-size chunks so
+a large file is never held in memory, modes and ownership kept. No `lxc` binary is involved.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from .cluster import check_reachable, listed_instance
+from .errors import ExecError, MageLxdError, NotFoundError, RemoteError
+from .exec_stream import ExecRequest, run_exec, run_with_password
+from .password_prompt import BecomeError, PasswordDialogue
+from .remote import Log, LxdApi, Remote, _no_log
+from .transport import ApiError
+
+CHUNK_SIZE = 1024 * 1024
+# LXD turns an exit status of 126/127 into a failed operation ("Command not executable/not found")
+# and drops the command's output. A wrapper shell reports those two statuses on stderr instead.
+EXIT_MARKER = b"\nmage_lxd_exit_status="
+EXIT_WRAPPER = (
+    '"$@"; rc=$?; case $rc in 126|127) printf "\\nmage_lxd_exit_status=%s" "$rc" >&2; exit 1;; esac; exit $rc'
+)
+PYTHON_MISSING_HINT = (
+    "mage_lxd: python is not installed in instance '{instance}'. Fix: bootstrap it with the "
+    "mage_lxd_instance action (bootstrap: true), or install it with ansible.builtin.raw."
+)
+
+
+@dataclass(frozen=True)
+class ExecUser:
+    """A user inside the instance, resolved once: LXD's exec API takes numeric ids."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    def environment(self) -> dict[str, str]:
+        """The login variables LXD would otherwise leave set to root's."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+ROOT = ExecUser(name="root", uid=0, gid=0, home="/root")
+
+
+def unwrap_exit_status(code: int, stdout: bytes, stderr: bytes) -> tuple[int, bytes, bytes]:
+    """Undo EXIT_WRAPPER: restore a 126/127 status it reported on stderr."""
+    head, found, status = stderr.rpartition(EXIT_MARKER)
+    if found and code == 1 and status in (b"126", b"127"):
+        return int(status), stdout, head
+    return code, stdout, stderr
+
+
+def exec_error(where: str, exc: ExecError) -> ExecError:
+    """`exc` with the instance, project and remote named, and what to do next."""
+    if exc.refused:
+        fix = ("Fix: shorten the command; pass long data as a file (copy, template) or on stdin, not as "
+               "arguments.")
+    elif exc.timed_out:
+        fix = "Fix: raise command_timeout (ansible_mage_lxd_command_timeout), or make the command faster."
+    elif exc.ran:
+        fix = "Fix: check what the command changed before running it again; see LXD's log if this recurs."
+    else:
+        fix = "Fix: it is safe to run again; check the LXD daemon (lxc info) if this recurs."
+    return ExecError(f"{where}: the command {exc}. {fix}", ran=exc.ran, refused=exc.refused,
+                     timed_out=exc.timed_out)
+
+
+def refused_exec(where: str, exc: MageLxdError) -> MageLxdError:
+    """`exc` (LXD refused the exec request itself) naming the instance and saying nothing ran."""
+    head, found, fix = str(exc).partition("Fix:")
+    head = head.rstrip() if head.startswith(where) else f"{where}: {head.rstrip()}"
+    text = f"{head} The command did not run." + (f" Fix:{fix}" if found else "")
+    error = type(exc)(text)
+    error.task_failure = exc.task_failure
+    return error
+
+
+class InstanceChannel:
+    """Exec and file transfer for one instance of one project on one remote."""
+
+    def __init__(self, api: LxdApi, instance: str, command_timeout: float | None = None) -> None:
+        self.api = api
+        self.command_timeout = command_timeout
+        self.remote = api.remote
+        self.project = api.project or "default"
+        self.instance = instance
+        self.log = api.log
+        self._files = f"instances/{quote(instance, safe='')}/files"
+
+    @classmethod
+    def connect(
+        cls, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log
+    ) -> InstanceChannel:
+        """A channel with its own client: connecting is bounded by the remote's timeout, a command
+        by `command_timeout` (None: only the task's own timeout applies)."""
+        # A read timeout would cut off a long command's wait; the exec path bounds it itself.
+        api = LxdApi(remote, log=log, project=project or "default", timeout=(remote.timeout, None))
+        return cls(api, instance, command_timeout)
+
+    def describe(self) -> str:
+        """The instance as messages name it."""
+        return f"instance '{self.instance}' in project '{self.project}' on {self.api.describe()}"
+
+    def exec(
+        self,
+        argv: list[str],
+        stdin: bytes | None = None,
+        environment: Mapping[str, str] | None = None,
+        user: ExecUser = ROOT,
+        cwd: str | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run `argv` in the instance; return (exit code, stdout, stderr) as bytes."""
+        self.log(f"mage_lxd: exec in {self.describe()} as uid {user.uid}: {argv!r}")
+        env = {**user.environment(), **dict(environment or {})}
+        request = ExecRequest(
+            argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
+            uid=user.uid, gid=user.gid, cwd=cwd, stdin=stdin or b"", timeout=self.command_timeout,
+        )
+        try:
+            with self._errors("exec"):
+                return unwrap_exit_status(*run_exec(self.api, self.instance, request))
+        except ExecError as exc:
+            raise exec_error(self.describe(), exc) from exc
+        except MageLxdError as exc:
+            raise refused_exec(self.describe(), exc) from exc
+        except Exception as exc:  # anything unforeseen still names the instance and what is known
+            raise exec_error(self.describe(), ExecError(f"may have run: {type(exc).__name__}: {exc}", ran=True)) from exc
+
+    def exec_with_password(
+        self,
+        argv: list[str],
+        dialogue: PasswordDialogue,
+        environment: Mapping[str, str] | None = None,
+        user: ExecUser = ROOT,
+        become_timeout: float = 10.0,
+    ) -> tuple[int, bytes]:
+        """Run `argv` on a terminal, answering become's password prompt; return (exit code, output).
+
+        A terminal merges stdout and stderr, as ssh -tt does; nothing is sent on stdin besides the
+        password, so modules are not pipelined here.
+        """
+        self.log(f"mage_lxd: exec on a terminal in {self.describe()} as uid {user.uid}: {argv!r}")
+        env = {**user.environment(), **dict(environment or {})}
+        request = ExecRequest(argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
+                              uid=user.uid, gid=user.gid, timeout=self.command_timeout)
+        try:
+            with self._errors("exec"):
+                code, output = run_with_password(self.api, self.instance, request, dialogue, become_timeout)
+        except ExecError as exc:
+            raise exec_error(self.describe(), exc) from exc
+        except BecomeError as exc:
+            raise BecomeError(f"{self.describe()}: {exc}. Fix: check ansible_become_password for this "
+                              "host and become user.") from exc
+        code, _, output = unwrap_exit_status(code, b"", output)
+        return code, output
+
+    def lookup_user(self, name: str) -> ExecUser:
+        """Resolve a user name or numeric uid inside the instance (getent, as root)."""
+        code, out, err = self.exec(["getent", "passwd", name])
+        if code != 0 or not out.strip():
+            raise RemoteError(
+                f"{self.describe()}: user '{name}' does not exist there "
+                f"({err.decode(errors='replace').strip() or 'getent found nothing'}). Fix: create the user, "
+                "or set ansible_user to one that exists."
+            )
+        fields = out.decode(errors="replace").splitlines()[0].split(":")
+        return ExecUser(name=fields[0], uid=int(fields[2]), gid=int(fields[3]), home=fields[5] or "/")
+
+    def file_headers(self, mode: int, uid: int, gid: int) -> dict[str, str]:
+        """The files API headers that write a file with `mode` and owner: X-LXD-* to LXD, X-Incus-*
+        to Incus (Incus 7.2 reads no other; see remote.ServerKind)."""
+        prefix = self.api.kind.file_header_prefix
+        return {f"{prefix}type": "file", f"{prefix}mode": f"{mode:04o}", f"{prefix}uid": str(uid),
+                f"{prefix}gid": str(gid), f"{prefix}write": "overwrite"}
+
+    def _file_type(self, headers: Mapping[str, str]) -> str:
+        # Incus answers with X-Incus-type only (already in 6.0): an X-LXD-type read finds nothing.
+        return headers.get(f"{self.api.kind.file_header_prefix}type", "file")
+
+    def put_file(self, local_path: str, remote_path: str, user: ExecUser = ROOT) -> None:
+        """Stream a local file into the instance, keeping its permission bits."""
+        mode = stat.S_IMODE(os.stat(local_path).st_mode)
+        headers = self.file_headers(mode, user.uid, user.gid)
+        self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
+        with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
+            # A file object is streamed in blocks with its length, never read into memory whole.
+            self.api.request("post", self._files, {"path": remote_path}, data=source, headers=headers)
+
+    def read_small_file(self, remote_path: str) -> bytes | None:
+        """The content of a small regular file (config), or None when there is none."""
+        try:
+            with self._errors(f"read {remote_path}"):
+                response = self.api.request("get", self._files, {"path": remote_path})
+        except NotFoundError:
+            return None
+        if self._file_type(response.headers) != "file":
+            raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")
+        return response.content
+
+    def write_small_file(self, remote_path: str, content: bytes, mode: int = 0o644) -> None:
+        """Write a small file (config) as root with `mode`, replacing what is there."""
+        headers = self.file_headers(mode, 0, 0)
+        self.log(f"mage_lxd: write {self.describe()}:{remote_path} ({len(content)} bytes)")
+        with self._errors(f"write {remote_path}"):
+            self.api.request("post", self._files, {"path": remote_path}, data=content, headers=headers)
+
+    def fetch_file(self, remote_path: str, local_path: str) -> None:
+        """Stream a regular file out of the instance into `local_path`, in fixed-size chunks."""
+        self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path}")
+        with self._errors(f"fetch_file {remote_path}"):
+            response = self.api.request("get", self._files, {"path": remote_path}, stream=True)
+            try:
+                if self._file_type(response.headers) != "file":
+                    raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")
+                partial = f"{local_path}.part"
+                with open(partial, "wb") as target:
+                    for chunk in response.iter_content(CHUNK_SIZE):
+                        target.write(chunk)
+                os.replace(partial, local_path)
+            finally:
+                response.close()
+
+    def _errors(self, what: str) -> _InstanceErrors:
+        return _InstanceErrors(self, what)
+
+
+class _InstanceErrors:
+    """Name the instance and say what to do when LXD refuses an operation on it."""
+
+    def __init__(self, channel: InstanceChannel, what: str) -> None:
+        self.channel = channel
+        self.what = what
+        self.inner = channel.api._errors(what)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        where = self.channel.describe()
+        if self.channel.api.clustered:
+            self._name_unreachable_member(where, exc)
+        if isinstance(exc, MageLxdError):
+            return False
+        text = str(exc).strip()
+        if isinstance(exc, ApiError) and exc.status == 404:
+            if "instance" in text.lower() or self.what == "exec":
+                raise NotFoundError(
+                    f"{where} does not exist. Fix: create it (mage_lxd_instance), or check the project "
+                    "and instance name (ansible_mage_lxd_project, ansible_mage_lxd_instance)."
+                ) from exc
+            raise NotFoundError(f"{where}: {self.what}: {text or 'not found'}") from exc
+        lowered = text.lower()
+        if "not running" in lowered or "is stopped" in lowered:
+            raise RemoteError(f"{where} is not running. Fix: start it ({self.channel.api.kind.cli} start, or mage_lxd_instance state=started).") from exc
+        if "frozen" in lowered:
+            raise RemoteError(f"{where} is frozen. Fix: unfreeze it ({self.channel.api.kind.cli} start, or mage_lxd_instance state=started).") from exc
+        return self.inner.__exit__(exc_type, exc, tb)
+
+    def _name_unreachable_member(self, where: str, exc: BaseException) -> None:
+        # Only on the error path: one more request, to say which member is down instead of LXD's
+        # "Missing event connection with target cluster member".
+        check_reachable(self.channel.api, listed_instance(self.channel.api, self.channel.instance), where)

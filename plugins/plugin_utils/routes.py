@@ -1,0 +1,403 @@
+"""Web routes for mageproxy: validated by allow-list, then planned into nginx sites.
+
+Every value that reaches nginx config is checked here, before anything is rendered: nginx itself
+accepts injected directives (a server_name such as `x.example.com; location /pwn {...} #` passes
+`nginx -t`), so escaping after the fact is never enough. A refused value names the instance and
+the route. Duplicate (server name, path) pairs are refused unless every claimant says `balance`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import OptionError
+from .tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
+
+ROUTE_KEYS = frozenset({
+    "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
+    "htpasswd", "allow", "deny", "balance", "hsts",
+})
+# HSTS max-age when a route says `hsts: true`: one year.
+HSTS_DEFAULT = 31536000
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_SERVER_NAME = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
+_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_PASS_URL = re.compile(r"^(https?)://:([0-9]{1,5})(/[A-Za-z0-9._~/-]*)?$")
+_SIZE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
+_FILE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
+_PORT = re.compile(r"[0-9]{1,5}")
+# What an IP address or network may be made of, before ipaddress reads it: no scope id ('%').
+_IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?")
+# An LXD instance name (and so a name in mageproxy's /etc/hosts).
+_INSTANCE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+FIX_ROUTE = "Fix: correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
+
+
+@dataclass(frozen=True)
+class Route:
+    """One validated route of one instance."""
+
+    instance: str
+    server_name: str
+    path: str
+    port: int
+    scheme: str = "http"
+    prefix: str = "/"
+    strip_prefix: bool = False
+    client_max_body_size: str = "1m"
+    websockets: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_https: bool = False
+    htpasswd: str = ""
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    balance: bool = False
+    tls_source: str = ""
+    htpasswd_set: str = ""
+    hsts: int = 0
+
+    def settings(self) -> tuple[Any, ...]:
+        """What must agree between backends that share one (server name, path)."""
+        return (self.scheme, self.prefix, self.strip_prefix, self.client_max_body_size, self.websockets,
+                self.htpasswd, self.allow, self.deny)
+
+
+def parse_route(instance: str, index: int, raw: Any) -> Route:
+    """Validate one route declared by `instance` (its `proxy[index]`)."""
+    where = f"instance '{instance}': proxy[{index}]"
+    if not isinstance(raw, Mapping):
+        raise OptionError(f"{where} must be a mapping {{name, path, pass}}")
+    unknown = sorted(set(raw) - ROUTE_KEYS)
+    if unknown:
+        raise OptionError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ROUTE_KEYS))}")
+    name = _text(raw.get("name"), f"{where}.name").lower()
+    if len(name) > 253 or not _SERVER_NAME.fullmatch(name):
+        raise OptionError(f"{where}.name: '{raw.get('name')}' is not a host name (letters, digits, '-', '.', optional leading '*.')")
+    path = _text(raw.get("path", "/"), f"{where}.path")
+    if len(path) > 1024 or not _PATH.fullmatch(path):
+        raise OptionError(f"{where}.path: '{path}' is not allowed; a path is '/' then letters, digits and . _ ~ / -")
+    scheme, port, prefix = _parse_pass(raw.get("pass"), f"{where}.pass")
+    size = _text(raw.get("client_max_body_size", "1m"), f"{where}.client_max_body_size")
+    if not _SIZE.fullmatch(size):
+        raise OptionError(f"{where}.client_max_body_size: '{size}' is not a size such as 10m, 512k or 1g")
+    source, cert, key = _parse_tls(raw.get("tls"), name, f"{where}.tls")
+    redirect = _flag(raw.get("redirect_https", False), f"{where}.redirect_https")
+    if redirect and not source:
+        raise OptionError(f"{where}.redirect_https needs tls")
+    hsts = _hsts(raw.get("hsts", False), f"{where}.hsts")
+    if hsts and not source:
+        raise OptionError(f"{where}.hsts needs tls")
+    htpasswd, htpasswd_set = _htpasswd(raw.get("htpasswd"), f"{where}.htpasswd")
+    return Route(
+        instance=instance, server_name=name, path=path, port=port, scheme=scheme, prefix=prefix,
+        strip_prefix=_flag(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
+        client_max_body_size=size.lower(),
+        websockets=_flag(raw.get("websockets", True), f"{where}.websockets"),
+        tls_cert=cert, tls_key=key, redirect_https=redirect, tls_source=source, hsts=hsts,
+        htpasswd=htpasswd, htpasswd_set=htpasswd_set,
+        allow=_networks(raw.get("allow"), f"{where}.allow"),
+        deny=_networks(raw.get("deny"), f"{where}.deny"),
+        balance=_flag(raw.get("balance", False), f"{where}.balance"),
+    )
+
+
+def _parse_tls(value: Any, server_name: str, what: str) -> tuple[str, str, str]:
+    """(source, cert path, key path): files already on mageproxy, or a pair `provided` by the controller."""
+    if value in (None, "", False):
+        return "", "", ""
+    if value == "provided":
+        return ("provided", *certificate_paths(server_name))
+    if value == "acme":
+        if server_name.startswith("*."):
+            raise OptionError(f"{what}: acme (HTTP-01) cannot issue a wildcard such as {server_name}; "
+                              "use tls: provided for it")
+        return ("acme", *acme_certificate_paths(server_name))
+    if not isinstance(value, Mapping) or set(value) - {"cert", "key"}:
+        raise OptionError(f"{what} must be 'acme' (issued and renewed in mageproxy), 'provided' "
+                          "(mageproxy_certificates on the controller) or {cert: /path, key: /path} (files on mageproxy)")
+    cert = _file(value.get("cert"), f"{what}.cert")
+    key = _file(value.get("key"), f"{what}.key")
+    if not (cert and key):
+        raise OptionError(f"{what} needs both cert and key")
+    return "files", cert, key
+
+
+def _hsts(value: Any, what: str) -> int:
+    if value is True:
+        return HSTS_DEFAULT
+    if value is False:
+        return 0
+    # ASCII digits only, as for ports.
+    if (isinstance(value, int) and 0 <= value < 10**9) or (isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value)):
+        return int(value)
+    raise OptionError(f"{what}: '{value}' must be true, false or a max-age in seconds")
+
+
+def _htpasswd(value: Any, what: str) -> tuple[str, str]:
+    """(path on mageproxy, controller set name or '')."""
+    if isinstance(value, str) and is_htpasswd_name(value):
+        return htpasswd_path(value), value
+    path = _file(value, what)
+    if value not in (None, "") and not path:
+        raise OptionError(f"{what}: '{value}' is neither a file path nor a mageproxy_htpasswd name")
+    return path, ""
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise OptionError(f"{what}: '{value}' must be a non-empty string")
+    return value
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"{what}: '{value}' must be true or false")
+    return value
+
+
+def _file(value: Any, what: str) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not _FILE.fullmatch(value) or "/../" in value + "/":
+        raise OptionError(f"{what}: '{value}' is not an absolute file path (letters, digits, . _ / -)")
+    return value
+
+
+def _networks(value: Any, what: str) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    if not isinstance(value, list):
+        raise OptionError(f"{what} must be a list of networks such as 10.0.0.0/8")
+    found = []
+    for item in value:
+        # ipaddress alone takes IPv6 scope ids such as 'fe80::1%x;allow all;#': allow-list first.
+        try:
+            if not isinstance(item, str) or not _IP_TEXT.fullmatch(item):
+                raise ValueError(item)
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise OptionError(f"{what}: '{item}' is not an IP network such as 10.0.0.0/8 or fd00::/8") from None
+    return tuple(found)
+
+
+def upstream_address(value: Any, what: str) -> str:
+    """An address read from LXD as nginx's `server` takes it (IPv6 in brackets), checked by allow-list."""
+    try:
+        if not isinstance(value, str) or not _IP_TEXT.fullmatch(value) or "/" in value:
+            raise ValueError(value)
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise OptionError(f"{what}: {value!r} is not an IP address. Fix: check the instance's network "
+                          "in LXD (lxc list), then rerun.") from None
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def hosts_file_name(value: Any, what: str) -> str:
+    """An instance name fit for a line of /etc/hosts (an LXD instance name: letters, digits, '-')."""
+    if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
+        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-'). "
+                          "Fix: correct that name (an instance name), then rerun.")
+    return value
+
+
+def _parse_pass(value: Any, what: str) -> tuple[str, int, str]:
+    if isinstance(value, bool):
+        raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
+    # ASCII digits only: str.isdigit() and int() also take digits of other scripts.
+    if isinstance(value, int) or (isinstance(value, str) and _PORT.fullmatch(value)):
+        return "http", _port(int(value), what), "/"
+    match = _PASS_URL.fullmatch(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
+    return match.group(1), _port(int(match.group(2)), what), match.group(3) or "/"
+
+
+def _port(port: int, what: str) -> int:
+    if not 1 <= port <= 65535:
+        raise OptionError(f"{what}: port {port} is out of range (1-65535)")
+    return port
+
+
+@dataclass
+class Backend:
+    """One instance behind a location."""
+
+    instance: str
+    address: str
+    port: int
+
+
+@dataclass
+class Location:
+    """One path of one server: its upstream (possibly empty: then it answers 503)."""
+
+    path: str
+    upstream: str
+    route: Route
+    declared_at: str = ""
+    backends: list[Backend] = field(default_factory=list)
+
+
+@dataclass
+class Site:
+    """One server name with its locations, in path order."""
+
+    server_name: str
+    locations: list[Location] = field(default_factory=list)
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_https: bool = False
+    tls_source: str = ""
+    tls_declared_at: str = ""
+    hsts: int = 0
+
+
+def upstream_name(server_name: str, path: str) -> str:
+    """A unique, safe upstream name: sanitised host and path plus a short hash of both."""
+    digest = hashlib.sha256(f"{server_name} {path}".encode()).hexdigest()[:8]
+    readable = re.sub(r"[^a-z0-9]+", "_", f"{server_name}_{path}".lower()).strip("_")[:48]
+    return f"mage_{readable}_{digest}"
+
+
+@dataclass
+class HostsEntry:
+    """One line of mageproxy's /etc/hosts: an instance it proxies to."""
+
+    address: str
+    name: str
+
+
+@dataclass
+class ProxyPlan:
+    """What mageproxy renders: sites, /etc/hosts entries, and warnings for instances left out."""
+
+    sites: list[Site] = field(default_factory=list)
+    hosts: list[HostsEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    proxy_name: str = ""
+    # The few sites that need files beyond the config (TLS, htpasswd): what mage_lxd_proxy_files
+    # reads, so a playbook need not pass every site around again (costly with 500 of them).
+    needs_files: list[Site] = field(default_factory=list)
+    acme: bool = False
+
+
+def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
+    """Sites from every host's routes, each validated strictly (see plan_proxy)."""
+    return plan_proxy(hosts, strict=None).sites
+
+
+def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None = None,
+               proxy_name: str = "") -> ProxyPlan:
+    """The proxy's plan from host dicts (name, project, status, address, routes).
+
+    `strict` lists the instances ("project/name", or "name" for any project) whose routes this run
+    declared: a bad value there raises OptionError before anything changes. None means every
+    instance. Any other instance with a bad value or a clashing route is left out whole, with a
+    warning naming it and the key, so the others still go live. They are planned after the strict
+    ones, so a record set out of band never displaces a declared route. Stopped instances (or ones
+    without an address) are left out of upstreams; a location without backends answers 503.
+    `proxy_name`, the proxy's own name for its /etc/hosts, is checked like an instance name.
+    """
+    if proxy_name:
+        hosts_file_name(proxy_name, "mageproxy's inventory name (mageproxy_name)")
+    wanted = None if strict is None else set(strict)
+    is_strict = (lambda host: True) if wanted is None else (
+        lambda host: host["name"] in wanted or f"{host.get('project', '')}/{host['name']}" in wanted)
+    ordered = sorted(hosts, key=lambda item: (not is_strict(item), str(item.get("project", "")), str(item["name"])))
+    plan, claims, sites = ProxyPlan(proxy_name=proxy_name), {}, {}
+    for host in ordered:
+        try:
+            routes, backend_address = _host_routes(host)
+            _claim(routes, claims, sites, host, backend_address)
+        except OptionError as error:
+            if is_strict(host):
+                raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
+            plan.warnings.append(f"{error} Its routes are left out of mageproxy; the others are served. "
+                                 f"{FIX_ROUTE if 'Fix:' not in str(error) else ''}".strip())
+            continue
+        if routes and backend_address:
+            plan.hosts.append(HostsEntry(address=backend_address.strip("[]"),
+                                         name=hosts_file_name(host["name"], f"{_where(host)}: mage_lxd_instance")))
+    for site in sites.values():
+        site.locations.sort(key=lambda item: (-len(item.path), item.path))
+    plan.sites = [sites[name] for name in sorted(sites)]
+    plan.needs_files = [site for site in plan.sites
+                        if site.tls_source or any(location.route.htpasswd for location in site.locations)]
+    plan.acme = any(site.tls_source == "acme" for site in plan.sites)
+    return plan
+
+
+def _where(host: Mapping[str, Any]) -> str:
+    # Escaped: a name read from the inventory may hold a newline, and a message must stay one line.
+    name = str(host["name"]).encode("unicode_escape").decode()
+    project = host.get("project")
+    return f"instance '{name}'" + (f" in project '{project}'" if project else "")
+
+
+def _host_routes(host: Mapping[str, Any]) -> tuple[list[Route], str]:
+    """One host's validated routes and its upstream address ('' when it serves nothing now)."""
+    instance = str(host["name"])
+    raw_routes = host.get("routes") or []
+    if not isinstance(raw_routes, list):
+        raise OptionError(f"{_where(host)}: user.mage.proxy must be a list of routes")
+    routes = [parse_route(instance, index, raw) for index, raw in enumerate(raw_routes)]
+    address = ""
+    if routes and host.get("status") == "running" and host.get("address"):
+        hosts_file_name(instance, f"{_where(host)}: mage_lxd_instance")
+        address = upstream_address(host["address"], f"{_where(host)}: lxd_address")
+    return routes, address
+
+
+def _claim(routes: list[Route], claims: dict[tuple[str, str], Location], sites: dict[str, Site],
+           host: Mapping[str, Any], address: str) -> None:
+    """Add one host's routes to the sites, all or none: a clash raises before any is added."""
+    fresh: dict[tuple[str, str], int] = {}
+    for index, route in enumerate(routes):
+        key = (route.server_name, route.path)
+        location = claims.get(key)
+        where = f"instance '{route.instance}': proxy[{index}] {route.server_name}{route.path}"
+        if key in fresh:
+            raise OptionError(f"{where} is already routed by proxy[{fresh[key]}] of the same instance")
+        fresh[key] = index
+        if location is not None and not (route.balance and location.route.balance):
+            raise OptionError(f"{where} is already routed by {location.declared_at}; give one of them another "
+                              "name or path, or set balance: true on every instance that serves it")
+        if location is not None and route.settings() != location.route.settings():
+            raise OptionError(f"{where} is balanced with {location.declared_at} but their settings differ; "
+                              "make them the same")
+        _check_tls(sites.get(route.server_name), route)
+    for index, route in enumerate(routes):
+        key = (route.server_name, route.path)
+        if key not in claims:
+            claims[key] = Location(path=route.path, upstream=upstream_name(*key), route=route,
+                                   declared_at=f"instance '{route.instance}': proxy[{index}]")
+            site = sites.setdefault(route.server_name, Site(server_name=route.server_name))
+            site.locations.append(claims[key])
+            _merge_tls(site, route)
+        if address:
+            claims[key].backends.append(Backend(instance=route.instance, address=address, port=route.port))
+
+
+def _check_tls(site: Site | None, route: Route) -> None:
+    if route.tls_cert and site is not None and site.tls_cert and \
+            (site.tls_cert, site.tls_key) != (route.tls_cert, route.tls_key):
+        raise OptionError(
+            f"instance '{route.instance}': {route.server_name} has two different TLS certificates; one per server name"
+        )
+
+
+def _merge_tls(site: Site, route: Route) -> None:
+    if not route.tls_cert:
+        return
+    _check_tls(site, route)
+    if not site.tls_cert:
+        site.tls_declared_at = f"instance '{route.instance}': route {route.server_name}{route.path}"
+    site.tls_cert, site.tls_key, site.tls_source = route.tls_cert, route.tls_key, route.tls_source
+    site.redirect_https = site.redirect_https or route.redirect_https
+    site.hsts = max(site.hsts, route.hsts)
