@@ -136,10 +136,11 @@ options:
 
 EXAMPLES = r"""
 # inventory/mage_lxd.yml: the local LXD, default project
-plugin: mage_lxd
+plugin: mage.lxd.mage_lxd
 
+---
 # Every project of a remote LXD over HTTPS, running containers only, extra groups
-plugin: mage_lxd
+plugin: mage.lxd.mage_lxd
 remotes:
   - name: prod
     url: https://lxd.example.org:8443

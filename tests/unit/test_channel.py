@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.channel import EXIT_MARKER, ExecUser, unwrap_exit_status
-from lxd_lab import REPO
 
 
 def test_exit_status_126_and_127_are_restored_with_the_output():
@@ -26,7 +26,7 @@ def test_exec_user_environment_replaces_roots_login_variables():
 
 
 def _connection_module():
-    spec = importlib.util.spec_from_file_location("mage_lxd_connection", REPO / "connection_plugins" / "mage_lxd.py")
+    spec = importlib.util.spec_from_file_location("mage_lxd_connection", Path(__file__).resolve().parents[2] / "plugins" / "connection" / "mage_lxd.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

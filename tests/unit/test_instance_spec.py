@@ -136,7 +136,7 @@ def test_the_documented_nat_backends_are_the_registered_ones():
     import yaml
     from pathlib import Path
 
-    source = (Path(__file__).resolve().parents[2] / "library" / "mage_lxd_instance.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "plugins" / "modules" / "mage_lxd_instance.py").read_text()
     options = yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])["options"]
     assert options["nat_backend"]["choices"] == list(BACKENDS)
     assert options["nat"]["suboptions"]["backend"]["choices"] == list(BACKENDS)
