@@ -18,8 +18,7 @@ description:
     where none is asked for is simply not used.
 author: mage-lxd developers (!UNKNOWN)
 requirements:
-  - websockets >= 14 and cryptography (on the controller; the mage-lxd package pulls them)
-  - the mage_lxd Python package of this repository (C(pip install -e .))
+  - websockets >= 14 and cryptography >= 3.4 in the Python that runs Ansible (the collection's C(requirements.txt))
 extends_documentation_fragment:
   - mage.lxd.mage_lxd
 options:

@@ -18,9 +18,6 @@ description:
     config is never evaluated.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
 author: mage-lxd developers (!UNKNOWN)
-requirements:
-  - cryptography (on the controller; the mage-lxd package pulls it)
-  - the mage_lxd Python package of this repository (C(pip install -e .))
 extends_documentation_fragment:
   - constructed
   - inventory_cache

@@ -59,8 +59,12 @@ try:
     from websockets.sync.client import connect, unix_connect
 except ImportError as exc:
     WEBSOCKETS_IMPORT_ERROR: ImportError | None = exc
+    _PLAIN_CONNECTION: dict[str, bool] = {}
 else:
     WEBSOCKETS_IMPORT_ERROR = None
+    # websockets 17 asks to choose between a plain connection and its reconnecting iterator
+    # (legacy=True keeps the plain one, without a warning); 16, which Python 3.10 gets, knows neither.
+    _PLAIN_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(unix_connect).parameters else {}
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
 
@@ -247,10 +251,6 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         return unix_connect(None, f"ws://{host}{path}", **options)
     return connect(f"ws://{host}{path}", proxy=None, **options)
 
-
-# websockets 17 asks to choose between a plain connection and its reconnecting iterator (legacy=True
-# keeps the plain one, without a warning); 16, which Python 3.10 gets, knows neither.
-_PLAIN_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(unix_connect).parameters else {}
 
 
 class OutputSocket(socket.socket):
