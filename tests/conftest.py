@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-# lxd_lab (this folder) and tls_material (unit/, shipped with the collection) for every test.
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent / "unit")]
+# lxd_lab, for every test.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lxd_lab import LAB, ON_INCUS, SERVER, TITLE, lxc  # noqa: E402
 

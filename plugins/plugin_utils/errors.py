@@ -45,9 +45,10 @@ class ExecError(RemoteError):
 class MissingPackageError(MageLxdError):
     """A Python package the collection imports is not installed in the Python that runs Ansible."""
 
-    def __init__(self, package: str, cause: ImportError) -> None:
-        super().__init__(
-            f"the Python package '{package}' is missing from the Python that runs Ansible ({cause}). "
-            f"Fix: pip install -r requirements.txt of the mage.lxd collection (or pip install {package}) "
-            "into that Python")
-        self.package = package
+
+def missing_package(package: str, cause: ImportError) -> MissingPackageError:
+    """The error for `package`, failed to import with `cause`: names it and the fix."""
+    return MissingPackageError(
+        f"the Python package '{package}' is missing from the Python that runs Ansible ({cause}). "
+        f"Fix: pip install -r requirements.txt of the mage.lxd collection (or pip install {package}) "
+        "into that Python")

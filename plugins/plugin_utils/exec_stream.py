@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
-from .errors import ExecError, MissingPackageError
+from .errors import ExecError, missing_package
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import LxdApi, Remote, local_socket_path
 from .transport import ApiError, tls_socket, unix_socket
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 def require_websockets() -> None:
     """Raise MissingPackageError when the websockets package could not be imported."""
     if WEBSOCKETS_IMPORT_ERROR is not None:
-        raise MissingPackageError("websockets", WEBSOCKETS_IMPORT_ERROR)
+        raise missing_package("websockets", WEBSOCKETS_IMPORT_ERROR)
 
 
 @dataclass(frozen=True)

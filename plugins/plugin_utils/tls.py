@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MissingPackageError, OptionError
+from .errors import OptionError, missing_package
 
 TLS_DIR = "/etc/nginx/mage-lxd/tls"
 ACME_DIR = "/etc/nginx/mage-lxd/acme"
@@ -93,7 +93,7 @@ def _cryptography() -> tuple[Any, Any]:
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
     except ImportError as exc:
-        raise MissingPackageError("cryptography", exc) from None
+        raise missing_package("cryptography", exc) from None
     return x509, serialization
 
 

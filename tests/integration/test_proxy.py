@@ -303,7 +303,7 @@ def test_an_out_of_band_malformed_record_leaves_only_that_instance_out(lab_proxy
 
 
 def test_tls_from_the_controller_with_redirect_hsts_basic_auth_and_ipv6(lab_proxy, tmp_path):
-    from tls_material import make_ca, make_leaf, pem_cert
+    from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf, pem_cert
 
     ca = make_ca()
     (tmp_path / "ca.pem").write_text(pem_cert(ca[0]))
@@ -370,7 +370,7 @@ def served_certificate(address: str, name: str) -> bytes:
 def pebble(lab_proxy, tmp_path):
     """Debian's pebble on the lab bridge, its DNS (pebble-challtestsrv) answering every name with
     mageproxy's address; lego put into mageproxy from this host's apt, as a mirror would."""
-    from tls_material import make_ca, make_leaf, pem_cert
+    from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf, pem_cert
 
     for tool in ("pebble", "pebble-challtestsrv"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:

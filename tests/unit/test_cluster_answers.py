@@ -14,7 +14,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.nat import check_iptables
 from ansible_collections.mage.lxd.plugins.plugin_utils.provision import nat_record
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
-from recorded_api import RecordedApi
+from ansible_collections.mage.lxd.tests.unit.recorded_api import RecordedApi
 
 CLUSTER = Path(__file__).resolve().parent / "recorded" / "lxd-5.0.2-cluster.json"
 WHERE = "instance 'mage-rec-c2' in project 'default'"

@@ -8,7 +8,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, plan_inventory, preferred_address, safe_group_name
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
-from recorded_api import RecordedApi
+from ansible_collections.mage.lxd.tests.unit.recorded_api import RecordedApi
 
 PROJECTS = ["mage-rec-a", "mage-rec-b"]
 LOCAL = {"local": Remote()}

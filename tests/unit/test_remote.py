@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from tls_material import make_ca, pem_cert
+from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, pem_cert
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import NotFoundError, OptionError, RemoteError
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import (INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args,

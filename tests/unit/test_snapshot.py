@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import SnapshotFilters, take_snapshot
-from recorded_api import RecordedApi
+from ansible_collections.mage.lxd.tests.unit.recorded_api import RecordedApi
 
 PROJECTS = ["mage-rec-a", "mage-rec-b"]
 
