@@ -98,7 +98,7 @@ def host_port_refusals(plans: Iterable[InstancePlan]) -> list[str]:
     Only meaningful when LXD runs on this machine (its local socket): the caller decides."""
     plans = list(plans)
     held = {(proto, port) for plan in plans for device in ((plan.facts.current or {}).get("devices") or {}).values()
-            if device.get("type") == "proxy" for proto, _, port in [_listen_port(device)]}
+            if device.get("type") == "proxy" for proto, _address, port in [_listen_port(device)]}
     refusals = []
     for plan in plans:
         if plan.spec.state == "absent":
@@ -129,8 +129,8 @@ def _host_listeners(plan: InstancePlan) -> list[tuple[str, tuple[str, str, int]]
 
 def _listen_port(device: Mapping[str, str]) -> tuple[str, str, int]:
     # A proxy device's "tcp:ADDRESS:PORT" (the address may be [IPv6]); port 0 when unreadable.
-    proto, _, rest = str(device.get("listen") or "").partition(":")
-    address, _, port = rest.rpartition(":")
+    proto, _colon, rest = str(device.get("listen") or "").partition(":")
+    address, _colon, port = rest.rpartition(":")
     return proto, address.strip("[]"), int(port) if port.isascii() and port.isdigit() else 0
 
 
@@ -150,8 +150,10 @@ def _port_problem(proto: str, address: str, port: int) -> str:
     return ""
 
 
-def definition_refusals(api: LxdApi, project: str, definitions: Iterable[tuple[str, Mapping[str, str],
-                         Mapping[str, Mapping[str, str]]]]) -> list[str]:
+Definition = tuple[str, Mapping[str, str], Mapping[str, Mapping[str, str]]]
+
+
+def definition_refusals(api: LxdApi, project: str, definitions: Iterable[Definition]) -> list[str]:
     """Config and devices LXD itself refuses (unknown keys, limits.memory: lots, a NIC on a missing
     network), found without touching any instance or profile of the user's.
 

@@ -34,13 +34,13 @@ def install_python(channel: InstanceChannel, attempts: int = 3, delay: float = 2
     Returns the package manager used. Raises RemoteError naming the instance when there is no known
     package manager or every attempt failed (with the last output).
     """
-    probe = " ; ".join(f"command -v {tool} >/dev/null && echo {tool}" for tool, _ in PACKAGE_MANAGERS)
+    probe = " ; ".join(f"command -v {tool} >/dev/null && echo {tool}" for tool, _install in PACKAGE_MANAGERS)
     _code, out, _err = channel.exec(["/bin/sh", "-c", probe + " ; true"])
     found = out.decode(errors="replace").split()
     if not found:
         raise RemoteError(
             f"{channel.describe()} has no python and none of the package managers mage-lxd knows "
-            f"({', '.join(tool for tool, _ in PACKAGE_MANAGERS)}). Fix: use an image with python, or "
+            f"({', '.join(tool for tool, _install in PACKAGE_MANAGERS)}). Fix: use an image with python, or "
             "set bootstrap: false and manage it with ansible.builtin.raw."
         )
     tool = found[0]

@@ -160,7 +160,7 @@ class InstanceChannel:
         except BecomeError as exc:
             raise BecomeError(f"{self.describe()}: {exc}. Fix: check ansible_become_password for this "
                               "host and become user.") from exc
-        code, _, output = unwrap_exit_status(code, b"", output)
+        code, _stdout, output = unwrap_exit_status(code, b"", output)
         return code, output
 
     def lookup_user(self, name: str) -> ExecUser:

@@ -252,7 +252,6 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
     return connect(f"ws://{host}{path}", proxy=None, **options)
 
 
-
 class OutputSocket(socket.socket):
     """The socket of a stream we read: a send that LXD can no longer receive is dropped.
 
@@ -293,7 +292,7 @@ def _relay(tls: ssl.SSLSocket, plain: socket.socket) -> None:
             selector.register(tls, selectors.EVENT_READ)
             selector.register(plain, selectors.EVENT_READ)
             while True:
-                ready = [tls] if tls.pending() else [key.fileobj for key, _ in selector.select()]
+                ready = [tls] if tls.pending() else [key.fileobj for key, _events in selector.select()]
                 if tls in ready and not _pass_on(tls, plain):
                     return
                 if plain in ready and not _pass_on(plain, tls):
@@ -433,5 +432,3 @@ def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
     """
     request = ExecRequest(argv=["/bin/sh", "-c", stop_script(exec_id)], environment={})
     run_exec(api, instance, request)
-
-

@@ -236,7 +236,7 @@ def check_unique_host_ports(specs: list[InstanceSpec]) -> None:
 def _claimed_addresses(rule: NatRule) -> set[str]:
     # Empty means every address of the host.
     if rule.listen_by_member:
-        return {address for _, address in rule.listen_by_member}
+        return {address for _member, address in rule.listen_by_member}
     return {rule.listen or rule.extif} - {""}
 
 

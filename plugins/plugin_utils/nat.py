@@ -48,8 +48,6 @@ class NatRule:
         return f"{self.proto}-{self.extport}"
 
 
-
-
 def owner_tag(project: str, instance: str) -> str:
     """The mark that identifies what one instance published (forward ports, iptables comments)."""
     return f"mage-lxd:{project}/{instance}"
@@ -86,7 +84,7 @@ def check_listen_by_member(api: LxdApi, rules: Iterable[NatRule], where: str, ne
         return
     possible = {new_on} if new_on else set(member_statuses(api))
     for rule in mapped:
-        missing = sorted(possible - {member for member, _ in rule.listen_by_member})
+        missing = sorted(possible - {member for member, _address in rule.listen_by_member})
         if missing:
             raise OptionError(
                 f"{where}: nat {rule.key}: listen gives no address for cluster member(s) {', '.join(missing)}, "
@@ -177,7 +175,7 @@ def apply_forwards(
             "target_address": target,
         })
     changed = False
-    for network in {network for network, _, _ in wanted} | set(_networks_with_tag(api, tag)):
+    for network in {network for network, *_rule in wanted} | set(_networks_with_tag(api, tag)):
         for forward in api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []:
             address = forward["listen_address"]
             owner = str(forward.get("location") or "") if api.clustered else ""
@@ -270,7 +268,7 @@ def _split_rule(text: str) -> list[str]:
 
 
 def _iptables(table: str, action: str, args: list[str]) -> None:
-    result = subprocess.run(["iptables", "-w", "-t", table, action, *args], capture_output=True, text=True)
+    result = subprocess.run(["iptables", "-w", "-t", table, action, *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RemoteError(f"iptables -t {table} {action} {' '.join(args)} failed: {result.stderr.strip()}")
 

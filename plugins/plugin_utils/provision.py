@@ -247,7 +247,7 @@ def plan_instance(spec: InstanceSpec, facts: InstanceFacts) -> InstancePlan:
             plan.update = wanted
         status = str(current.get("status"))
     plan.state_steps = state_steps(spec.state, status)
-    for label, _, status in plan.state_steps:
+    for label, _body, status in plan.state_steps:
         result.did(label)
     result.status = status.lower()
     result.diff["after"] = visible(wanted) | {"state": _target_state(spec.state)}
@@ -478,7 +478,7 @@ def state_steps(state: str, status: str) -> list[StateStep]:
 
 
 def _run_state_steps(api: LxdApi, path: str, steps: list[StateStep], status: str) -> str:
-    for _, body, after in steps:
+    for _label, body, after in steps:
         try:
             api.put(f"{path}/state", body)
         except RemoteError:

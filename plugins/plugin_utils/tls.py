@@ -123,7 +123,7 @@ def check_pair(server_name: str, cert_pem: Any, key_pem: Any, now: datetime.date
 
 
 def _dns_names(leaf: Any) -> list[str]:
-    x509, _ = _cryptography()
+    x509 = _cryptography()[0]
 
     try:
         return [name.lower() for name in leaf.extensions.get_extension_for_class(

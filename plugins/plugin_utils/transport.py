@@ -111,6 +111,10 @@ class Response:
 
     @property
     def content(self) -> bytes:
+        return self.read()
+
+    def read(self) -> bytes:
+        """The whole body, read once; the connection is released when it has been read."""
         if self._content is None:
             try:
                 self._content = self._raw.read()
@@ -203,7 +207,7 @@ class ApiSession:
             raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout)
         response = Response(raw, self._release)
         if not stream:
-            _ = response.content
+            response.read()
         return response
 
     def _send(self, method: str, target: str, body: Any, headers: dict[str, str], connect_timeout: float | None,

@@ -96,7 +96,7 @@ def ws_frame(opcode: int, payload: bytes) -> bytes:
 def serve_frames_and_leave(listener: socket.socket, frames: bytes) -> None:
     """An exec output stream as LXD serves it: accept the websocket, send `frames` in one write,
     and go. shutdown(SHUT_RD) first makes any answer the client sends fail, every time."""
-    conn, _ = listener.accept()
+    conn = listener.accept()[0]
     request = b""
     while b"\r\n\r\n" not in request:
         request += conn.recv(4096)

@@ -73,7 +73,8 @@ def test_set_ansible_host_can_be_turned_off(snapshot):
 def test_hostname_format_and_collisions(snapshot):
     twice = [snapshot, {**snapshot, "remote": "other"}]
     remotes = {"local": Remote(), "other": Remote(name="other")}
-    with pytest.raises(OptionError, match=r"gives the host name 'db1' to both instance 'db1' in project 'mage-rec-a' on 'local' and .* on 'other'\. Fix: set hostname_format"):
+    with pytest.raises(OptionError, match=r"gives the host name 'db1' to both instance 'db1' in project "
+                                          r"'mage-rec-a' on 'local' and .* on 'other'\. Fix: set hostname_format"):
         plan_inventory(twice, remotes, InventoryOptions())
     plan = plan_inventory(twice, remotes, InventoryOptions(hostname_format="{remote}-{project}-{name}"))
     assert "other-mage-rec-a-web1" in hosts(plan) and "local-mage-rec-a-web1" in hosts(plan)

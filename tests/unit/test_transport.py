@@ -81,13 +81,13 @@ def test_a_connection_the_server_closed_between_requests_is_replaced(server):
     httpd, path = server
     httpd.close_after_each = True
     session = ApiSession(Remote(url=f"unix:{path}"), path)
-    for _ in range(3):
+    for _attempt in range(3):
         assert session.request("get", "http://unix.socket/1.0/x").status_code == 200
     assert httpd.connections == 3
 
 
 def test_a_streamed_answer_closed_early_does_not_spoil_the_next_request(server, tmp_path):
-    _, path = server
+    path = server[1]
     session = ApiSession(Remote(url=f"unix:{path}"), path)
     response = session.request("get", "http://unix.socket/1.0/big", stream=True)
     first = next(response.iter_content(1024))
@@ -109,7 +109,7 @@ def test_threads_each_get_their_own_connection(server):
     def ask() -> None:
         results.extend(api.get(f"n{i}")["path"] for i in range(20))
 
-    threads = [threading.Thread(target=ask) for _ in range(4)]
+    threads = [threading.Thread(target=ask) for _thread in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
