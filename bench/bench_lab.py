@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "collection"))  # the checkout is mage.lxd
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CG_VENV = REPO / "bench" / ".venv-cg"

@@ -38,7 +38,7 @@ from pathlib import Path
 import jinja2
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "collection"))  # the checkout is mage.lxd
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.routes import plan_sites  # noqa: E402
 

@@ -16,9 +16,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
-
 REPO = Path(__file__).resolve().parent.parent
+# The checkout is the mage.lxd collection, found through collection/ (pytest.ini's pythonpath does
+# the same); the benchmarks import this module outside pytest.
+if str(REPO / "collection") not in sys.path:
+    sys.path.insert(0, str(REPO / "collection"))
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 
 
