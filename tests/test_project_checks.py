@@ -87,3 +87,26 @@ def test_every_imported_library_is_declared_and_pinned():
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
     assert third_party <= importable, f"imported but not in requirements.txt: {third_party - importable}"
     assert {"websockets", "cryptography"} <= third_party, "the check no longer sees the library's imports"
+
+
+SHORT_NAMES_PLAYBOOK = """\
+- name: The checkout's short names resolve to the collection's files
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: mage.lxd-provisioning
+  tasks:
+    - name: The action by its short name
+      mage_lxd_instance:
+        name: never-run
+      when: false
+"""
+
+
+def test_the_short_names_keep_working_in_the_checkout(tmp_path):
+    playbook = tmp_path / "short.yml"
+    playbook.write_text(SHORT_NAMES_PLAYBOOK)
+    # Resolves the role through roles/mage.lxd-provisioning and the action through library/.
+    result = ansible("ansible-playbook", "--syntax-check", str(playbook), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # (test_ansible_doc_renders loads every plugin by its short name.)

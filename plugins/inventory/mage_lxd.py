@@ -135,7 +135,6 @@ EXAMPLES = r"""
 # inventory/mage_lxd.yml: the local LXD, default project
 plugin: mage.lxd.mage_lxd
 
----
 # Every project of a remote LXD over HTTPS, running containers only, extra groups
 plugin: mage.lxd.mage_lxd
 remotes:
