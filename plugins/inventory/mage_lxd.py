@@ -10,8 +10,7 @@ description:
     (C(recursion=1) for config, the managed networks' DHCP leases for addresses).
   - Puts every instance in O(default_group) and in groups by project, profile, status, image os and
     release, type, cluster member and network (O(group_by)).
-  - Sets C(ansible_connection=mage.lxd.mage_lxd) (C(mage_lxd) when this plugin is loaded from a plugin
-    folder rather than the collection) as a variable of O(default_group), so C(group_vars) and
+  - Sets C(ansible_connection=mage.lxd.mage_lxd) as a variable of O(default_group), so C(group_vars) and
     C(host_vars) can override it; the connection plugin finds the instance through the
     C(mage_lxd_*) host variables (each can be overridden by the matching C(ansible_mage_lxd_*)).
   - Everything read from LXD is marked unsafe; a template string in an instance's description or
