@@ -305,8 +305,8 @@ def test_ansible_test_units(controller):
     assert passed and int(passed.group(1)) >= 250 and " failed" not in result.stdout, result.stdout[-3000:]
 
 
-def sanity(controller: Controller, *tests: str) -> str:
-    """ansible-test sanity --venv on the installed collection (every test, or the named ones)."""
+def start_sanity(controller: Controller) -> subprocess.Popen[str]:
+    """`ansible-test sanity --venv` (every test) on the installed collection, started in the background."""
     # ansible-test bootstraps pip in its venvs with get-pip.py from a host this machine cannot
     # reach; it looks in its cache first, under the name of the pip version it wants.
     source = (controller.root / "venv").glob("lib/python*/site-packages/ansible_test/_internal/python_requirements.py")
@@ -316,22 +316,32 @@ def sanity(controller: Controller, *tests: str) -> str:
     assert versions, "ansible-test no longer names its pip version where this test looks"
     for version in versions:
         shutil.copy(REPO / "tests" / "collection" / "get_pip_standin.py", cache / f"get_pip_{version.replace('.', '_')}.py")
-    selected = [arg for name in tests for arg in ("--test", name)]
-    result = controller.run("ansible-test", "sanity", "--venv", "--python", controller.python_version, "--color",
-                            "no", *selected, cwd=controller.collection(), check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-8000:]
-    return output
+    return subprocess.Popen([str(controller.root / "venv" / "bin" / "ansible-test"), "sanity", "--venv", "--python",
+                             controller.python_version, "--color", "no"], cwd=controller.collection(),
+                            env=controller.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def sanity_runs(controllers) -> dict[str, subprocess.Popen[str]]:
+    # Both ansible-cores at once: each run is mostly one busy process, and this machine has two cores.
+    runs = {name: start_sanity(controllers(name)) for name in sorted(CONTROLLERS)}
+    yield runs
+    for run in runs.values():
+        if run.poll() is None:
+            run.kill()
+            run.wait()
 
 
 @pytest.mark.lxd_only(reason=SERVER_INDEPENDENT)
-def test_ansible_test_sanity(controller):
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+def test_ansible_test_sanity(name, sanity_runs):
     # Every test each ansible-core has: the newest's rules are the strictest, and the oldest
     # still checks what the newest dropped (the Python 2 era boilerplate of module files).
-    output = sanity(controller)
+    output = sanity_runs[name].communicate(timeout=1500)[0]
+    assert sanity_runs[name].returncode == 0, output[-8000:]
     ran = set(re.findall(r'Running sanity test "([\w-]+)"', output))
     assert len(ran) >= 20 and {"validate-modules", "import", "pylint", "ansible-doc", "compile"} <= ran, ran
-    if controller.name == "oldest":
+    if name == "oldest":
         assert {"future-import-boilerplate", "metaclass-boilerplate"} <= ran, ran
 
 
