@@ -7,7 +7,6 @@ the batch is applied only when no check refused it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import secrets
@@ -19,6 +18,7 @@ from .errors import MageLxdError, OptionError, RemoteError
 from .instance_spec import InstanceSpec
 from .nat import BACKENDS
 from .provision import PROXY_KEY, InstancePlan, describe
+from .records import decode_record
 from .remote import LxdApi
 from .routes import plan_sites
 
@@ -66,8 +66,8 @@ def existing_routes(api: LxdApi, project: str, leave_out: Iterable[str]) -> list
         raw = (instance.get("config") or {}).get(PROXY_KEY)
         if raw and instance["name"] not in skipped:
             try:
-                found.append((str(instance["name"]), json.loads(raw)))
-            except ValueError:
+                found.append((str(instance["name"]), decode_record(raw)))
+            except ValueError:  # not JSON, too long or too deep (records.RecordError)
                 continue  # not ours to judge here: the proxy play names a malformed record
     return found
 

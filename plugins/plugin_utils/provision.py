@@ -33,6 +33,7 @@ from .nat import (
     resolve_listen_addresses,
 )
 from .nics import addresses_by_family, flat, state_addresses
+from .records import decode_record
 from .remote import LxdApi
 
 MANAGED_KEY = "user.mage.managed"
@@ -117,10 +118,17 @@ def managed_record(raw: str | None) -> dict[str, list[str]]:
     """What mage-lxd set in an instance or profile (user.mage.managed). Unreadable (edited by hand):
     nothing counts as ours, so nothing is removed - keys are only ever kept, never lost."""
     try:
-        record = json.loads(raw or "{}")
-    except ValueError:
+        record = decode_record(raw or "{}")
+    except ValueError:  # not JSON, too long or too deep (records.RecordError)
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return {}
+    # Only lists of names count: a string would make `key in record[...]` a substring test.
+    return {
+        part: [name for name in names if isinstance(name, str)]
+        for part, names in record.items()
+        if part in ("config", "devices") and isinstance(names, list)
+    }
 
 
 def nat_record(rule: NatRule) -> dict[str, Any]:
