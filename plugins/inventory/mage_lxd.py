@@ -104,9 +104,16 @@ options:
     type: str
     default: lxd
   group_by:
-    description: Which groups to make, named C(<key>_<value>), e.g. C(project_default), C(profile_web),
-      C(status_running), C(os_debian), C(release_debian_12), C(type_container), C(location_node1),
-      C(network_lxdbr0), C(remote_local).
+    description:
+      - Which groups to make, named C(<key>_<value>), e.g. C(project_default), C(profile_web),
+        C(status_running), C(os_debian), C(release_debian_12), C(type_container), C(location_node1),
+        C(network_lxdbr0), C(remote_local).
+      - Profiles and networks belong to a project. When O(projects) is more than one project (or
+        C(*)), their groups carry it, C(profile_<project>__<profile>) and
+        C(network_<project>__<network>), so a profile C(db) of one project never puts its instances in
+        the group of another project's C(db).
+      - Characters other than letters, digits and C(_) become C(_). A group name two different values
+        would share (projects C(shop.prod) and C(shop-prod)) is made for neither, with a warning.
     type: list
     elements: str
     choices: [project, profile, status, os, release, type, location, network, remote]
@@ -114,7 +121,12 @@ options:
   hostname_format:
     description:
       - Inventory host name of an instance, from the fields C({name}), C({project}), C({remote}).
-      - Two instances that would get the same name are an error that names both.
+      - Two instances that would get the same name are both left out, with a warning that names
+        them; neither can stand in for the other. C({project}.{name}) cannot collide (instance names
+        hold no dot).
+      - An instance whose name would be C(localhost), C(127.0.0.1) or C(::1) (the controller's
+        names in ansible-core) is left out with a warning, so no play on C(localhost) and no task
+        delegated to it ever runs in that instance.
     type: str
     default: "{name}"
   preferred_address_family:
@@ -146,7 +158,7 @@ projects: ["*"]
 filters:
   status: [running]
   type: [container]
-hostname_format: "{project}-{name}"
+hostname_format: "{project}.{name}"
 keyed_groups:
   - key: lxd_config['user.role'] | default('none')
     prefix: role
@@ -197,9 +209,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostname_format=self.get_option("hostname_format"),
                 preferred_address_family=self.get_option("preferred_address_family"),
                 set_ansible_host=self.get_option("set_ansible_host"),
+                projects=tuple(self.get_option("projects")),
             )
             snapshots = self._cached_snapshots(path, remotes, cache)
             plan = plan_inventory(snapshots, {remote.name: remote for remote in remotes}, options)
+        for warning in plan.warnings:
+            display.warning(f"mage_lxd inventory: {warning}")
         self._populate(plan)
         self._preload_connection(CONNECTION_PLUGIN)
 

@@ -58,7 +58,7 @@ from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, host_variables
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, describe_instance
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, remote_from_options
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
@@ -76,7 +76,12 @@ class LookupModule(LookupBase):
         with raised_as(AnsibleLookupError):
             remote = remote_from_options(self.get_option, where="mage_lxd lookup remote")
             snapshot = take_snapshot(LxdApi(remote, log=display.vvv), [project])
-            described = [host_variables(item, remote, InventoryOptions()) for item in snapshot["instances"]]
+            described = []
+            for item in snapshot["instances"]:
+                variables, warnings = describe_instance(item, remote, InventoryOptions(), snapshot["server"]["cli"])
+                described.append(variables)
+                for warning in warnings:
+                    display.warning(f"mage_lxd lookup: {warning}")
             found = []
             for term in terms:
                 matches = [item for item in described if fnmatch.fnmatchcase(item["lxd_name"], str(term))]

@@ -7,7 +7,6 @@ them unsafe before Ansible sees them, so nothing read from LXD is ever templated
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Iterable, Mapping
@@ -17,6 +16,7 @@ from typing import Any
 from .cluster import member_name
 from .errors import OptionError
 from .nics import addresses_by_family, attached_networks
+from .records import RecordError, decode_record
 from .remote import Remote
 
 GROUP_BY_CHOICES = ("project", "profile", "status", "os", "release", "type", "location", "network", "remote")
@@ -28,6 +28,14 @@ CONNECTION_PLUGIN = "mage.lxd.mage_lxd"
 MAGE_CONFIG_PREFIX = "user.mage."
 # Config that is LXD's bookkeeping or already exposed as its own variable.
 HIDDEN_CONFIG_PREFIXES = ("volatile.", "image.", MAGE_CONFIG_PREFIX)
+# The names ansible-core takes for the controller (ansible.constants.LOCALHOST): a host of one of
+# these names is what `hosts: localhost` and `delegate_to: localhost` run on.
+CONTROLLER_NAMES = ("127.0.0.1", "localhost", "::1")
+# Group keys whose values live in a project (profiles, and networks of projects with their own):
+# a profile `db` of one project is not the profile `db` of another.
+PROJECT_SCOPED_KEYS = ("profile", "network")
+FIX_HOSTNAME = ("Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes); "
+                "instance names hold no dot, so those names cannot collide.")
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
 _MAGE_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -41,6 +49,8 @@ class InventoryOptions:
     hostname_format: str = "{name}"
     preferred_address_family: str = "inet"
     set_ansible_host: bool = True
+    # The projects option as given: it, not what the server holds, decides group scoping.
+    projects: tuple[str, ...] = ("default",)
 
     def __post_init__(self) -> None:
         if not self.default_group or safe_group_name(self.default_group) != self.default_group:
@@ -59,6 +69,11 @@ class InventoryOptions:
             )
         check_hostname_format(self.hostname_format)
 
+    @property
+    def scoped_groups(self) -> bool:
+        """Profile and network groups carry the project when more than one project is read."""
+        return len(self.projects) != 1 or self.projects[0] == "*"
+
 
 @dataclass
 class PlannedHost:
@@ -67,14 +82,24 @@ class PlannedHost:
     name: str
     groups: list[str]
     variables: dict[str, Any]
+    # Why parts of the instance's data were left out; each message names it.
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """The instance this host is, for messages."""
+        return (f"instance '{self.variables['lxd_name']}' in project '{self.variables['lxd_project']}' "
+                f"on '{self.variables['lxd_remote']}'")
 
 
 @dataclass
 class InventoryPlan:
-    """What the inventory plugin adds: hosts in order, and variables set on groups."""
+    """What the inventory plugin adds: hosts in order, variables set on groups, and warnings
+    about instances (or parts of them) left out."""
 
     hosts: list[PlannedHost] = field(default_factory=list)
     group_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def safe_group_name(name: str) -> str:
@@ -101,36 +126,105 @@ def check_hostname_format(fmt: str) -> None:
 def plan_inventory(
     snapshots: Iterable[Mapping[str, Any]], remotes: Mapping[str, Remote], options: InventoryOptions
 ) -> InventoryPlan:
-    """Build the hosts, groups and variables for every instance of every snapshot."""
+    """Build the hosts, groups and variables for every instance of every snapshot.
+
+    Nothing read from the server decides which host is the controller, or merges two instances
+    or two groups: an instance whose host name is the controller's, host names two instances
+    would share and group names two values would share are left out, each with a warning.
+    """
     plan = InventoryPlan(group_vars={options.default_group: {"ansible_connection": CONNECTION_PLUGIN}})
-    owners: dict[str, str] = {}
-    for snapshot in snapshots:
-        remote = remotes[snapshot["remote"]]
-        for instance in snapshot["instances"]:
-            host = plan_host(instance, remote, options)
-            where = f"instance '{instance['name']}' in project '{host.variables['lxd_project']}' on '{remote.name}'"
-            if host.name in owners:
-                raise OptionError(
-                    f"hostname_format '{options.hostname_format}' gives the host name '{host.name}' to "
-                    f"both {owners[host.name]} and {where}. Fix: set hostname_format to "
-                    "'{project}-{name}' (or '{remote}-{project}-{name}' across remotes)."
-                )
-            owners[host.name] = where
-            plan.hosts.append(host)
+    candidates = [plan_host(instance, remotes[snapshot["remote"]], options, cli=_cli(snapshot))
+                  for snapshot in snapshots for instance in snapshot["instances"]]
+    for host in candidates:
+        plan.warnings.extend(host.warnings)
+    plan.hosts = _distinct_hosts(candidates, options, plan.warnings)
+    _drop_shared_groups(plan.hosts, options, plan.warnings)
     return plan
 
 
-def plan_host(instance: Mapping[str, Any], remote: Remote, options: InventoryOptions) -> PlannedHost:
-    """The inventory host for one LXD instance."""
-    variables = host_variables(instance, remote, options)
+def _distinct_hosts(candidates: list[PlannedHost], options: InventoryOptions, warnings: list[str]) -> list[PlannedHost]:
+    """The hosts that are neither the controller's names nor a name another instance also gets."""
+    claimants: dict[str, list[PlannedHost]] = {}
+    for host in candidates:
+        claimants.setdefault(host.name, []).append(host)
+    kept = []
+    for host in candidates:
+        if host.name in CONTROLLER_NAMES:
+            warnings.append(
+                f"{host.where} is left out of the inventory: its host name '{host.name}' (hostname_format "
+                f"'{options.hostname_format}') is the controller's, and would make plays on localhost run "
+                f"in it. {FIX_HOSTNAME}")
+        elif len(claimants[host.name]) > 1:
+            if host is claimants[host.name][0]:
+                warnings.append(
+                    f"hostname_format '{options.hostname_format}' gives the host name '{host.name}' to "
+                    + " and ".join(other.where for other in claimants[host.name])
+                    + "; none of them is in the inventory, so none can stand in for another. " + FIX_HOSTNAME)
+        else:
+            kept.append(host)
+    return kept
+
+
+def _drop_shared_groups(hosts: list[PlannedHost], options: InventoryOptions, warnings: list[str]) -> None:
+    """Take every host out of a group name that two different values would share."""
+    owners: dict[str, set[tuple[Any, ...]]] = {options.default_group: {("default_group",)}}
+    members: dict[str, list[PlannedHost]] = {}
+    for host in hosts:
+        for name, owner in _group_claims(host.variables, options):
+            owners.setdefault(name, set()).add(owner)
+            members.setdefault(name, []).append(host)
+    for name, claims in owners.items():
+        if len(claims) < 2:
+            continue
+        values = sorted(_describe_owner(owner) for owner in claims)
+        if name == options.default_group:
+            # The operator's group stays as it is: every host is in it anyway.
+            warnings.append(
+                f"group '{name}' is the default_group; " + " and ".join(v for v in values if v != "the default_group")
+                + " of " + ", ".join(host.where for host in members.get(name, []))
+                + " makes no group of its own (group_by). Fix: choose another default_group.")
+            continue
+        warnings.append(
+            f"group '{name}' would hold " + " and ".join(values)
+            + "; it is left out for " + ", ".join(host.where for host in members.get(name, []))
+            + " (group_by). Fix: rename one of them, or take its key out of group_by and group with "
+            "keyed_groups.")
+        for host in members.get(name, []):
+            host.groups = [group for group in host.groups if group != name]
+
+
+def _describe_owner(owner: tuple[Any, ...]) -> str:
+    if owner == ("default_group",):
+        return "the default_group"
+    key, project, value = owner
+    shown = "/".join(value) if isinstance(value, tuple) else value
+    return f"{key} '{shown}'" + (f" of project '{project}'" if project is not None else "")
+
+
+def _cli(snapshot: Mapping[str, Any]) -> str:
+    # Snapshots cached before the cli was recorded name LXD's.
+    return str((snapshot.get("server") or {}).get("cli") or "lxc")
+
+
+def plan_host(instance: Mapping[str, Any], remote: Remote, options: InventoryOptions, cli: str = "lxc") -> PlannedHost:
+    """The inventory host for one LXD instance; `cli` is the client its Fix hints name."""
+    variables, warnings = describe_instance(instance, remote, options, cli)
     name = options.hostname_format.format(
         name=instance["name"], project=variables["lxd_project"], remote=remote.name
     )
-    return PlannedHost(name=name, groups=host_groups(variables, options), variables=variables)
+    return PlannedHost(name=name, groups=host_groups(variables, options), variables=variables, warnings=warnings)
 
 
 def host_variables(instance: Mapping[str, Any], remote: Remote, options: InventoryOptions) -> dict[str, Any]:
     """Every variable the inventory sets for one instance (see the plugin's documentation)."""
+    return describe_instance(instance, remote, options)[0]
+
+
+def describe_instance(
+    instance: Mapping[str, Any], remote: Remote, options: InventoryOptions, cli: str = "lxc"
+) -> tuple[dict[str, Any], list[str]]:
+    """host_variables() for one instance, and a warning for each user.mage.* record left out
+    (its Fix names the client `cli`)."""
     config: Mapping[str, str] = instance.get("expanded_config") or instance.get("config") or {}
     project = str(instance.get("project") or "default")
     ipv4, ipv6 = addresses_by_family(instance.get("addresses") or {})
@@ -168,8 +262,14 @@ def host_variables(instance: Mapping[str, Any], remote: Remote, options: Invento
         variables["ansible_host"] = address
     # One variable of the inventory's own: an instance's config can never name (and so override) a
     # connection or Ansible variable, whatever keys someone sets on it.
-    variables["lxd_mage"] = mage_variables(config)
-    return variables
+    variables["lxd_mage"], refused = mage_variables(config)
+    where = f"instance '{instance['name']}' in project '{project}' on '{remote.name}'"
+    warnings = [
+        f"{where}: {key} {reason}, so it is left out of lxd_mage (the rest of the inventory is unaffected). "
+        f"Fix: correct or remove it ({cli} config unset {instance['name']} {key} --project {project})."
+        for key, reason in refused.items()
+    ]
+    return variables, warnings
 
 
 def preferred_address(ipv4: Mapping[str, list[str]], ipv6: Mapping[str, list[str]], family: str) -> str:
@@ -182,9 +282,11 @@ def preferred_address(ipv4: Mapping[str, list[str]], ipv6: Mapping[str, list[str
     return ""
 
 
-def mage_variables(config: Mapping[str, str]) -> dict[str, Any]:
-    """Decode `user.mage.<key>` config into {<key>: value} (JSON when it parses), for `lxd_mage`."""
+def mage_variables(config: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Decode `user.mage.<key>` config into {<key>: value} (JSON when it parses), for `lxd_mage`;
+    and {config key: why} for the records refused for their size or depth (records.decode_record)."""
     found: dict[str, Any] = {}
+    refused: dict[str, str] = {}
     for key, raw in config.items():
         if not key.startswith(MAGE_CONFIG_PREFIX):
             continue
@@ -192,35 +294,48 @@ def mage_variables(config: Mapping[str, str]) -> dict[str, Any]:
         if not _MAGE_KEY.fullmatch(suffix):
             continue
         try:
-            value: Any = json.loads(raw)
+            value: Any = decode_record(raw)
+        except RecordError as exc:
+            refused[key] = str(exc)
+            continue
         except (TypeError, ValueError):
             value = raw
         found[re.sub(r"[.-]", "_", suffix)] = value
-    return found
+    return found, refused
 
 
 def host_groups(variables: Mapping[str, Any], options: InventoryOptions) -> list[str]:
     """The groups a host joins: the default group, then one per group_by key that applies."""
-    names: list[str] = [options.default_group]
-    values: dict[str, list[str]] = {
+    names = [options.default_group]
+    for name, _owner in _group_claims(variables, options):
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _group_claims(variables: Mapping[str, Any], options: InventoryOptions) -> list[tuple[str, tuple[Any, ...]]]:
+    """(group name, what it stands for) for each group_by group of a host. What it stands for is
+    (key, project or None, raw value): two of those that share one name are two different things."""
+    os_name, release = variables["lxd_image_os"], variables["lxd_image_release"]
+    values: dict[str, list[Any]] = {
         "project": [variables["lxd_project"]],
         "profile": list(variables["lxd_profiles"]),
         "status": [variables["lxd_status"]],
-        "os": [variables["lxd_image_os"]],
-        "release": [
-            f"{variables['lxd_image_os']}_{variables['lxd_image_release']}"
-            if variables["lxd_image_os"] and variables["lxd_image_release"]
-            else ""
-        ],
+        "os": [os_name],
+        "release": [(os_name, release) if os_name and release else ""],
         "type": [variables["lxd_type"]],
         "location": [member_name(variables["lxd_location"])],
         "network": list(variables["lxd_networks"]),
         "remote": [variables["lxd_remote"]],
     }
+    claims = []
     for key in options.group_by:
+        scoped = options.scoped_groups and key in PROJECT_SCOPED_KEYS
+        project = variables["lxd_project"] if scoped else None
         for value in values[key]:
-            if value:
-                name = safe_group_name(f"{key}_{value}")
-                if name not in names:
-                    names.append(name)
-    return names
+            if not value:
+                continue
+            shown = "_".join(value) if isinstance(value, tuple) else str(value)
+            name = safe_group_name(f"{key}_{project}__{shown}" if scoped else f"{key}_{shown}")
+            claims.append((name, (key, project, value)))
+    return claims

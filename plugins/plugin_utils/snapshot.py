@@ -104,7 +104,8 @@ def take_snapshot(
             item["location_status"] = members.get(str(item.get("location") or ""), "unknown")
     return {
         "remote": api.remote.name,
-        "server": {"version": api.server_version, "clustered": api.clustered},
+        # cli: the client a Fix hint names (lxc or incus).
+        "server": {"version": api.server_version, "clustered": api.clustered, "cli": api.kind.cli},
         "instances": instances,
     }
 

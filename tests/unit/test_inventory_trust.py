@@ -1,0 +1,152 @@
+"""What a tenant's data may not decide in the inventory: which host is localhost, which host or
+group two instances share, and whether one record breaks everyone. Snapshots recorded on the lab
+LXD, changed the way a tenant can change them (instance names, profiles, user.mage.* config)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import ansible.constants
+import pytest
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONTROLLER_NAMES, InventoryOptions, plan_inventory
+from ansible_collections.mage.lxd.plugins.plugin_utils.records import MAX_RECORD_CHARS, MAX_RECORD_DEPTH
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
+from ansible_collections.mage.lxd.tests.unit.recorded_api import RecordedApi
+
+PROJECTS = ("mage-rec-a", "mage-rec-b")
+LOCAL = {"local": Remote()}
+# About a kilobyte that broke the inventory with RecursionError (ansible's wrap_var, then json).
+NESTED = "[" * 600 + "]" * 600
+
+
+@pytest.fixture()
+def snapshot():
+    return take_snapshot(RecordedApi(), list(PROJECTS))
+
+
+def instance(snapshot, name):
+    return next(item for item in snapshot["instances"] if item["name"] == name)
+
+
+def tenant_copy(snapshot, source, **changes):
+    """A copy of a recorded instance, as a tenant of project mage-rec-b could make it."""
+    item = copy.deepcopy(instance(snapshot, source))
+    item.update({"project": "mage-rec-b", **changes})
+    snapshot["instances"].append(item)
+    return item
+
+
+def plan(snapshot, **options):
+    return plan_inventory([snapshot], LOCAL, InventoryOptions(projects=PROJECTS, **options))
+
+
+def hosts(result):
+    return {host.name: host for host in result.hosts}
+
+
+def test_the_controller_names_are_ansible_cores():
+    assert set(CONTROLLER_NAMES) == set(ansible.constants.LOCALHOST)
+
+
+@pytest.mark.parametrize("name", CONTROLLER_NAMES)
+def test_an_instance_is_never_the_controllers_localhost(snapshot, name):
+    tenant_copy(snapshot, "web2", name=name)
+    result = plan(snapshot)
+    assert name not in hosts(result)
+    assert set(hosts(result)) == {"web1", "db1", "odd1", "web2"}
+    assert [w for w in result.warnings if name in w] == [
+        f"instance '{name}' in project 'mage-rec-b' on 'local' is left out of the inventory: its host name "
+        f"'{name}' (hostname_format '{{name}}') is the controller's, and would make plays on localhost run in it. "
+        "Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes); "
+        "instance names hold no dot, so those names cannot collide."]
+
+
+def test_an_instance_named_localhost_is_a_host_under_a_hostname_format_with_the_project(snapshot):
+    tenant_copy(snapshot, "web2", name="localhost")
+    result = plan(snapshot, hostname_format="{project}.{name}")
+    assert "mage-rec-b.localhost" in hosts(result) and result.warnings == []
+
+
+def test_a_host_name_two_projects_share_is_given_to_neither(snapshot):
+    tenant_copy(snapshot, "web2", name="web1")
+    result = plan(snapshot)
+    assert "web1" not in hosts(result) and {"db1", "web2", "odd1"} <= set(hosts(result))
+    assert [w for w in result.warnings if "'web1'" in w] == [
+        "hostname_format '{name}' gives the host name 'web1' to instance 'web1' in project 'mage-rec-a' on 'local' "
+        "and instance 'web1' in project 'mage-rec-b' on 'local'; none of them is in the inventory, so none can "
+        "stand in for another. Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' "
+        "across remotes); instance names hold no dot, so those names cannot collide."]
+    assert {"mage-rec-a.web1", "mage-rec-b.web1"} <= set(hosts(plan(snapshot, hostname_format="{project}.{name}")))
+
+
+def test_a_tenants_profile_never_joins_the_operators_profile_group(snapshot):
+    tenant_copy(snapshot, "web1", name="intruder")  # profiles default + web, in mage-rec-b
+    result = hosts(plan(snapshot))
+    assert "profile_mage_rec_a__web" in result["web1"].groups
+    assert "profile_mage_rec_b__web" in result["intruder"].groups
+    assert not [g for g in result["intruder"].groups if g in result["web1"].groups and g.startswith("profile_")]
+    assert "network_mage_rec_a__magebr0" in result["web1"].groups
+
+
+def test_one_project_keeps_plain_profile_and_network_groups(snapshot):
+    result = plan_inventory([snapshot], LOCAL, InventoryOptions(projects=("mage-rec-a",)))
+    assert {"profile_web", "network_magebr0"} <= set(hosts(result)["web1"].groups)
+    assert InventoryOptions(projects=("*",)).scoped_groups
+
+
+def test_a_group_name_two_projects_would_share_holds_neither(snapshot):
+    # LXD refuses _ in project names, but shop.prod and shop-prod are both valid.
+    for item, project in ((instance(snapshot, "web1"), "shop.prod"), (instance(snapshot, "web2"), "shop-prod")):
+        item["project"] = project
+    result = plan(snapshot)
+    assert all("project_shop_prod" not in host.groups for host in result.hosts)
+    assert [w for w in result.warnings if "project_shop_prod" in w] == [
+        "group 'project_shop_prod' would hold project 'shop-prod' and project 'shop.prod'; it is left out for "
+        "instance 'web1' in project 'shop.prod' on 'local', instance 'web2' in project 'shop-prod' on 'local' "
+        "(group_by). Fix: rename one of them, or take its key out of group_by and group with keyed_groups."]
+    # The other groups of those hosts stay.
+    assert "status_running" in hosts(result)["web1"].groups
+
+
+def test_a_server_group_never_takes_the_default_group(snapshot):
+    instance(snapshot, "web2")["expanded_config"]["image.os"] = "lxd"
+    result = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions(projects=PROJECTS, default_group="os_lxd")))
+    assert all(host.groups[0] == "os_lxd" for host in result.values())
+    assert result["web2"].groups.count("os_lxd") == 1
+
+
+def test_release_groups_of_different_os_and_release_do_not_merge(snapshot):
+    instance(snapshot, "web1")["expanded_config"].update({"image.os": "debian_12", "image.release": "1"})
+    instance(snapshot, "web2")["expanded_config"].update({"image.os": "debian", "image.release": "12_1"})
+    result = plan(snapshot)
+    assert all("release_debian_12_1" not in host.groups for host in result.hosts)
+
+
+@pytest.mark.parametrize("key", ["user.mage.proxy", "user.mage.nat", "user.mage.anything"])
+@pytest.mark.parametrize("raw", [NESTED, '{"a":' * 600 + "1" + "}" * 600, json.dumps(["x" * MAX_RECORD_CHARS])])
+def test_a_record_too_deep_or_too_long_drops_only_that_record(snapshot, key, raw):
+    web2 = instance(snapshot, "web2")
+    web2["config"][key] = web2["expanded_config"][key] = raw
+    result = hosts(plan(snapshot))
+    assert key.removeprefix("user.mage.") not in result["web2"].variables["lxd_mage"]
+    assert result["web1"].variables["lxd_mage"]["proxy"] == [{"name": "web1.example.org", "path": "/", "pass": 8080}]
+    # What broke every inventory before: Ansible's unsafe marking walks every value.
+    wrap_var([host.variables for host in result.values()])
+    (warning,) = plan(snapshot).warnings
+    assert warning.startswith(f"instance 'web2' in project 'mage-rec-b' on 'local': {key} ")
+    assert warning.endswith(f"Fix: correct or remove it (lxc config unset web2 {key} --project mage-rec-b).")
+
+
+def test_records_within_the_bounds_are_read_and_text_stays_text(snapshot):
+    web2 = instance(snapshot, "web2")
+    deep_enough = "[" * MAX_RECORD_DEPTH + "]" * MAX_RECORD_DEPTH
+    web2["expanded_config"].update({"user.mage.deep": deep_enough, "user.mage.note": "[[[ not json"})
+    result = plan(snapshot)
+    variables = hosts(result)["web2"].variables
+    assert variables["lxd_mage"]["deep"] == json.loads(deep_enough)
+    assert variables["lxd_mage"]["note"] == "[[[ not json"
+    assert result.warnings == []
