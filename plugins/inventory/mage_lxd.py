@@ -15,6 +15,9 @@ description:
     C(mage_lxd_*) host variables (each can be overridden by the matching C(ansible_mage_lxd_*)).
   - Everything read from LXD is marked unsafe; a template string in an instance's description or
     config is never evaluated.
+  - With a file cache (O(cache_plugin=ansible.builtin.jsonfile)), O(cache_connection) is made
+    C(0700) and the cache file C(0600): it holds every instance's config. A directory of another
+    user, or one anyone may write to (C(/tmp)), is refused.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
@@ -172,14 +175,16 @@ cache_connection: ~/.cache/mage-lxd
 import os
 
 from ansible.errors import AnsibleParserError
+from ansible.plugins.cache import BaseFileCacheModule
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
-from ansible.plugins.loader import connection_loader
+from ansible.plugins.loader import cache_loader, connection_loader
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONNECTION_PLUGIN, InventoryOptions, plan_inventory
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
+from ansible_collections.mage.lxd.plugins.plugin_utils.private_cache import make_cache_dir_private, make_cache_files_private
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import SnapshotFilters, take_snapshot
 
@@ -190,6 +195,7 @@ CONFIG_NAMES = ("mage_lxd.yml", "mage_lxd.yaml")
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "mage_lxd"
+    _cache_location = None
 
     def verify_file(self, path):
         name = os.path.basename(path)
@@ -228,7 +234,30 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         except Exception as exc:  # noqa: BLE001 - see above
             display.vvv(f"mage_lxd inventory: connection {name} not preloaded: {exc}")
 
+    def _cache_files(self, path):
+        """(directory, prefix, key) of the files a file cache keeps this source in, or None without
+        one: ansible-core's BaseFileCacheModule writes cache_connection/<cache_prefix>...<key>."""
+        if not self.get_option("cache"):
+            return None
+        # get_with_context: cache_loader.get() wraps even a class in its interposer.
+        plugin = cache_loader.get_with_context(self.get_option("cache_plugin"), class_only=True).object
+        connection = self.get_option("cache_connection")
+        if plugin is None or not issubclass(plugin, BaseFileCacheModule) or not connection:
+            return None
+        directory = os.path.expanduser(os.path.expandvars(connection))
+        return directory, self.get_option("cache_prefix") or "", self.get_cache_key(path)
+
+    def update_cache_if_changed(self):
+        # ansible-core writes the file 0644 after parse() (the directory, 0700, keeps others out).
+        super().update_cache_if_changed()
+        if self._cache_location:
+            make_cache_files_private(*self._cache_location)
+
     def _cached_snapshots(self, path, remotes, cache):
+        self._cache_location = self._cache_files(path)
+        if self._cache_location:
+            make_cache_dir_private(self._cache_location[0])
+            make_cache_files_private(*self._cache_location)
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option("cache") and cache
         if use_cache:
