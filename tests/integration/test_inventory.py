@@ -58,13 +58,15 @@ def test_list_matches_what_lxd_holds(instances, tmp_path):
     assert sorted(inventory["lxd"]["hosts"]) == ["db1", "web1", "web2"]
     assert sorted(inventory[group("project", PROJECT_A)]["hosts"]) == ["db1", "web1"]
     assert inventory[group("project", PROJECT_B)]["hosts"] == ["web2"]
-    assert inventory["profile_web"]["hosts"] == ["web1"]
+    # Two projects read: profile and network groups carry the project (a profile belongs to one).
+    assert inventory[group("profile", f"{PROJECT_A}__web")]["hosts"] == ["web1"]
     assert inventory["status_stopped"]["hosts"] == ["db1"]
     assert sorted(inventory["status_running"]["hosts"]) == ["web1", "web2"]
     assert inventory["os_debian"]["hosts"] == ["web2"]
     assert inventory["release_debian_12"]["hosts"] == ["web2"]
     assert sorted(inventory["type_container"]["hosts"]) == ["db1", "web1", "web2"]
-    assert sorted(inventory[group("network", LAB["MAGE_LAB_BRIDGE"])]["hosts"]) == ["db1", "web1", "web2"]
+    assert sorted(inventory[group("network", f"{PROJECT_A}__{LAB['MAGE_LAB_BRIDGE']}")]["hosts"]) == ["db1", "web1"]
+    assert inventory[group("network", f"{PROJECT_B}__{LAB['MAGE_LAB_BRIDGE']}")]["hosts"] == ["web2"]
 
     for name, project in (("web1", PROJECT_A), ("db1", PROJECT_A), ("web2", PROJECT_B)):
         lxd_view = query(f"/1.0/instances/{name}?project={project}")
