@@ -16,7 +16,7 @@ description:
   - Everything read from LXD is marked unsafe; a template string in an instance's description or
     config is never evaluated.
   - With a file cache (O(cache_plugin=ansible.builtin.jsonfile)), O(cache_connection) is made
-    C(0700) and the cache file C(0600): it holds every instance's config. A directory of another
+    C(0700) and the cache file C(0600), since it holds every instance's config. A directory of another
     user, or one anyone may write to (C(/tmp)), is refused.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
 author: mage-lxd developers (!UNKNOWN)
