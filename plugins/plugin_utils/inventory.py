@@ -158,7 +158,7 @@ def _distinct_hosts(candidates: list[PlannedHost], options: InventoryOptions, wa
             if host is claimants[host.name][0]:
                 warnings.append(
                     f"hostname_format '{options.hostname_format}' gives the host name '{host.name}' to "
-                    + " and ".join(other.where for other in claimants[host.name])
+                    + " and ".join(sorted(other.where for other in claimants[host.name]))
                     + "; none of them is in the inventory, so none can stand in for another. " + FIX_HOSTNAME)
         else:
             kept.append(host)
@@ -181,12 +181,12 @@ def _drop_shared_groups(hosts: list[PlannedHost], options: InventoryOptions, war
             # The operator's group stays as it is: every host is in it anyway.
             warnings.append(
                 f"group '{name}' is the default_group; " + " and ".join(v for v in values if v != "the default_group")
-                + " of " + ", ".join(host.where for host in members.get(name, []))
+                + " of " + ", ".join(sorted(host.where for host in members.get(name, [])))
                 + " makes no group of its own (group_by). Fix: choose another default_group.")
             continue
         warnings.append(
             f"group '{name}' would hold " + " and ".join(values)
-            + "; it is left out for " + ", ".join(host.where for host in members.get(name, []))
+            + "; it is left out for " + ", ".join(sorted(host.where for host in members.get(name, [])))
             + " (group_by). Fix: rename one of them, or take its key out of group_by and group with "
             "keyed_groups.")
         for host in members.get(name, []):
