@@ -34,8 +34,11 @@ CONTROLLER_NAMES = ("127.0.0.1", "localhost", "::1")
 # Group keys whose values live in a project (profiles, and networks of projects with their own):
 # a profile `db` of one project is not the profile `db` of another.
 PROJECT_SCOPED_KEYS = ("profile", "network")
-FIX_HOSTNAME = ("Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes); "
-                "instance names hold no dot, so those names cannot collide.")
+# What a host whose name is the controller's or shared is named instead, in this order: instance
+# names hold no dot, so neither can be a name of "{name}" or one of another instance.
+FALLBACK_HOSTNAME_FORMATS = ("{project}.{name}", "{remote}.{project}.{name}")
+FIX_HOSTNAME = ("Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes), "
+                "which cannot collide (instance names hold no dot), or rename the instance.")
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
 _MAGE_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -129,8 +132,9 @@ def plan_inventory(
     """Build the hosts, groups and variables for every instance of every snapshot.
 
     Nothing read from the server decides which host is the controller, or merges two instances
-    or two groups: an instance whose host name is the controller's, host names two instances
-    would share and group names two values would share are left out, each with a warning.
+    or two groups: an instance whose host name is the controller's or another's is named
+    '{project}.{name}' instead, and a group name two values would share is made for neither,
+    each with a warning.
     """
     plan = InventoryPlan(group_vars={options.default_group: {"ansible_connection": CONNECTION_PLUGIN}})
     candidates = [plan_host(instance, remotes[snapshot["remote"]], options, cli=_cli(snapshot))
@@ -143,26 +147,50 @@ def plan_inventory(
 
 
 def _distinct_hosts(candidates: list[PlannedHost], options: InventoryOptions, warnings: list[str]) -> list[PlannedHost]:
-    """The hosts that are neither the controller's names nor a name another instance also gets."""
-    claimants: dict[str, list[PlannedHost]] = {}
-    for host in candidates:
-        claimants.setdefault(host.name, []).append(host)
-    kept = []
-    for host in candidates:
-        if host.name in CONTROLLER_NAMES:
-            warnings.append(
-                f"{host.where} is left out of the inventory: its host name '{host.name}' (hostname_format "
-                f"'{options.hostname_format}') is the controller's, and would make plays on localhost run "
-                f"in it. {FIX_HOSTNAME}")
-        elif len(claimants[host.name]) > 1:
-            if host is claimants[host.name][0]:
-                warnings.append(
-                    f"hostname_format '{options.hostname_format}' gives the host name '{host.name}' to "
-                    + " and ".join(sorted(other.where for other in claimants[host.name]))
-                    + "; none of them is in the inventory, so none can stand in for another. " + FIX_HOSTNAME)
-        else:
-            kept.append(host)
-    return kept
+    """Rename each host whose name is the controller's, or shared with another, to the next of
+    FALLBACK_HOSTNAME_FORMATS that changes it (left out when none is left), until names are distinct."""
+    formats = {id(host): [options.hostname_format, *FALLBACK_HOSTNAME_FORMATS] for host in candidates}
+    hosts = list(candidates)
+    while True:
+        claimants: dict[str, list[PlannedHost]] = {}
+        for host in hosts:
+            claimants.setdefault(host.name, []).append(host)
+        clashes = [group for name, group in claimants.items() if name in CONTROLLER_NAMES or len(group) > 1]
+        if not clashes:
+            return hosts
+        for group in clashes:
+            renamed = {id(host): _next_name(host, formats[id(host)]) for host in group}
+            warnings.append(_clash_warning(group, renamed, options))
+            for host in group:
+                new_name = renamed[id(host)]
+                if new_name is None:
+                    hosts.remove(host)
+                else:
+                    host.name = new_name
+
+
+def _next_name(host: PlannedHost, formats: list[str]) -> str | None:
+    """The host's name under the next format in `formats` that gives another name (dropping the
+    ones used), or None when none is left."""
+    while len(formats) > 1:
+        formats.pop(0)
+        name = formats[0].format(name=host.variables["lxd_name"], project=host.variables["lxd_project"],
+                                 remote=host.variables["lxd_remote"])
+        if name != host.name:
+            return name
+    return None
+
+
+def _clash_warning(group: list[PlannedHost], renamed: Mapping[int, str | None], options: InventoryOptions) -> str:
+    name = group[0].name
+    if name in CONTROLLER_NAMES:
+        reason = "is the controller's (plays on localhost, and tasks delegated to it, would run in the instance)"
+    else:
+        reason = "would be given to more than one instance (they would be one host)"
+    outcomes = sorted(
+        f"{host.where} is the host '{renamed[id(host)]}'" if renamed[id(host)] else f"{host.where} is left out of the inventory"
+        for host in group)
+    return f"the host name '{name}' (hostname_format '{options.hostname_format}') {reason}: " + "; ".join(outcomes) + ". " + FIX_HOSTNAME
 
 
 def _drop_shared_groups(hosts: list[PlannedHost], options: InventoryOptions, warnings: list[str]) -> None:

@@ -83,10 +83,14 @@ def test_an_instance_named_localhost_is_never_the_controller(tenancy, tmp_path):
     listed = ansible("ansible-inventory", "-i", str(config), "--list")
     hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]
     assert "localhost" not in hostvars and "db1" in hostvars
-    assert (f"mage_lxd inventory: instance 'localhost' in project '{TENANT}' on 'local' is left out of the "
-            "inventory: its host name 'localhost' (hostname_format '{name}') is the controller's") in warnings(listed)
-    assert "Fix: set hostname_format to '{project}.{name}'" in warnings(listed)
-    assert "localhost" not in ansible("ansible-inventory", "-i", str(config), "--graph").stdout
+    # Still the operator's to manage, under a name that is not the controller's.
+    assert hostvars[f"{TENANT}.localhost"]["mage_lxd_instance"] == {"__ansible_unsafe": "localhost"}
+    assert ("mage_lxd inventory: the host name 'localhost' (hostname_format '{name}') is the controller's (plays on "
+            "localhost, and tasks delegated to it, would run in the instance): instance 'localhost' in project "
+            f"'{TENANT}' on 'local' is the host '{TENANT}.localhost'. Fix: set hostname_format to '{{project}}.{{name}}'"
+            ) in warnings(listed)
+    graph = ansible("ansible-inventory", "-i", str(config), "--graph").stdout
+    assert "|--localhost" not in graph and f"|--{TENANT}.localhost" in graph
 
     # Ad hoc and in a play, localhost is the controller: a directory only the controller has is there,
     # and no lxd_project of the tenant's steers it (site.yml and teardown.yml read that one).
@@ -115,20 +119,24 @@ def test_an_instance_named_localhost_is_never_the_controller(tenancy, tmp_path):
 
 def test_a_tenants_instance_named_like_the_operators_takes_no_host(tenancy, tmp_path):
     listed = ansible("ansible-inventory", "-i", str(write_config(tmp_path)), "--list")
-    assert "web" not in json.loads(listed.stdout)["_meta"]["hostvars"]
-    assert (f"hostname_format '{{name}}' gives the host name 'web' to instance 'web' in project '{OPS}' on 'local' "
-            f"and instance 'web' in project '{TENANT}' on 'local'; none of them is in the inventory") in warnings(listed)
+    inventory = json.loads(listed.stdout)
+    hostvars = inventory["_meta"]["hostvars"]
+    assert "web" not in hostvars
+    assert hostvars[f"{OPS}.web"]["lxd_project"] == {"__ansible_unsafe": OPS}
+    assert hostvars[f"{TENANT}.web"]["lxd_project"] == {"__ansible_unsafe": TENANT}
+    assert sorted(inventory[group("project", OPS)]["hosts"]) == ["db1", f"{OPS}.web"]
+    assert ("the host name 'web' (hostname_format '{name}') would be given to more than one instance (they would "
+            f"be one host): instance 'web' in project '{OPS}' on 'local' is the host '{OPS}.web'; instance 'web' in "
+            f"project '{TENANT}' on 'local' is the host '{TENANT}.web'.") in warnings(listed)
 
     hostvars = inventory_list(write_config(tmp_path, 'hostname_format: "{project}.{name}"\n'))["_meta"]["hostvars"]
-    assert hostvars[f"{OPS}.web"]["lxd_project"] == OPS and hostvars[f"{TENANT}.web"]["lxd_project"] == TENANT
-    # Under it, the tenant's localhost is a host like any other, named for its project.
-    assert f"{TENANT}.localhost" in hostvars and "localhost" not in hostvars
+    assert {f"{OPS}.web", f"{TENANT}.web", f"{TENANT}.localhost", f"{OPS}.db1"} <= set(hostvars)
 
 
 def test_a_tenants_profile_db_joins_no_group_of_the_operators(tenancy, tmp_path):
     inventory = inventory_list(write_config(tmp_path))
     assert inventory[group("profile", OPS, "_db")]["hosts"] == ["db1"]
-    assert inventory[group("profile", TENANT, "_db")]["hosts"] == ["tenant1"]
+    assert sorted(inventory[group("profile", TENANT, "_db")]["hosts"]) == [f"{TENANT}.web", "tenant1"]
     assert "profile_db" not in inventory
     operator_groups = {name for name, body in inventory.items() if "db1" in body.get("hosts", [])}
     shared = {name for name in operator_groups if "tenant1" in inventory[name].get("hosts", [])}

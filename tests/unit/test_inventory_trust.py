@@ -52,35 +52,54 @@ def test_the_controller_names_are_ansible_cores():
     assert set(CONTROLLER_NAMES) == set(ansible.constants.LOCALHOST)
 
 
+FIX = ("Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes), which cannot "
+       "collide (instance names hold no dot), or rename the instance.")
+
+
 @pytest.mark.parametrize("name", ansible.constants.LOCALHOST)
 def test_an_instance_is_never_the_controllers_localhost(snapshot, name):
     tenant_copy(snapshot, "web2", name=name)
     result = plan(snapshot)
-    assert name not in hosts(result)
-    assert set(hosts(result)) == {"web1", "db1", "odd1", "web2"}
-    assert [w for w in result.warnings if name in w] == [
-        f"instance '{name}' in project 'mage-rec-b' on 'local' is left out of the inventory: its host name "
-        f"'{name}' (hostname_format '{{name}}') is the controller's, and would make plays on localhost run in it. "
-        "Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes); "
-        "instance names hold no dot, so those names cannot collide."]
-
-
-def test_an_instance_named_localhost_is_a_host_under_a_hostname_format_with_the_project(snapshot):
-    tenant_copy(snapshot, "web2", name="localhost")
-    result = plan(snapshot, hostname_format="{project}.{name}")
-    assert "mage-rec-b.localhost" in hosts(result) and result.warnings == []
+    assert not set(CONTROLLER_NAMES) & set(hosts(result))
+    assert set(hosts(result)) == {"web1", "db1", "odd1", "web2", f"mage-rec-b.{name}"}
+    assert hosts(result)[f"mage-rec-b.{name}"].variables["mage_lxd_instance"] == name
+    assert result.warnings == [
+        f"the host name '{name}' (hostname_format '{{name}}') is the controller's (plays on localhost, and tasks "
+        f"delegated to it, would run in the instance): instance '{name}' in project 'mage-rec-b' on 'local' is the "
+        f"host 'mage-rec-b.{name}'. {FIX}"]
 
 
 def test_a_host_name_two_projects_share_is_given_to_neither(snapshot):
     tenant_copy(snapshot, "web2", name="web1")
     result = plan(snapshot)
     assert "web1" not in hosts(result) and {"db1", "web2", "odd1"} <= set(hosts(result))
-    assert [w for w in result.warnings if "'web1'" in w] == [
-        "hostname_format '{name}' gives the host name 'web1' to instance 'web1' in project 'mage-rec-a' on 'local' "
-        "and instance 'web1' in project 'mage-rec-b' on 'local'; none of them is in the inventory, so none can "
-        "stand in for another. Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' "
-        "across remotes); instance names hold no dot, so those names cannot collide."]
-    assert {"mage-rec-a.web1", "mage-rec-b.web1"} <= set(hosts(plan(snapshot, hostname_format="{project}.{name}")))
+    assert hosts(result)["mage-rec-a.web1"].variables["lxd_project"] == "mage-rec-a"
+    assert hosts(result)["mage-rec-b.web1"].variables["lxd_project"] == "mage-rec-b"
+    # Renamed, the operator's instance keeps its groups and its routes (read by instance, not host name).
+    assert "project_mage_rec_a" in hosts(result)["mage-rec-a.web1"].groups
+    assert result.warnings == [
+        "the host name 'web1' (hostname_format '{name}') would be given to more than one instance (they would be "
+        "one host): instance 'web1' in project 'mage-rec-a' on 'local' is the host 'mage-rec-a.web1'; instance "
+        f"'web1' in project 'mage-rec-b' on 'local' is the host 'mage-rec-b.web1'. {FIX}"]
+    assert plan(snapshot, hostname_format="{project}.{name}").warnings == []
+
+
+def test_the_same_instance_on_two_remotes_is_named_for_its_remote(snapshot):
+    twice = [snapshot, {**copy.deepcopy(snapshot), "remote": "other"}]
+    remotes = {"local": Remote(), "other": Remote(name="other")}
+    result = plan_inventory(twice, remotes, InventoryOptions(projects=PROJECTS))
+    assert {"local.mage-rec-a.web1", "other.mage-rec-a.web1"} <= set(hosts(result))
+    assert len(result.hosts) == 2 * len(snapshot["instances"])
+    # Under a format that already names everything, a clash that remains leaves both out.
+    result = plan_inventory(twice, remotes, InventoryOptions(projects=PROJECTS, hostname_format="{remote}.{project}.{name}"))
+    assert len(result.hosts) == 2 * len(snapshot["instances"]) and result.warnings == []
+
+
+def test_a_clash_no_format_resolves_leaves_the_hosts_out(snapshot):
+    same = copy.deepcopy(snapshot)
+    result = plan_inventory([snapshot, same], LOCAL, InventoryOptions(projects=PROJECTS))
+    assert result.hosts == []
+    assert all("is left out of the inventory" in warning for warning in result.warnings[-4:])
 
 
 def test_a_tenants_profile_never_joins_the_operators_profile_group(snapshot):
