@@ -124,12 +124,13 @@ options:
   hostname_format:
     description:
       - Inventory host name of an instance, from the fields C({name}), C({project}), C({remote}).
-      - Two instances that would get the same name are both left out, with a warning that names
-        them; neither can stand in for the other. C({project}.{name}) cannot collide (instance names
-        hold no dot).
+      - Two instances that would get the same name are named C({project}.{name}) instead
+        (C({remote}.{project}.{name}) when that is shared too), with a warning that names them;
+        neither can stand in for the other. C({project}.{name}) cannot collide (instance names hold
+        no dot). An instance is left out only when no name is its own.
       - An instance whose name would be C(localhost), C(127.0.0.1) or C(::1) (the controller's
-        names in ansible-core) is left out with a warning, so no play on C(localhost) and no task
-        delegated to it ever runs in that instance.
+        names in ansible-core) is renamed the same way, with a warning, so that no play on
+        C(localhost) and no task delegated to it ever runs in that instance.
     type: str
     default: "{name}"
   preferred_address_family:
