@@ -16,6 +16,7 @@ description:
     plugin's prompt shows, and modules are then copied rather than pipelined; a wrong password fails
     the task with the terminal's last words (the password masked), it never hangs. A password given
     where none is asked for is simply not used.
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 requirements:
   - websockets >= 14 and cryptography >= 3.4 in the Python that runs Ansible (the collection's C(requirements.txt))
@@ -85,13 +86,13 @@ options:
 """
 
 EXAMPLES = r"""
-# With the mage_lxd inventory nothing needs setting: `ansible lxd -m ansible.builtin.ping`.
+# With the mage.lxd.mage_lxd inventory nothing needs setting: `ansible lxd -m ansible.builtin.ping`.
 
 # A static inventory entry for an instance in another project on an HTTPS remote
 # all:
 #   hosts:
 #     web1:
-#       ansible_connection: mage_lxd
+#       ansible_connection: mage.lxd.mage_lxd
 #       ansible_mage_lxd_project: shop
 #       ansible_mage_lxd_url: https://lxd.example.org:8443
 #       ansible_mage_lxd_client_cert: ~/.config/mage-lxd/client.crt

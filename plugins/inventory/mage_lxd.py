@@ -16,6 +16,7 @@ description:
   - Everything read from LXD is marked unsafe; a template string in an instance's description or
     config is never evaluated.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
   - constructed
