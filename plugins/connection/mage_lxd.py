@@ -99,8 +99,19 @@ EXAMPLES = r"""
 #       ansible_mage_lxd_client_key: ~/.config/mage-lxd/client.key
 #       ansible_mage_lxd_server_cert: ~/.config/mage-lxd/server.crt
 
+- name: Reach an instance the inventory does not list (project shop of the local LXD)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Add it with this connection
+      ansible.builtin.add_host:
+        name: shop-web
+        groups: [shop]
+        ansible_connection: mage.lxd.mage_lxd
+        ansible_mage_lxd_project: shop
+
 - name: Run as an unprivileged user, then as root through sudo
-  hosts: lxd
+  hosts: lxd:shop
   tasks:
     - name: Who am I
       ansible.builtin.command: id -un
