@@ -118,7 +118,7 @@ def test_every_default_is_specified_with_the_same_value(role):
         literal = {name: value for name, value in defaults(role).items()
                    if name in entry["options"] and not templated(value)}
         assert errors(role, literal, entry_point) == [], f"{role} {entry_point}: its own defaults validate"
-        assert entry["short_description"] and entry["version_added"] == "0.2.0"
+        assert entry["short_description"] and entry["version_added"]
 
 
 def test_the_mageproxy_entry_points_cover_what_their_tasks_use():
@@ -138,3 +138,12 @@ def test_meta_main_agrees_with_meta_runtime(role):
     info = yaml.safe_load((ROLES / role / "meta" / "main.yml").read_text())["galaxy_info"]
     assert requires == f">={info['min_ansible_version']}.0"
     assert info["namespace"] == galaxy["namespace"] and [info["license"]] == galaxy["license"]
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_the_changelog_lists_each_role_in_the_release_it_was_added(role):
+    versions = {entry["version_added"] for entry in spec(role).values()}
+    assert len(versions) == 1
+    [version] = versions
+    release = yaml.safe_load((ROOT / "changelogs" / "changelog.yaml").read_text())["releases"][version]
+    assert role in [entry["name"] for entry in release.get("objects", {}).get("role", [])]
