@@ -16,6 +16,7 @@ description:
     plugin's prompt shows, and modules are then copied rather than pipelined; a wrong password fails
     the task with the terminal's last words (the password masked), it never hangs. A password given
     where none is asked for is simply not used.
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 requirements:
   - websockets >= 14 and cryptography >= 3.4 in the Python that runs Ansible (the collection's C(requirements.txt))
@@ -85,21 +86,32 @@ options:
 """
 
 EXAMPLES = r"""
-# With the mage_lxd inventory nothing needs setting: `ansible lxd -m ansible.builtin.ping`.
+# With the mage.lxd.mage_lxd inventory nothing needs setting: `ansible lxd -m ansible.builtin.ping`.
 
 # A static inventory entry for an instance in another project on an HTTPS remote
 # all:
 #   hosts:
 #     web1:
-#       ansible_connection: mage_lxd
+#       ansible_connection: mage.lxd.mage_lxd
 #       ansible_mage_lxd_project: shop
 #       ansible_mage_lxd_url: https://lxd.example.org:8443
 #       ansible_mage_lxd_client_cert: ~/.config/mage-lxd/client.crt
 #       ansible_mage_lxd_client_key: ~/.config/mage-lxd/client.key
 #       ansible_mage_lxd_server_cert: ~/.config/mage-lxd/server.crt
 
+- name: Reach an instance the inventory does not list (project shop of the local LXD)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Add it with this connection
+      ansible.builtin.add_host:
+        name: shop-web
+        groups: [shop]
+        ansible_connection: mage.lxd.mage_lxd
+        ansible_mage_lxd_project: shop
+
 - name: Run as an unprivileged user, then as root through sudo
-  hosts: lxd
+  hosts: lxd:shop
   tasks:
     - name: Who am I
       ansible.builtin.command: id -un

@@ -38,40 +38,109 @@ options:
   proxy:
     description: The proxy's own inventory name, for its C(/etc/hosts) (checked as an instance name).
     type: str
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
-mageproxy_plan: "{{ hostvars | mage_lxd_sites(groups['lxd'], ['mage-demo'], ['mage-demo/app1'], inventory_hostname) }}"
+- name: Plan the routes of project mage-demo for this mageproxy (app1's were declared by this run)
+  ansible.builtin.set_fact:
+    mageproxy_plan: >-
+      {{ hostvars | mage.lxd.mage_lxd_sites(groups['lxd'], ['mage-demo'], ['mage-demo/app1'], inventory_hostname) }}
+
+- name: The server names it will serve
+  ansible.builtin.debug:
+    msg: "{{ mageproxy_plan.sites | map(attribute='server_name') | list }}"
 """
 
+# tests/unit/plugins/test_plugin_docs.py compares these keys with a plan the filter returns.
 RETURN = r"""
 _value:
-  description: The plan.
+  description: The plan the C(templates/mageproxy) templates render.
   type: dict
   contains:
     sites:
-      description: Sites, each with server_name, tls and locations (path, upstream, route settings, backends).
+      description: One per server name, in name order.
       type: list
       elements: dict
+      contains:
+        server_name:
+          description: The server name.
+          type: str
+          sample: web1.example.org
+        locations:
+          description: Its paths, longest first (the order nginx is given them).
+          type: list
+          elements: dict
+          contains:
+            path:
+              description: The location's path.
+              type: str
+              sample: /
+            upstream:
+              description: Its nginx upstream's name (unique, safe).
+              type: str
+              sample: mage_web1_example_org_bb7a7a00
+            route:
+              description: The validated route it comes from, with every setting the templates read
+                (instance, server_name, path, port, scheme, prefix, strip_prefix, client_max_body_size,
+                websockets, TLS, htpasswd, allow, deny, balance, hsts).
+              type: dict
+            declared_at:
+              description: Where the route was declared, for messages.
+              type: str
+              sample: "instance 'web1': proxy[0]"
+            backends:
+              description: The running instances behind it (C(instance), C(address), C(port)); empty, it answers 503.
+              type: list
+              elements: dict
+              sample: [{instance: web1, address: 10.187.33.196, port: 8080}]
+        tls_cert:
+          description: Path on mageproxy of its certificate; empty without TLS.
+          type: str
+          sample: ""
+        tls_key:
+          description: Path on mageproxy of its key; empty without TLS.
+          type: str
+          sample: ""
+        redirect_https:
+          description: Whether plain HTTP redirects to HTTPS.
+          type: bool
+          sample: false
+        tls_source:
+          description: Where its certificate comes from - C(provided) (the controller), C(acme), C(files) (paths already on mageproxy) - or empty without TLS.
+          type: str
+          sample: ""
+        tls_declared_at:
+          description: Where its TLS was declared, for messages.
+          type: str
+          sample: ""
+        hsts:
+          description: HSTS max-age in seconds; 0 for none.
+          type: int
+          sample: 0
     hosts:
-      description: C(/etc/hosts) entries (address, name) of the instances proxied to.
+      description: C(/etc/hosts) entries (C(address), C(name)) of the instances proxied to.
       type: list
       elements: dict
+      sample: [{address: 10.187.33.196, name: web1}]
     warnings:
       description: One per instance left out (also shown as Ansible warnings).
       type: list
       elements: str
+      sample: []
     proxy_name:
       description: O(proxy), checked.
       type: str
+      sample: mageproxy
     needs_files:
-      description: The sites that need files beyond the config (TLS, htpasswd), for mage_lxd_proxy_files.
+      description: The sites (as in RV(_value.sites)) that need files beyond the config (TLS, htpasswd), for mage.lxd.mage_lxd_proxy_files.
       type: list
       elements: dict
     acme:
       description: Whether any site uses C(tls=acme).
       type: bool
+      sample: false
 """
 
 from dataclasses import asdict

@@ -32,16 +32,22 @@ options:
         since mage-acme sources the file they land in.
     type: dict
     default: {}
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
+requirements:
+  - "cryptography >= 3.4 in the Python that runs Ansible (the collection's C(requirements.txt)), for sites whose routes say C(tls: provided)"
 """
 
 EXAMPLES = r"""
-mageproxy_files: >-
-  {{ mageproxy_plan.needs_files | mage.lxd.mage_lxd_proxy_files(
-       {'shop.example.org': {'cert': lookup('file', 'shop.crt'), 'key': vault_shop_key}},
-       {'staff': ['alice:$2y$05$...']}) }}
+- name: The files the planned sites need, checked before anything is written
+  ansible.builtin.set_fact:
+    mageproxy_files: >-
+      {{ mageproxy_plan.needs_files | mage.lxd.mage_lxd_proxy_files(
+           {'shop.example.org': {'cert': lookup('ansible.builtin.file', 'shop.crt'), 'key': vault_shop_key}},
+           {'staff': ['alice:$2y$05$...']}) }}
 """
 
+# tests/unit/plugins/test_plugin_docs.py compares these keys with what the filter returns.
 RETURN = r"""
 _value:
   description: The files and their modes.
@@ -50,15 +56,19 @@ _value:
     files:
       description: Path on mageproxy to its text.
       type: dict
+      sample: {/etc/nginx/mage-lxd/htpasswd/staff: "alice:$2y$05$..."}
     modes:
       description: Path to an octal mode for files that must not be 0644.
       type: dict
+      sample: {/etc/nginx/mage-lxd/htpasswd/staff: "0640"}
     acme:
       description: Whether any site uses ACME (mage-acme and its timer are then needed).
       type: bool
+      sample: false
     required:
       description: Files the routes name that must already be on mageproxy, each to the route naming it.
       type: dict
+      sample: {}
 """
 
 from dataclasses import asdict

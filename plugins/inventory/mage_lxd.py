@@ -19,6 +19,7 @@ description:
     C(0700) and the cache file C(0600), since it holds every instance's config. A directory of another
     user, or one anyone may write to (C(/tmp)), is refused.
   - The config file must be named C(mage_lxd.yml) or C(mage_lxd.yaml) (or end with C(.mage_lxd.yml)).
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
   - constructed

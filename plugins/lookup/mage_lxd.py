@@ -11,6 +11,7 @@ description:
   - One snapshot of the API per call, whatever the number of terms. Everything returned is marked
     unsafe, so nothing read from LXD is ever templated.
   - A term that matches no instance is an error naming the project and remote, unless O(default) is set.
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
   - mage.lxd.mage_lxd
@@ -33,21 +34,119 @@ options:
 EXAMPLES = r"""
 - name: Everything about web1
   ansible.builtin.debug:
-    msg: "{{ lookup('mage_lxd', 'web1') }}"
+    msg: "{{ lookup('mage.lxd.mage_lxd', 'web1') }}"
 
 - name: IPv4 addresses of every web container, in project shop
   ansible.builtin.debug:
-    msg: "{{ query('mage_lxd', 'web*', key='ipv4', project='shop') }}"
+    msg: "{{ query('mage.lxd.mage_lxd', 'web*', key='ipv4', project='shop') }}"
 
 - name: An instance that may not exist yet
   ansible.builtin.debug:
-    msg: "{{ lookup('mage_lxd', 'db1', key='address', default='') }}"
+    msg: "{{ lookup('mage.lxd.mage_lxd', 'db1', key='address', default='') }}"
+
+- name: The web routes mage_lxd_instance recorded in web1
+  ansible.builtin.debug:
+    msg: "{{ lookup('mage.lxd.mage_lxd', 'web1', key='mage').proxy | default([]) }}"
 """
 
+# The keys are the mage_lxd inventory's lxd_* variables without the prefix; the unit test
+# tests/unit/plugins/test_plugin_docs.py compares them with what the lookup returns for recorded answers.
 RETURN = r"""
-_list:
-  description: One entry per matching instance (a dict, or the value of O(key)); O(default) for a term with no match.
+_raw:
+  description:
+    - One entry per matching instance, term by term.
+    - Without O(key), a dict of the instance, as below. With O(key), that value of each instance;
+      C(ipv4) and C(ipv6) then give one flat list of addresses for all instances.
+    - O(default) for a term that matches no instance.
   type: list
+  elements: raw
+  contains:
+    name:
+      description: The instance's name.
+      type: str
+      sample: web1
+    project:
+      description: Its LXD project.
+      type: str
+      sample: default
+    remote:
+      description: The name of the remote (O(remote)).
+      type: str
+      sample: local
+    status:
+      description: Its status, lower case (C(running), C(stopped), C(frozen), C(error)).
+      type: str
+      sample: running
+    type:
+      description: C(container) or C(virtual-machine).
+      type: str
+      sample: container
+    profiles:
+      description: Its profiles, in order.
+      type: list
+      elements: str
+      sample: [default, web]
+    location:
+      description: The cluster member it is on, as LXD says (C(none) off a cluster).
+      type: str
+      sample: none
+    location_status:
+      description: That member's status on a cluster (C(online), C(offline), C(evacuated)); empty off a cluster.
+      type: str
+      sample: ""
+    architecture:
+      description: Its architecture.
+      type: str
+      sample: x86_64
+    description:
+      description: Its description (unsafe text, never templated).
+      type: str
+      sample: ""
+    ephemeral:
+      description: Whether it is ephemeral.
+      type: bool
+      sample: false
+    created_at:
+      description: When it was created, as LXD says.
+      type: str
+      sample: "2026-11-25T02:57:30.689025245Z"
+    image_os:
+      description: C(image.os) of its config.
+      type: str
+      sample: debian
+    image_release:
+      description: C(image.release) of its config.
+      type: str
+      sample: bookworm
+    image_description:
+      description: C(image.description) of its config.
+      type: str
+      sample: Debian bookworm amd64
+    networks:
+      description: The networks (or parent interfaces) its NICs are on.
+      type: list
+      elements: str
+      sample: [lxdbr0]
+    ipv4:
+      description: Its global IPv4 addresses by interface (O(key=ipv4) flattens them).
+      type: dict
+      sample: {eth0: [10.187.33.196]}
+    ipv6:
+      description: Its global IPv6 addresses by interface.
+      type: dict
+      sample: {}
+    address:
+      description: Its first IPv4 address, else its first IPv6 one; empty when it has none.
+      type: str
+      sample: 10.187.33.196
+    config:
+      description: Its config, without C(volatile.*), C(image.*) and C(user.mage.*) keys.
+      type: dict
+      sample: {user.role: frontend}
+    mage:
+      description: What mage-lxd recorded in its C(user.mage.*) config (JSON decoded), such as C(proxy) and C(nat).
+      type: dict
+      sample: {nat: [{extport: 8080, intport: 80, proto: tcp}], proxy: [{name: web1.example.org, path: /, pass: 8080}]}
 """
 
 import fnmatch

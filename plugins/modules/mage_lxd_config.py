@@ -23,8 +23,9 @@ description:
     pass the test and are loaded) or puts the journalled files back.
   - A file the test refuses that this task does not manage (a foreign C(conf.d) file) is named as such.
   - Works through the task's own mage_lxd connection (the host must be an LXD instance reached with
-    C(ansible_connection=mage_lxd)); the mageproxy role uses it for nginx.
-version_added: "0.1.0"
+    C(ansible_connection=mage.lxd.mage_lxd), as the mage_lxd inventory sets); the mageproxy role uses
+    it for nginx.
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 attributes:
   check_mode:
@@ -77,7 +78,7 @@ options:
 
 EXAMPLES = r"""
 - name: nginx config, tested whole before it goes live
-  mage_lxd_config:
+  mage.lxd.mage_lxd_config:
     files:
       /etc/nginx/conf.d/site.conf: "{{ lookup('ansible.builtin.template', 'site.conf.j2') }}"
     record: /etc/nginx/mage-lxd-applied
@@ -85,21 +86,50 @@ EXAMPLES = r"""
     reload: nginx -s reload
     running: kill -0 "$(cat /run/nginx.pid)"
     start: nginx
+    probe: curl -fsS -o /dev/null http://127.0.0.1/
+  register: nginx_config
+
+- name: What changed and what is served
+  ansible.builtin.debug:
+    msg: "{{ nginx_config.files }}: {{ nginx_config.msg }}"
 """
 
+# Every key the task returns but changed and failed (which every task has).
 RETURN = r"""
 files:
-  description: The paths that changed (or would, in check mode).
+  description: The paths of O(files) whose text differed from the instance's, so were written (or would be, in check mode).
   returned: always
   type: list
   elements: str
+  sample: [/etc/nginx/conf.d/site.conf]
 actions:
-  description: What else was done or needed (a cut-off run completed, the service started, a reload of unloaded files).
+  description:
+    - What else was done or needed, in order.
+    - C(a previous run was cut off before it finished; completing or undoing it),
+      C(the service is not running; starting it), C(the files on disk were never reloaded; reloading).
   returned: always
   type: list
   elements: str
+  sample: []
 msg:
-  description: What is served, said only after O(probe) answered.
+  description:
+    - After a change, with O(probe), what is served, said only after the probe answered (or that the
+      service does not answer, and nothing is served).
+    - Otherwise RV(actions) joined with C(; ), or empty (nothing to do, check mode, no O(probe)).
   returned: always
   type: str
+  sample: The service was reloaded and answered a request.
+diff:
+  description:
+    - Before and after text of each changed file (C(before_header), C(after_header), C(before), C(after)),
+      in check mode and outside diff mode too.
+    - "A file whose mode does not let others read it (a key) shows C((not shown: mode 0600)) instead of its text."
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - before_header: /etc/nginx/conf.d/site.conf
+      after_header: /etc/nginx/conf.d/site.conf
+      before: ""
+      after: "server { listen 80; }"
 """

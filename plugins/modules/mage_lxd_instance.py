@@ -33,7 +33,7 @@ description:
   - Runs on the controller (an action plugin); the task needs no connection to the instance.
   - Without O(url), the LXD server comes from the environment of the controller, C(MAGE_LXD_URL),
     C(MAGE_LXD_CLIENT_CERT), C(MAGE_LXD_CLIENT_KEY) and C(MAGE_LXD_SERVER_CERT), else the local socket.
-version_added: "0.1.0"
+version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:
   - mage.lxd.mage_lxd.module
@@ -239,7 +239,7 @@ options:
 
 EXAMPLES = r"""
 - name: A started Debian container with a published port and a web route
-  mage_lxd_instance:
+  mage.lxd.mage_lxd_instance:
     name: web1
     image: mage/debian-12
     profiles: [default]
@@ -254,17 +254,26 @@ EXAMPLES = r"""
       - name: web1.example.org
         path: /
         pass: 80
+  register: web1
+
+- name: Its address, read from the result
+  ansible.builtin.debug:
+    msg: "web1 is {{ web1.status }} at {{ web1.address }}"
 
 - name: The seed's list form, all at once
-  mage_lxd_instance:
+  mage.lxd.mage_lxd_instance:
     instances: "{{ lxd_provisioning_inventory }}"
   register: provisioned
+
+- name: Name the instances that could not be converged
+  ansible.builtin.debug:
+    msg: "{{ provisioned.instances | selectattr('failed', 'defined') | map(attribute='msg') | list }}"
 
 - name: Read them back from LXD (the mage_lxd inventory) for the next plays
   ansible.builtin.meta: refresh_inventory
 
 - name: A project of its own (created when missing) with a declared profile its instances use
-  mage_lxd_instance:
+  mage.lxd.mage_lxd_instance:
     project: shop
     project_profiles:
       - name: small
@@ -276,54 +285,219 @@ EXAMPLES = r"""
         profiles: [default, small]
 
 - name: Gone, with its NAT entries
-  mage_lxd_instance:
+  mage.lxd.mage_lxd_instance:
     name: web1
     state: absent
 """
 
+# Every key the task returns but changed and failed (which every task has). The single-instance form
+# (name) returns one instance's keys at the top level; the list form (instances) returns them per
+# entry under instances. tests/unit/plugins/test_plugin_docs.py compares these keys with a result
+# the action builds from recorded LXD answers.
 RETURN = r"""
+name:
+  description: The instance.
+  returned: with O(name)
+  type: str
+  sample: web1
+project:
+  description: Its LXD project.
+  returned: with O(name)
+  type: str
+  sample: default
 actions:
-  description: What was done (or would be, in check mode), in order.
-  returned: always
+  description:
+    - What was done to the instance (or would be, in check mode), in order. Empty when nothing changed.
+    - C(created), C(rebuilt (image changed)), C(reconfigured), C(unfrozen), C(started), C(restarted),
+      C(stopped), C(frozen), C(deleted), C(installed python with TOOL), C(BACKEND NAT updated).
+  returned: with O(name), unless the instance failed
   type: list
   elements: str
-  sample: [created, started, installed python with apt-get]
+  sample: [created, started, installed python with apt-get, proxy NAT updated]
 status:
-  description: The instance's status afterwards.
-  returned: always
+  description:
+    - The instance's status afterwards, as LXD names it in lower case (C(running), C(stopped),
+      C(frozen)), or C(absent).
+    - In check mode, the status it would have.
+  returned: with O(name), unless the instance failed
   type: str
-  sample: started
+  sample: running
+location:
+  description: The cluster member the instance is on; empty off a cluster (and for a new instance in check mode).
+  returned: with O(name), unless the instance failed
+  type: str
+  sample: ""
 address:
-  description: The first IPv4 address (else IPv6) once running.
-  returned: always
+  description: The first IPv4 address, else the first IPv6 one; empty when it has none, when it does not run, and in check mode.
+  returned: with O(name), unless the instance failed
   type: str
+  sample: 10.187.33.151
 ipv4:
-  description: Global IPv4 addresses.
-  returned: always
+  description:
+    - Its global IPv4 addresses, read once it runs (after O(wait_for_address)).
+    - Empty when it does not run, and in check mode (nothing is read then).
+  returned: with O(name), unless the instance failed
   type: list
   elements: str
+  sample: [10.187.33.151]
 ipv6:
-  description: Global IPv6 addresses.
-  returned: always
+  description: Its global IPv6 addresses, as RV(ipv4).
+  returned: with O(name), unless the instance failed
   type: list
   elements: str
+  sample: []
 python:
-  description: Path of python in the instance (after bootstrap).
-  returned: when bootstrap is on and the instance runs
+  description: Path of python in the instance; empty when it does not run, when O(bootstrap) is off, and in check mode.
+  returned: with O(name), unless the instance failed
   type: str
+  sample: /usr/bin/python3
+warnings:
+  description:
+    - Warnings about the instance - what was kept as is (an image changed under it without O(rebuild), an
+      instance on another cluster member than O(target)). Every warning is also shown.
+    - Ansible handles this key itself. ansible-core 2.16 to 2.18 return it as described (an empty list when
+      there is none); 2.19 and later put here every warning the task showed (also those about
+      O(allow_unsafe) settings and about projects, in the list form too), and leave it out when there is none.
+  returned: with O(name) (and see the description)
+  type: list
+  elements: str
+  sample:
+    - instance 'web1' in project 'default' is on cluster member 'm2', not on target 'm1'; it is left there
+      (target only places new instances; lxc move moves one)
+diff:
+  description:
+    - Before and after (C(config), C(devices), C(profiles), C(state)) of the instance, as diff mode shows them,
+      in check mode and outside diff mode too.
+    - A single instance's is a dict; it is a list, with the diffs of created projects and changed profiles
+      first, when a project or profile changes, and always in the list form (projects, profiles, then each
+      instance that did not fail).
+  returned: always in the list form; with O(name), unless the instance failed and no project or profile changed
+  type: raw
+  sample:
+    before: {state: absent}
+    after:
+      config: {user.mage.managed: '{"config":[],"devices":[]}'}
+      devices: {}
+      profiles: [default]
+      state: started
 add_host:
-  description: Host entry with the mage_lxd connection (single-instance form adds it to the inventory).
-  returned: unless the instance is absent
+  description:
+    - The host entry of the instance with the mage_lxd connection. In the single-instance form it puts the
+      instance in this run's inventory (in the groups of O(groups)); for O(instances) it is only reported,
+      refresh the inventory (C(meta) C(refresh_inventory)) instead.
+    - Left out when the inventory already has the host in those groups with these variables (the mage_lxd
+      inventory, on a second run), so a run that changes nothing reports no change.
+  returned: when the instance exists afterwards (not absent, not failed) and the inventory does not already have it so
   type: dict
+  contains:
+    host_name:
+      description: The instance's name.
+      type: str
+      sample: web1
+    groups:
+      description: O(groups).
+      type: list
+      elements: str
+      sample: [lxd]
+    host_vars:
+      description:
+        - C(ansible_connection) (C(mage.lxd.mage_lxd)), C(mage_lxd_instance), C(mage_lxd_project),
+          C(mage_lxd_remote) and C(mage_lxd_url); C(mage_lxd_client_cert), C(mage_lxd_client_key) and
+          C(mage_lxd_server_cert) when set; C(mage_lxd_validate_certs) for an HTTPS remote;
+          C(ansible_host) when it has an address.
+      type: dict
+      sample:
+        ansible_connection: mage.lxd.mage_lxd
+        mage_lxd_instance: web1
+        mage_lxd_project: default
+        mage_lxd_remote: local
+        mage_lxd_url: ""
+        ansible_host: 10.187.33.151
 projects:
-  description: Each project the task's instances live in, and what was done to it and its profiles.
+  description: Each project the task's instances live in (and that of O(project_profiles)), and what was done to it and its profiles.
   returned: always
   type: list
   elements: dict
+  contains:
+    name:
+      description: The project.
+      type: str
+    changed:
+      description: Whether the project or a profile in it was (or would be) created or changed.
+      type: bool
+    actions:
+      description: C(created project), C(created profile NAME), C(updated profile NAME).
+      type: list
+      elements: str
+    warnings:
+      description: A new project whose default profile gets no root disk or NIC; declared profiles that land in the default project.
+      type: list
+      elements: str
   sample: [{name: mage-demo, changed: true, actions: [created project, updated profile default], warnings: []}]
 instances:
-  description: One result (the keys above, plus name, project, failed, msg) per entry of O(instances).
+  description: One result per entry of O(instances), in their order.
   returned: with O(instances)
   type: list
   elements: dict
+  contains:
+    name:
+      description: The instance.
+      type: str
+    project:
+      description: Its LXD project.
+      type: str
+    changed:
+      description: Whether it was (or would be) changed; for a failed instance, whether its plan had changes when applying it failed.
+      type: bool
+    actions:
+      description: As RV(actions).
+      type: list
+      elements: str
+    status:
+      description: As RV(status).
+      type: str
+    location:
+      description: As RV(location).
+      type: str
+    address:
+      description: As RV(address).
+      type: str
+    ipv4:
+      description: As RV(ipv4).
+      type: list
+      elements: str
+    ipv6:
+      description: As RV(ipv6).
+      type: list
+      elements: str
+    python:
+      description: As RV(python).
+      type: str
+    warnings:
+      description: As RV(warnings); always there, empty when there is none.
+      type: list
+      elements: str
+    diff:
+      description: Before and after of this instance (a dict, as RV(diff) for a single instance).
+      type: dict
+    add_host:
+      description: As RV(add_host) (reported only; it adds nothing to the inventory).
+      type: dict
+    failed:
+      description:
+        - True when this instance could not be converged.
+        - It then has only C(name), C(project), C(msg) and C(failed) (and C(changed) when applying it failed).
+      type: bool
+    msg:
+      description: Why it could not be converged, naming the instance and the step.
+      type: str
+  sample:
+    - {name: web1, project: default, changed: false, actions: [], status: running, location: "", address: 10.187.33.151,
+       ipv4: [10.187.33.151], ipv6: [], python: /usr/bin/python3, warnings: [],
+       diff: {before: {state: started}, after: {state: started}}}
+    - {name: db1, project: default, failed: true, msg: "instance 'db1' in project 'default': changing its state failed: ..."}
+msg:
+  description: The failures of the instances that could not be converged, joined with C(; ).
+  returned: when an instance failed
+  type: str
 """
