@@ -334,14 +334,16 @@ address:
   sample: 10.187.33.151
 ipv4:
   description:
-    - Its global IPv4 addresses, read once it runs (after O(wait_for_address)).
+    - Its IPv4 addresses as LXD sees its NICs on managed networks (static address, DHCP lease, else the
+      address inside the network's subnet on that NIC), read once it runs (after O(wait_for_address));
+      interfaces the instance made itself never count.
     - Empty when it does not run, and in check mode (nothing is read then).
   returned: with O(name), unless the instance failed
   type: list
   elements: str
   sample: [10.187.33.151]
 ipv6:
-  description: Its global IPv6 addresses, as RV(ipv4).
+  description: Its IPv6 addresses, as RV(ipv4).
   returned: with O(name), unless the instance failed
   type: list
   elements: str

@@ -284,8 +284,10 @@ def describe_instance(
             key: value for key, value in config.items() if not key.startswith(HIDDEN_CONFIG_PREFIXES)
         },
     }
-    address = preferred_address(ipv4, ipv6, options.preferred_address_family)
+    address, network = vouched_address(instance.get("addresses") or {}, options.preferred_address_family)
     variables["lxd_address"] = address
+    # The managed network whose subnet holds lxd_address; "" when no managed network vouches for it.
+    variables["lxd_address_network"] = network
     if address and options.set_ansible_host:
         variables["ansible_host"] = address
     # One variable of the inventory's own: an instance's config can never name (and so override) a
@@ -298,6 +300,20 @@ def describe_instance(
         for key, reason in refused.items()
     ]
     return variables, warnings
+
+
+def vouched_address(addresses: Mapping[str, list[Mapping[str, str]]], family: str) -> tuple[str, str]:
+    """(address, network): the preferred address among those a managed network vouches for (see
+    nics.nic_addresses), else among the addresses of NICs on unmanaged networks (network "")."""
+    for vouched in (True, False):
+        chosen = {interface: [entry for entry in entries if bool(entry.get("network")) == vouched]
+                  for interface, entries in addresses.items()}
+        address = preferred_address(*addresses_by_family(chosen), family)
+        if address:
+            network = next(str(entry.get("network") or "") for entries in chosen.values() for entry in entries
+                           if entry["address"] == address)
+            return address, network
+    return "", ""
 
 
 def preferred_address(ipv4: Mapping[str, list[str]], ipv6: Mapping[str, list[str]], family: str) -> str:

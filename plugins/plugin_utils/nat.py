@@ -10,19 +10,25 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .cluster import member_statuses
 from .errors import NotFoundError, OptionError, RemoteError
+from .nics import ManagedNetwork, NicView
 from .remote import LxdApi
 
 PROXY_DEVICE_PREFIX = "mage-nat-"
 FORWARD_DESCRIPTION = "mage-lxd"
+# Every forward port and iptables rule we make carries `mage-lxd:PROJECT/INSTANCE:RULE`.
+MARK_PREFIX = "mage-lxd:"
 DEFAULT_BACKEND = "proxy"
 _FORWARD_EDITS = threading.Lock()
 
@@ -50,7 +56,7 @@ class NatRule:
 
 def owner_tag(project: str, instance: str) -> str:
     """The mark that identifies what one instance published (forward ports, iptables comments)."""
-    return f"mage-lxd:{project}/{instance}"
+    return f"{MARK_PREFIX}{project}/{instance}"
 
 
 def proxy_devices(rules: Iterable[NatRule], listen_addresses: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -155,7 +161,8 @@ def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> N
 # Longer than most (about 45 lines): reading, merging and writing back one forward's ports is one
 # step under the forward lock; split, the halves would pass half-merged port lists between them.
 def apply_forwards(
-    api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str], location: str = ""
+    api: LxdApi, tag: str, rules: Iterable[NatRule], targets: Mapping[str, str], listen: dict[str, str],
+    location: str = "",
 ) -> bool:
     """Make the forward port entries tagged `tag` exactly `rules`; return True if anything changed.
 
@@ -172,7 +179,7 @@ def apply_forwards(
             "protocol": rule.proto,
             "listen_port": str(rule.extport),
             "target_port": str(rule.intport),
-            "target_address": target,
+            "target_address": targets[rule.key],
         })
     changed = False
     for network in {network for network, *_rule in wanted} | set(_networks_with_tag(api, tag)):
@@ -217,10 +224,11 @@ def _networks_with_tag(api: LxdApi, tag: str) -> list[str]:
     return found
 
 
-def iptables_rules(tag: str, rules: Iterable[NatRule], target: str) -> list[tuple[str, list[str]]]:
+def iptables_rules(tag: str, rules: Iterable[NatRule], targets: Mapping[str, str]) -> list[tuple[str, list[str]]]:
     """(table, rule arguments) for the DNAT and FORWARD rules of the iptables backend's rules."""
     planned = []
     for rule in rules:
+        target = targets[rule.key]
         comment = ["-m", "comment", "--comment", f"{tag}:{rule.key}"]
         planned.append(("nat", ["PREROUTING", "-i", rule.extif, "-p", rule.proto, "-m", rule.proto,
                                 "--dport", str(rule.extport), *comment, "-j", "DNAT",
@@ -231,9 +239,9 @@ def iptables_rules(tag: str, rules: Iterable[NatRule], target: str) -> list[tupl
     return planned
 
 
-def apply_iptables(tag: str, rules: Iterable[NatRule], target: str) -> bool:
+def apply_iptables(tag: str, rules: Iterable[NatRule], targets: Mapping[str, str]) -> bool:
     """Make the host's rules commented `tag` exactly the planned ones; True if anything changed."""
-    planned = iptables_rules(tag, rules, target)
+    planned = iptables_rules(tag, rules, targets)
     changed = False
     for table in ("nat", "filter"):
         present = _tagged_rules(table, tag)
@@ -254,12 +262,7 @@ def apply_iptables(tag: str, rules: Iterable[NatRule], target: str) -> bool:
 def _tagged_rules(table: str, tag: str) -> list[list[str]]:
     if not shutil.which("iptables-save"):
         return []
-    listing = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=True).stdout
-    found = []
-    for line in listing.splitlines():
-        if line.startswith("-A ") and (f'--comment "{tag}:' in line or f"--comment {tag}:" in line):
-            found.append(_split_rule(line[3:]))
-    return found
+    return [args for args in _marked_rules(table) if _value_after(args, "--comment").startswith(f"{tag}:")]
 
 
 def _split_rule(text: str) -> list[str]:
@@ -305,8 +308,8 @@ class NatBackend:
         """Instance devices that publish `rules` (part of the instance's own definition)."""
         return {}
 
-    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
-                location: str) -> bool:
+    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], targets: Mapping[str, str],
+                listen: dict[str, str], location: str) -> bool:
         """Make what `tag` published exactly `rules` (none: remove it all); True if anything changed."""
         return False
 
@@ -335,14 +338,14 @@ class NetworkForwards(NatBackend):
                 "extension network_forward, LXD 4.18). Fix: use backend proxy."
             )
 
-    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
-                location: str) -> bool:
+    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], targets: Mapping[str, str],
+                listen: dict[str, str], location: str) -> bool:
         if not api.has_extension("network_forward"):
             return False
         # A forward's ports are read, edited and written back whole: instances of one batch that
         # share a listen address would otherwise overwrite each other's ports.
         with _FORWARD_EDITS:
-            return apply_forwards(api, tag, rules, target, listen, location)
+            return apply_forwards(api, tag, rules, targets, listen, location)
 
 
 class IptablesRules(NatBackend):
@@ -355,9 +358,9 @@ class IptablesRules(NatBackend):
     def check(self, api: LxdApi, rules: list[NatRule], where: str) -> None:
         check_iptables_rules(api, rules, where)
 
-    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], target: str, listen: dict[str, str],
-                location: str) -> bool:
-        return not api.remote.is_https and apply_iptables(tag, rules, target)
+    def publish(self, api: LxdApi, tag: str, rules: list[NatRule], targets: Mapping[str, str],
+                listen: dict[str, str], location: str) -> bool:
+        return not api.remote.is_https and apply_iptables(tag, rules, targets)
 
 
 BACKENDS: dict[str, NatBackend] = {backend.name: backend for backend in (ProxyDevices(), NetworkForwards(), IptablesRules())}
@@ -380,10 +383,220 @@ def nat_devices(rules: Iterable[NatRule], listen: Mapping[str, str]) -> dict[str
     return {name: device for backend in BACKENDS.values() for name, device in backend.devices(_of(backend, rules), listen).items()}
 
 
-def publish_nat(api: LxdApi, tag: str, rules: Iterable[NatRule], target: str, listen: dict[str, str],
-                location: str) -> list[str]:
+def publish_nat(api: LxdApi, tag: str, rules: Iterable[NatRule], targets: Mapping[str, str],
+                listen: dict[str, str], location: str) -> list[str]:
     """Publish `rules` with every backend outside the instance (removing what `tag` no longer
     declares); return the names of the backends that changed something."""
     rules = list(rules)
     return [backend.name for backend in BACKENDS.values()
-            if backend.publish(api, tag, _of(backend, rules), target, listen, location)]
+            if backend.publish(api, tag, _of(backend, rules), targets, listen, location)]
+
+
+def nat_targets(where: str, rules: Iterable[NatRule], view: NicView, networks: Mapping[str, ManagedNetwork]) -> dict[str, str]:
+    """Each rule's target (rule key -> IPv4) for the backends that point at the instance (pure): its
+    address on its NIC on the rule's `intif` network, as LXD sees that NIC (nics.nic_addresses).
+    OptionError naming the instance, the rule, the network and the addresses refused otherwise."""
+    targets = {}
+    for rule in rules:
+        if not BACKENDS[rule.backend].needs_address:
+            continue
+        label = f"{where}: nat {rule.key} (backend {rule.backend}, intif '{rule.intif}')"
+        network = networks.get(rule.intif)
+        if network is None or rule.intif not in view.networks:
+            attached = ", ".join(f"'{name}'" for name in sorted(view.networks)) or "no managed network"
+            raise OptionError(
+                f"{label}: the instance has no NIC on managed network '{rule.intif}' (its NICs are on {attached}); "
+                "NAT only points at an address LXD gives the instance on a network it is attached to. "
+                "Fix: set intif to the managed network of the NIC to publish, or attach a NIC on that network."
+            )
+        addresses = view.on_network(rule.intif)
+        if not addresses:
+            interface = view.networks[rule.intif]
+            held = [f"{address} ({why})" for name, address, why in view.refused if name == interface and "." in address]
+            raise OptionError(
+                f"{label}: no IPv4 address inside {network.describe()} on its NIC '{interface}': no DHCP lease, and "
+                f"the NIC holds {', '.join(held) or 'no IPv4 address'}; NAT never points outside the instance's "
+                f"network, at loopback, link-local or the host. Fix: let '{interface}' take its address from "
+                f"'{rule.intif}' by DHCP (or set ipv4.address on the NIC device), then rerun."
+            )
+        targets[rule.key] = addresses[0]
+    return targets
+
+
+@dataclass(frozen=True)
+class PublishedRule:
+    """One forward port or iptables rule on the host that carries our mark, with its owner."""
+
+    project: str
+    instance: str
+    key: str
+    backend: str
+    # forward: the network, listen address and (on a cluster) member of the forward, and the port's
+    # description; iptables: the table and the rule's arguments as iptables-save lists them.
+    network: str = ""
+    listen: str = ""
+    member: str = ""
+    description: str = ""
+    table: str = ""
+    args: tuple[str, ...] = ()
+
+    @property
+    def owner(self) -> tuple[str, str]:
+        """(project, instance) of the instance that published it."""
+        return (self.project, self.instance)
+
+    def describe(self) -> str:
+        """The rule as messages name it."""
+        if self.backend == "forward":
+            return f"forward port {self.key} on network '{self.network}' listen address {self.listen}"
+        return f"iptables {self.table} rule {self.key} ({' '.join(self.args[:1])})"
+
+
+@dataclass(frozen=True)
+class StaleRule:
+    """A published rule to remove, and why (its owner is gone, or no longer records it)."""
+
+    rule: PublishedRule
+    why: str
+
+    def describe(self) -> str:
+        """One line for the task's warnings."""
+        return (f"{self.rule.describe()} of instance '{self.rule.instance}' in project '{self.rule.project}': "
+                f"{self.why}")
+
+    def as_dict(self) -> dict[str, str]:
+        """What the task returns for it (nat_removed)."""
+        return {"project": self.rule.project, "instance": self.rule.instance, "rule": self.rule.key,
+                "backend": self.rule.backend, "where": self.rule.describe(), "why": self.why}
+
+
+def parse_mark(mark: str) -> tuple[str, str, str] | None:
+    """(project, instance, rule key) of a mark `mage-lxd:PROJECT/INSTANCE:KEY`, None if it is not one."""
+    if not mark.startswith(MARK_PREFIX):
+        return None
+    owner, _, key = mark[len(MARK_PREFIX):].rpartition(":")
+    project, _, instance = owner.partition("/")
+    return (project, instance, key) if project and instance and key else None
+
+
+def recorded_nat(instance: Mapping[str, Any] | None) -> set[tuple[str, str]] | None:
+    """(backend, rule key) of every rule an instance's user.mage.nat records; None when the instance
+    is gone. A record that cannot be read (edited by hand, any shape or depth) records nothing."""
+    if instance is None:
+        return None
+    raw = (instance.get("config") or {}).get("user.mage.nat")
+    try:
+        record = json.loads(raw) if isinstance(raw, str) else []
+    except (ValueError, RecursionError):
+        return set()
+    found = set()
+    for entry in record if isinstance(record, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("extport"), int):
+            found.add((str(entry.get("backend") or DEFAULT_BACKEND), f"{entry.get('proto') or 'tcp'}-{entry['extport']}"))
+    return found
+
+
+def plan_stale_nat(published: Iterable[PublishedRule], owners: Mapping[tuple[str, str], Mapping[str, Any] | None]
+                   ) -> list[StaleRule]:
+    """The published rules whose owner is gone or no longer records them (pure). An owner missing
+    from `owners` could not be read: its rules are kept."""
+    stale = []
+    for rule in published:
+        if rule.owner not in owners:
+            continue
+        recorded = recorded_nat(owners[rule.owner])
+        if recorded is None:
+            stale.append(StaleRule(rule, "the instance no longer exists"))
+        elif (rule.backend, rule.key) not in recorded:
+            stale.append(StaleRule(rule, f"its user.mage.nat no longer records {rule.backend} rule {rule.key}"))
+    return stale
+
+
+def read_published(api: LxdApi, networks: Mapping[str, ManagedNetwork]) -> list[PublishedRule]:
+    """Every forward port and iptables rule with our mark on this server's managed networks (reads
+    only). iptables rules count only when they point into one of these networks: LXD and Incus on
+    one host share its firewall, and a rule of the other server is not ours to judge."""
+    found = []
+    if api.has_extension("network_forward"):
+        for network in sorted(networks):
+            for forward in api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []:
+                for port in forward.get("ports") or []:
+                    mark = parse_mark(str(port.get("description") or ""))
+                    if mark:
+                        found.append(PublishedRule(*mark, backend="forward", network=network,
+                                                   listen=str(forward.get("listen_address")),
+                                                   member=str(forward.get("location") or "") if api.clustered else "",
+                                                   description=str(port.get("description"))))
+    if not api.remote.is_https and not api.clustered and shutil.which("iptables-save"):
+        for table in ("nat", "filter"):
+            for args in _marked_rules(table):
+                mark = parse_mark(_value_after(args, "--comment"))
+                if mark and _points_into(args, networks):
+                    found.append(PublishedRule(*mark, backend="iptables", table=table, args=tuple(args)))
+    return found
+
+
+def read_owners(api: LxdApi, published: Iterable[PublishedRule]) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """Each owner's instance (None: it does not exist); an owner that cannot be read is left out."""
+    owners: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for project, name in sorted({rule.owner for rule in published}):
+        try:
+            owners[(project, name)] = api.get(f"instances/{name}", {"project": project}) or {}
+        except NotFoundError:
+            owners[(project, name)] = None
+        except RemoteError:
+            continue
+    return owners
+
+
+def remove_stale_nat(api: LxdApi, stale: Iterable[StaleRule]) -> list[str]:
+    """Remove the stale rules (the one executor of plan_stale_nat); return what could not be removed."""
+    problems = []
+    by_forward: dict[tuple[str, str, str], set[str]] = {}
+    for item in stale:
+        rule = item.rule
+        if rule.backend == "forward":
+            by_forward.setdefault((rule.network, rule.listen, rule.member), set()).add(rule.description)
+            continue
+        try:
+            _iptables(rule.table, "-D", list(rule.args))
+        except RemoteError as exc:
+            problems.append(f"{item.describe()}: removing it failed: {exc}")
+    with _FORWARD_EDITS:
+        for (network, listen, member), descriptions in sorted(by_forward.items()):
+            on_member = {"target": member} if member else None
+            path = f"networks/{network}/forwards/{listen}"
+            try:
+                forward, etag = api.get_with_etag(path, on_member)
+                ports = [port for port in forward.get("ports") or [] if port.get("description") not in descriptions]
+                if not ports and forward.get("description") == FORWARD_DESCRIPTION:
+                    api.delete(path, on_member)
+                else:
+                    api.put(path, {"description": forward.get("description", ""), "config": forward.get("config", {}),
+                                   "ports": ports}, on_member, etag=etag)
+            except RemoteError as exc:
+                problems.append(f"forward {listen} on network '{network}': removing stale ports failed: {exc}")
+    return problems
+
+
+def _marked_rules(table: str) -> list[list[str]]:
+    listing = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=True).stdout
+    return [_split_rule(line[3:]) for line in listing.splitlines()
+            if line.startswith("-A ") and (f'--comment "{MARK_PREFIX}' in line or f"--comment {MARK_PREFIX}" in line)]
+
+
+def _value_after(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1] if flag in args[:-1] else ""
+
+
+def _points_into(args: list[str], networks: Mapping[str, ManagedNetwork]) -> bool:
+    # DNAT: its destination inside a network's subnet; FORWARD: out through one of the networks.
+    if _value_after(args, "-o") in networks:
+        return True
+    destination = _value_after(args, "--to-destination").rpartition(":")[0]
+    try:
+        address = ipaddress.ip_address(destination)
+    except ValueError:
+        return False
+    return any(address in gateway.network for network in networks.values() for gateway in network.gateways
+               if gateway.version == address.version)

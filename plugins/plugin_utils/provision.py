@@ -28,11 +28,12 @@ from .nat import (
     check_listen_by_member,
     check_nat,
     nat_devices,
+    nat_targets,
     owner_tag,
     publish_nat,
     resolve_listen_addresses,
 )
-from .nics import addresses_by_family, flat, state_addresses
+from .nics import NicView, addresses_by_family, flat, managed_networks, nic_addresses
 from .records import decode_record
 from .remote import LxdApi
 
@@ -289,7 +290,7 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
         if plan.delete and current is not None:
             _delete(api, path, current)
             if _may_have_published(current):
-                _apply_published(api, owner_tag(spec.project, spec.name), [], "", {}, result)
+                _apply_published(api, owner_tag(spec.project, spec.name), [], {}, {}, result)
         return result
     if plan.delete and current is not None:
         # rebuild: true with another image. The image and the definition were checked before this.
@@ -335,10 +336,11 @@ def _step(spec: InstanceSpec, what: str) -> Iterator[None]:
 def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], result: InstanceResult) -> None:
     # Address, python, then NAT, which needs the address for forwards and iptables.
     spec = plan.spec
+    nics = _NicReader(api, spec)
     if spec.wait_for_address != "none":
-        _wait_for_address(api, f"instances/{spec.name}", spec, describe(spec), result)
+        view = _wait_for_address(nics, spec, describe(spec), result)
     else:
-        _read_addresses(api, f"instances/{spec.name}", result)
+        view = _read_addresses(nics, result)[0]
     if spec.bootstrap:
         channel = InstanceChannel(api, spec.name)
         result.python = find_python(channel)
@@ -347,18 +349,38 @@ def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], re
             result.python = find_python(channel)
             result.did(f"installed python with {tool}")
     if spec.nat or _may_have_published(current):
-        target = result.ipv4[0] if result.ipv4 else ""
-        needing = sorted({rule.backend for rule in spec.nat if BACKENDS[rule.backend].needs_address})
-        if not target and needing:
-            raise RemoteError(f"{describe(spec)}: NAT backend(s) {', '.join(needing)} need an IPv4 address, and it has none")
-        _apply_published(api, owner_tag(spec.project, spec.name), spec.nat, target, dict(plan.facts.listen), result)
+        # Refused (naming the address and network) unless LXD's own view of a NIC vouches for it.
+        targets = nat_targets(describe(spec), spec.nat, view, nics.networks)
+        _apply_published(api, owner_tag(spec.project, spec.name), spec.nat, targets, dict(plan.facts.listen), result)
+
+
+class _NicReader:
+    """Reads one instance's NIC view: its devices and networks once, its leases and state per call."""
+
+    def __init__(self, api: LxdApi, spec: InstanceSpec) -> None:
+        self.api = api
+        self.path = f"instances/{spec.name}"
+        self.instance = api.get(self.path) or {}
+        self.networks = managed_networks(api.get("networks", {"recursion": "1"}))
+        self.attached = sorted(nic_addresses(self.instance, self.networks).networks)
+
+    def read(self) -> tuple[NicView, dict[str, Any]]:
+        """The instance's addresses as LXD sees its NICs now, and its state (for messages)."""
+        state = self.api.get(f"{self.path}/state") or {}
+        leases = {}
+        for network in self.attached:
+            try:
+                leases[network] = self.api.get(f"networks/{network}/leases") or []
+            except MageLxdError:
+                continue  # then its NIC's own address inside the subnet answers
+        return nic_addresses(self.instance, self.networks, leases, state), state
 
 
 def _remove_new(api: LxdApi, plan: InstancePlan, error: MageLxdError) -> None:
     # Made by this run: delete it with whatever it already published, so nothing is half-made.
     spec, path = plan.spec, f"instances/{plan.spec.name}"
     try:
-        _apply_published(api, owner_tag(spec.project, spec.name), [], "", {}, plan.result)
+        _apply_published(api, owner_tag(spec.project, spec.name), [], {}, {}, plan.result)
         _delete(api, path, api.get(path) or {})
     except MageLxdError as cleanup:
         raise RemoteError(f"{error} The new instance could not be removed again ({cleanup}); delete it by hand.") from error
@@ -498,25 +520,25 @@ def _run_state_steps(api: LxdApi, path: str, steps: list[StateStep], status: str
     return status
 
 
-def _read_addresses(api: LxdApi, path: str, result: InstanceResult) -> dict[str, Any]:
-    state = api.get(f"{path}/state") or {}
-    ipv4, ipv6 = addresses_by_family(state_addresses(state))
+def _read_addresses(nics: _NicReader, result: InstanceResult) -> tuple[NicView, dict[str, Any]]:
+    view, state = nics.read()
+    ipv4, ipv6 = addresses_by_family(view.addresses)
     result.ipv4, result.ipv6 = flat(ipv4), flat(ipv6)
-    return state
+    return view, state
 
 
-def _wait_for_address(api: LxdApi, path: str, spec: InstanceSpec, where: str, result: InstanceResult) -> None:
+def _wait_for_address(nics: _NicReader, spec: InstanceSpec, where: str, result: InstanceResult) -> NicView:
     deadline = time.monotonic() + spec.address_timeout
     while True:
-        state = _read_addresses(api, path, result)
+        view, state = _read_addresses(nics, result)
         if (result.ipv4 if spec.wait_for_address == "inet" else result.ipv6):
-            return
+            return view
         if time.monotonic() >= deadline:
             raise RemoteError(
                 f"{where} has no {'IPv4' if spec.wait_for_address == 'inet' else 'IPv6'} address after "
-                f"{spec.address_timeout:g}s; it has: {_describe_addresses(state)}. Fix: check its network "
-                "(a NIC on a network with DHCP, a DHCP client in the image), raise address_timeout, or set "
-                "wait_for_address: none."
+                f"{spec.address_timeout:g}s on a NIC of a managed network; it has: {_describe_addresses(state)}. "
+                "Fix: check its network (a NIC on a managed network with DHCP, a DHCP client in the image), "
+                "raise address_timeout, or set wait_for_address: none."
             )
         time.sleep(POLL_SECONDS)
 
@@ -537,8 +559,8 @@ def _may_have_published(current: Mapping[str, Any]) -> bool:
 
 
 def _apply_published(
-    api: LxdApi, tag: str, rules: tuple[NatRule, ...] | list[NatRule], target: str, listen: dict[str, str],
-    result: InstanceResult,
+    api: LxdApi, tag: str, rules: tuple[NatRule, ...] | list[NatRule], targets: Mapping[str, str],
+    listen: dict[str, str], result: InstanceResult,
 ) -> None:
-    for backend in publish_nat(api, tag, rules, target, listen, result.location):
+    for backend in publish_nat(api, tag, rules, targets, listen, result.location):
         result.did(f"{backend} NAT updated")

@@ -3,8 +3,10 @@
 `recursion=1` gives every instance's config, devices, profiles, status and location in one
 request, but no addresses; `recursion=2` would add them at the cost of LXD gathering state per
 instance (about 10x slower). Addresses come instead from the managed networks' DHCP leases, one
-request per (project, network) in use, matched to NICs by MAC address. Only running instances
-with a NIC the leases cannot cover (unmanaged bridge, macvlan, ...) cost a state request each.
+request per (project, network) in use after one network list per project, matched to NICs by MAC
+address. Only running instances with a NIC on a managed network that has no lease (a static
+address set inside, a lease list that cannot be read) or a NIC on an unmanaged network (a plain
+bridge, macvlan) cost a state request each; there only that NIC's own interface counts.
 
 A snapshot is plain JSON-able data, so the inventory cache can store it as is.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 from .cluster import member_statuses
 from .errors import MageLxdError, NotFoundError, OptionError
-from .nics import nic_devices, state_addresses
+from .nics import ManagedNetwork, NicView, managed_networks, nic_addresses
 from .remote import LxdApi
 
 ALL_PROJECTS = "*"
@@ -84,18 +86,23 @@ def take_snapshot(
     """Read the instances of `projects` (["*"] = all) on one remote, with their addresses.
 
     Returns {"remote", "server": {...}, "instances": [instance + "addresses"]}. The number of
-    requests does not depend on the number of instances (see the module docstring).
+    requests does not depend on the number of instances (see the module docstring). Addresses are
+    LXD's view of each instance's NICs (nics.nic_addresses), never any interface it made itself.
     """
     if address_source not in ADDRESS_SOURCES:
         raise OptionError(f"address_source: '{address_source}' is not one of {', '.join(ADDRESS_SOURCES)}")
     instances = [item for item in _read_instances(api, projects, filters) if filters.matches(item)]
     running = [item for item in instances if item.get("status") == "Running"]
+    networks = {project: _managed_networks(api, project) for project in sorted({_key(item)[0] for item in running})}
+    use_leases = address_source == "leases" and api.has_extension("network_leases")
+    leases = _read_leases(api, running, networks) if use_leases else {}
     addresses: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
-    needs_state = running
-    if address_source == "leases" and api.has_extension("network_leases"):
-        needs_state = _addresses_from_leases(api, running, addresses)
-    for item in needs_state:
-        addresses[_key(item)] = _addresses_from_state(api, item)
+    for item in running:
+        project = _key(item)[0]
+        view = nic_addresses(item, networks[project], leases.get(project))
+        if not use_leases or _needs_state(item, networks[project], leases.get(project) or {}, view):
+            view = nic_addresses(item, networks[project], leases.get(project), _read_state(api, item))
+        addresses[_key(item)] = view.addresses
     # One more request on a cluster: whether each instance's member is online.
     members = member_statuses(api)
     for item in instances:
@@ -159,58 +166,44 @@ def _check_projects_exist(api: LxdApi, wanted: list[str]) -> None:
         )
 
 
-# Longer than most (about 45 lines): the lease lists are read once for every instance, and which
-# instances they cannot cover is only known while matching them, so both stay in one pass.
-def _addresses_from_leases(
-    api: LxdApi, running: list[Instance], addresses: dict[tuple[str, str], dict[str, list[dict[str, str]]]]
-) -> list[Instance]:
-    """Fill `addresses` from DHCP leases; return the instances the leases cannot cover."""
-    uncovered = []
-    wanted_leases: set[tuple[str, str]] = set()
-    for item in running:
-        nics = nic_devices(item).values()
-        if any(not nic["network"] or not nic["hwaddr"] for nic in nics):
-            uncovered.append(item)
-            continue
-        wanted_leases.update((_key(item)[0], nic["network"]) for nic in nics)
-    by_hwaddr: dict[tuple[str, str], list[dict[str, str]]] = {}
-    unreadable: set[tuple[str, str]] = set()
-    for project, network in sorted(wanted_leases):
+def _managed_networks(api: LxdApi, project: str) -> dict[str, ManagedNetwork]:
+    try:
+        return managed_networks(api.get("networks", {"recursion": "1", "project": project}))
+    except MageLxdError:
+        # Networks this client may not read: no address can be vouched for, so none is given.
+        return {}
+
+
+def _read_leases(
+    api: LxdApi, running: list[Instance], networks: Mapping[str, Mapping[str, ManagedNetwork]]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{project: {network: leases}} for the managed networks running instances' NICs are on, one
+    request per (project, network); a list that cannot be read is left out."""
+    wanted = sorted({(project, network) for item in running for project in [_key(item)[0]]
+                     for network in nic_addresses(item, networks[project]).networks})
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for project, network in wanted:
         try:
-            leases = api.get(f"networks/{network}/leases", {"project": project}) or []
+            found.setdefault(project, {})[network] = list(
+                api.get(f"networks/{network}/leases", {"project": project}) or [])
         except MageLxdError:
-            # Not a managed network here, or (on a cluster) one member that holds part of the leases
-            # is down, which fails the whole list: those instances' own state answers instead.
-            unreadable.add((project, network))
+            # Not readable here, or (on a cluster) one member that holds part of the leases is down,
+            # which fails the whole list: those instances' own state answers instead.
             continue
-        for lease in leases:
-            hwaddr = str(lease.get("hwaddr") or "").lower()
-            if hwaddr and lease.get("address"):
-                family = "inet6" if ":" in lease["address"] else "inet"
-                by_hwaddr.setdefault((project, hwaddr), []).append(
-                    {"family": family, "address": str(lease["address"])}
-                )
-    uncovered_keys = {_key(item) for item in uncovered}
-    for item in running:
-        if _key(item) in uncovered_keys:
-            continue
-        project = _key(item)[0]
-        nics = nic_devices(item).values()
-        if any((project, nic["network"]) in unreadable for nic in nics):
-            uncovered.append(item)
-            continue
-        found: dict[str, list[dict[str, str]]] = {}
-        for nic in nics:
-            if (project, nic["hwaddr"]) in by_hwaddr:
-                found[nic["interface"]] = by_hwaddr[(project, nic["hwaddr"])]
-        addresses[_key(item)] = found
-    return uncovered
+    return found
 
 
-def _addresses_from_state(api: LxdApi, instance: Instance) -> dict[str, list[dict[str, str]]]:
+def _needs_state(item: Instance, networks: Mapping[str, ManagedNetwork], leases: Mapping[str, Any],
+                 view: NicView) -> bool:
+    # Leases covered every NIC on a managed network, and it has no other NIC: no state request.
+    return bool(view.unmanaged) or any(network not in leases or not view.addresses.get(interface)
+                                       for network, interface in view.networks.items())
+
+
+def _read_state(api: LxdApi, instance: Instance) -> dict[str, Any]:
     project, name = _key(instance)
     try:
-        state = api.get(f"instances/{name}/state", {"project": project}) or {}
+        return api.get(f"instances/{name}/state", {"project": project}) or {}
     except NotFoundError:  # deleted between the two requests
         return {}
     except MageLxdError:
@@ -219,4 +212,3 @@ def _addresses_from_state(api: LxdApi, instance: Instance) -> dict[str, list[dic
         if not api.clustered:
             raise
         return {}
-    return state_addresses(state)

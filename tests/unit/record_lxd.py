@@ -51,6 +51,9 @@ def main() -> None:
         for project in PROJECTS:
             answers[f"GET /1.0/networks/{LAB['MAGE_LAB_BRIDGE']}/leases project={project}"] = query(
                 f"/1.0/networks/{LAB['MAGE_LAB_BRIDGE']}/leases?project={project}")
+        for project in PROJECTS:
+            answers[f"GET /1.0/networks project={project} recursion=1"] = query(
+                f"/1.0/networks?recursion=1&project={project}")
         answers[f"GET /1.0/instances/odd1/state project={PROJECTS[1]}"] = query(
             f"/1.0/instances/odd1/state?project={PROJECTS[1]}")
         OUT.mkdir(exist_ok=True)

@@ -96,7 +96,8 @@ def test_proxy_devices_and_iptables_rules_carry_the_instance():
     devices = nat_devices(spec.nat, {"tcp-8080": "192.0.2.10"})
     assert devices == {"mage-nat-tcp-8080": {"type": "proxy", "listen": "tcp:192.0.2.10:8080",
                                              "connect": "tcp:127.0.0.1:80", "bind": "host"}}
-    rules = iptables_rules("mage-lxd:default/a1", [rule for rule in spec.nat if rule.backend == "iptables"], "10.0.0.5")
+    iptables = [rule for rule in spec.nat if rule.backend == "iptables"]
+    rules = iptables_rules("mage-lxd:default/a1", iptables, {rule.key: "10.0.0.5" for rule in iptables})
     assert [table for table, _rule in rules] == ["nat", "filter"]
     assert "mage-lxd:default/a1:udp-53" in rules[0][1] and "10.0.0.5:53" in rules[0][1]
 

@@ -1,0 +1,142 @@
+"""Which address NAT and the inventory use, and which NAT rules are stale, decided by pure code on
+answers recorded from the lab LXD and Incus while root inside a container added a docker0 bridge
+and a dummy0 link carrying a neighbour's address (tests/unit/record_tenant_nat.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.nat import (
+    NatRule, PublishedRule, nat_targets, parse_mark, plan_stale_nat, recorded_nat)
+from ansible_collections.mage.lxd.plugins.plugin_utils.nics import managed_networks, nic_addresses
+
+RECORDED = Path(__file__).resolve().parent / "recorded"
+
+
+class Recording:
+    """One recording: the tenant instance, its state, the networks and the leases."""
+
+    def __init__(self, path: Path) -> None:
+        self.answers = json.loads(path.read_text())
+        self.project = next(key.split("project=")[1] for key in self.answers if key.startswith("GET /1.0/instances/tenant "))
+        self.instance = self.answer("GET /1.0/instances/tenant")
+        self.state = self.answer("GET /1.0/instances/tenant/state")
+        self.networks = managed_networks(self.answer("GET /1.0/networks", "recursion=1"))
+        self.bridge = next(iter(self.networks))
+        self.leases = {self.bridge: self.answer(f"GET /1.0/networks/{self.bridge}/leases")}
+
+    def answer(self, path: str, *extra: str) -> object:
+        return copy.deepcopy(self.answers[" ".join([path, f"project={self.project}", *extra])])
+
+    def lease(self, name: str) -> str:
+        return next(lease["address"] for lease in self.leases[self.bridge] if lease["hostname"] == name)
+
+
+@pytest.fixture(params=sorted(RECORDED.glob("tenant-nat-*.json")), ids=lambda path: path.stem)
+def rec(request):
+    return Recording(request.param)
+
+
+def test_the_recording_holds_the_attack(rec):
+    # docker0 and dummy0 (the victim's address) come before eth0 in name order.
+    assert sorted(rec.state["network"])[:3] == ["docker0", "dummy0", "eth0"]
+    assert any(a["address"] == rec.lease("victim") for a in rec.state["network"]["dummy0"]["addresses"])
+
+
+def test_the_lease_of_the_nic_decides_not_docker0_or_dummy0(rec):
+    view = nic_addresses(rec.instance, rec.networks, rec.leases, rec.state)
+    assert view.addresses == {"eth0": [{"family": "inet", "address": rec.lease("tenant"), "network": rec.bridge}]}
+    assert view.networks == {rec.bridge: "eth0"}
+
+
+def test_without_leases_only_the_nic_interface_inside_the_subnet_counts(rec):
+    view = nic_addresses(rec.instance, rec.networks, None, rec.state)
+    assert [entry["address"] for entry in view.addresses["eth0"]] == [rec.lease("tenant")]
+    assert set(view.addresses) == {"eth0"}
+
+
+@pytest.mark.parametrize("planted", ["127.0.0.2", "169.254.169.254", "172.17.0.9", "gateway"])
+def test_addresses_root_puts_on_eth0_outside_the_subnet_are_refused_naming_them(rec, planted):
+    state = copy.deepcopy(rec.state)
+    gateway = str(rec.networks[rec.bridge].gateways[0].ip)
+    planted = gateway if planted == "gateway" else planted
+    state["network"]["eth0"]["addresses"] = [{"family": "inet", "address": planted, "scope": "global"}]
+    view = nic_addresses(rec.instance, rec.networks, None, state)
+    assert view.addresses == {}
+    assert [address for _, address, _ in view.refused] == [planted]
+    rule = NatRule(extport=18080, intport=8080, backend="forward", intif=rec.bridge, listen="10.99.0.1")
+    with pytest.raises(OptionError) as error:
+        nat_targets("instance 'tenant' in project 'p'", [rule], view, rec.networks)
+    message = str(error.value)
+    assert message.startswith("instance 'tenant' in project 'p': nat tcp-18080")
+    assert planted in message and f"network '{rec.bridge}'" in message and "Fix:" in message
+
+
+def test_a_renamed_interface_is_not_the_nic(rec):
+    # Root renames eth0 and gives its name to dummy0 (the victim's address): the MAC tells them apart.
+    state = copy.deepcopy(rec.state)
+    state["network"]["eth0"] = state["network"].pop("dummy0")
+    view = nic_addresses(rec.instance, rec.networks, None, state)
+    assert view.addresses == {}
+
+
+def test_a_static_nic_address_comes_first(rec):
+    instance = copy.deepcopy(rec.instance)
+    static = str(rec.networks[rec.bridge].gateways[0].network.network_address + 250)
+    instance["expanded_devices"]["eth0"] = {"type": "nic", "network": rec.bridge, "name": "eth0", "ipv4.address": static}
+    view = nic_addresses(instance, rec.networks, rec.leases, rec.state)
+    assert [entry["address"] for entry in view.addresses["eth0"]] == [static]
+
+
+def test_a_nic_on_no_managed_network_gives_its_own_address_unvouched_and_nat_refuses_it(rec):
+    view = nic_addresses(rec.instance, {}, rec.leases, rec.state)
+    assert view.addresses == {"eth0": [{"family": "inet", "address": rec.lease("tenant"), "network": ""}]}
+    rule = NatRule(extport=18080, intport=8080, backend="iptables", extif="x", intif=rec.bridge)
+    with pytest.raises(OptionError, match=f"no NIC on managed network '{rec.bridge}'.*Fix:"):
+        nat_targets("instance 'tenant'", [rule], view, rec.networks)
+
+
+def test_nat_targets_are_the_address_on_the_rule_network_and_proxy_rules_need_none(rec):
+    view = nic_addresses(rec.instance, rec.networks, rec.leases, rec.state)
+    rules = [NatRule(extport=1, intport=2, backend="forward", intif=rec.bridge, listen="10.99.0.1"),
+             NatRule(extport=3, intport=4, backend="proxy")]
+    assert nat_targets("instance 'tenant'", rules, view, rec.networks) == {"tcp-1": rec.lease("tenant")}
+
+
+def published(instance: str, key: str = "tcp-18080", backend: str = "forward") -> PublishedRule:
+    return PublishedRule("shop", instance, key, backend, network="br0", listen="10.99.0.1",
+                         description=f"mage-lxd:shop/{instance}:{key}")
+
+
+def test_marks_parse_and_anything_else_is_not_ours():
+    assert parse_mark("mage-lxd:shop/web1:tcp-8080") == ("shop", "web1", "tcp-8080")
+    assert parse_mark("mage-lxd") is None and parse_mark("someone else's") is None
+    assert parse_mark("mage-lxd:shop:tcp-8080") is None
+
+
+def test_rules_of_gone_owners_and_of_owners_that_no_longer_record_them_are_stale():
+    record = json.dumps([{"extport": 18080, "proto": "tcp", "backend": "forward"}])
+    owners = {("shop", "gone"): None,
+              ("shop", "unset"): {"config": {}},
+              ("shop", "kept"): {"config": {"user.mage.nat": record}},
+              ("shop", "other-backend"): {"config": {"user.mage.nat": record.replace("forward", "iptables")}}}
+    rules = [published(name) for name in ("gone", "unset", "kept", "other-backend", "unreadable")]
+    stale = plan_stale_nat(rules, owners)
+    assert [(item.rule.instance, item.why) for item in stale] == [
+        ("gone", "the instance no longer exists"),
+        ("unset", "its user.mage.nat no longer records forward rule tcp-18080"),
+        ("other-backend", "its user.mage.nat no longer records forward rule tcp-18080"),
+    ]
+    assert "forward port tcp-18080 on network 'br0'" in stale[0].describe()
+
+
+def test_a_record_of_any_shape_or_depth_records_nothing_and_never_raises():
+    deep = "[" * 5000 + "]" * 5000
+    for raw in (deep, "{", "42", json.dumps({"extport": 1}), json.dumps([{"extport": "1"}]), json.dumps([None])):
+        assert recorded_nat({"config": {"user.mage.nat": raw}}) == set()
+    assert recorded_nat(None) is None
