@@ -169,8 +169,8 @@ def test_request_count_does_not_grow_with_instances(lab):
             assert len(snapshot["instances"]) == total
             assert all(item["addresses"] for item in snapshot["instances"])
             counts.append(session.count)
-        # GET /1.0, GET /1.0/projects, the instance list, one lease list: 4 whatever the count.
-        assert counts == [4, 4]
+        # GET /1.0, GET /1.0/projects, the instance list, the network list, one lease list: 5 whatever the count.
+        assert counts == [5, 5]
     finally:
         delete_project(project)
 
