@@ -65,7 +65,11 @@ class ActionModule(ActionBase):
             batch = converge_batch(remote, specs, options, log=display.vvv)
         for warning in batch.warnings:
             display.warning(warning)
-        return self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {})
+        report = self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {})
+        # Rules of instances that are gone, removed by this run (or, in check mode, that it would remove).
+        report["nat_removed"] = batch.nat_removed
+        report["changed"] = report["changed"] or bool(batch.nat_removed)
+        return report
 
     def _options(self):
         return documented_options("mage.lxd.mage_lxd_instance")

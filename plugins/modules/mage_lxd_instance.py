@@ -502,4 +502,12 @@ msg:
   description: The failures of the instances that could not be converged, joined with C(; ).
   returned: when an instance failed
   type: str
+nat_removed:
+  description:
+    - Forward ports and iptables rules on the server whose owner instance is gone, or whose C(user.mage.nat) no
+      longer records them, removed by this run (in check mode, those it would remove); each is also a warning.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{project: shop, instance: web1, rule: tcp-8080, backend: forward, why: the instance no longer exists}]
 """

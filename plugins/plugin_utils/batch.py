@@ -10,12 +10,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .batch_checks import (
@@ -29,6 +30,8 @@ from .batch_checks import (
 )
 from .errors import MageLxdError, OptionError, RemoteError
 from .instance_spec import InstanceSpec
+from .nat import StaleRule, plan_stale_nat, read_owners, read_published, remove_stale_nat
+from .nics import managed_networks
 from .projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
 from .provision import InstancePlan, apply_instance, plan_instance, read_facts
 from .remote import Log, LxdApi, Remote, _no_log, local_socket_path
@@ -55,6 +58,8 @@ class BatchResult:
     projects: list[dict[str, Any]]
     instances: list[dict[str, Any]]
     warnings: list[str]
+    # NAT rules of instances that are gone or no longer record them: removed (or, in check mode, to remove).
+    nat_removed: list[dict[str, str]] = field(default_factory=list)
 
 
 def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: BatchOptions, log: Log = _no_log) -> BatchResult:
@@ -82,12 +87,28 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
 
         plans, failures = _plan_instances(specs, new, reader_for, options.forks)
         warnings = _check(api, specs, plans, new, options)
+        stale, problems = _stale_nat(api)
+        warnings += [("check mode: would remove " if options.check_mode else "removed ") + item.describe()
+                     for item in stale] + problems
         if not options.check_mode:
+            # Before the instances: a new owner of a stale rule's port takes it over cleanly.
+            warnings += remove_stale_nat(api, stale)
             for project in projects:
                 apply_project_plan(api, project)
             failures |= _apply_instances(plans, writer_for, options.forks)
     instances = [failures.get(_key(spec)) or plans[_key(spec)].result.as_dict() for spec in specs]
-    return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings)
+    return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings,
+                       [item.as_dict() for item in stale])
+
+
+def _stale_nat(api: LxdApi) -> tuple[list[StaleRule], list[str]]:
+    """Forward ports and iptables rules on the server whose owner is gone or no longer records them
+    (reads only). A failed read is a warning: it never stops the batch."""
+    try:
+        published = read_published(api, managed_networks(api.get("networks", {"recursion": "1"})))
+        return plan_stale_nat(published, read_owners(api, published)), []
+    except (MageLxdError, OSError, subprocess.CalledProcessError) as exc:
+        return [], [f"NAT rules of deleted instances were not looked for on {api.describe()}: {exc}"]
 
 
 def _projects_used(specs: Sequence[InstanceSpec], options: BatchOptions) -> list[str]:
