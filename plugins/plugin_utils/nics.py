@@ -140,8 +140,8 @@ def nic_addresses(
         seen = interfaces.get(nic["interface"]) or {}
         if str(seen.get("hwaddr") or "").lower() not in ("", nic["hwaddr"]):
             seen = {}  # an interface the instance renamed into the NIC's name, not LXD's NIC
-        held = [str(entry.get("address") or "") for entry in seen.get("addresses") or []
-                if entry.get("scope") == "global"]
+        # Every address, whatever scope LXD gives it (it calls 169.254/16 "link"): each is judged below.
+        held = [str(entry.get("address") or "") for entry in seen.get("addresses") or []]
         network = networks.get(nic["network"] or nic["parent"])
         if network is None:
             view.unmanaged.append(nic["interface"])
@@ -162,8 +162,9 @@ def nic_addresses(
                     _add(view, nic["interface"], network.name, usable)
                     break
             else:
+                # fe80:: on every NIC is no one's attempt at anything: left out of what is reported.
                 view.refused += [(nic["interface"], text, _why_refused(text, gateway, network)) for text in held
-                                 if _family(text) == family]
+                                 if _family(text) == family and not _auto_link_local(text)]
     return view
 
 
@@ -196,6 +197,11 @@ def _why_refused(text: str, gateway: IpInterface, network: ManagedNetwork) -> st
     if subnet.version == 4 and subnet.prefixlen < 31 and address in (subnet.network_address, subnet.broadcast_address):
         return f"not a host address of {network.describe()}"
     return ""
+
+
+def _auto_link_local(text: str) -> bool:
+    address = _address(text)
+    return address is not None and address.version == 6 and address.is_link_local
 
 
 def _family(text: str) -> str:

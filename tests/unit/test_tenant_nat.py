@@ -65,7 +65,10 @@ def test_addresses_root_puts_on_eth0_outside_the_subnet_are_refused_naming_them(
     state = copy.deepcopy(rec.state)
     gateway = str(rec.networks[rec.bridge].gateways[0].ip)
     planted = gateway if planted == "gateway" else planted
-    state["network"]["eth0"]["addresses"] = [{"family": "inet", "address": planted, "scope": "global"}]
+    # Scopes as LXD reports them (it calls 169.254/16 "link", 127/8 "local").
+    scope = {"127.0.0.2": "local", "169.254.169.254": "link"}.get(planted, "global")
+    state["network"]["eth0"]["addresses"] = [{"family": "inet", "address": planted, "scope": scope},
+                                             {"family": "inet6", "address": "fe80::1", "scope": "link"}]
     view = nic_addresses(rec.instance, rec.networks, None, state)
     assert view.addresses == {}
     assert [address for _, address, _ in view.refused] == [planted]
