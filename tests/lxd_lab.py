@@ -12,7 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,28 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
 def recap_changed(stdout: str) -> dict[str, int]:
     """Changed tasks per host, from the PLAY RECAP."""
     return {host: counts["changed"] for host, counts in recap(stdout).items()}
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@contextmanager
+def client_namespace(netns: str, host_if: str, client_if: str, host_address: str, client_address: str) -> Iterator[str]:
+    """A network namespace joined to the host by a veth pair (host_if/24 on the host, client_if in
+    the namespace): the "external" client that reaches published ports through the host."""
+    _ip("netns", "del", netns, check=False)
+    _ip("link", "del", host_if, check=False)
+    _ip("netns", "add", netns)
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", client_if)
+        _ip("link", "set", client_if, "netns", netns)
+        _ip("addr", "add", f"{host_address}/24", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("netns", "exec", netns, "ip", "addr", "add", f"{client_address}/24", "dev", client_if)
+        _ip("netns", "exec", netns, "ip", "link", "set", client_if, "up")
+        _ip("netns", "exec", netns, "ip", "link", "set", "lo", "up")
+        yield netns
+    finally:
+        _ip("link", "del", host_if, check=False)
+        _ip("netns", "del", netns, check=False)

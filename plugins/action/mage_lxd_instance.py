@@ -65,11 +65,8 @@ class ActionModule(ActionBase):
             batch = converge_batch(remote, specs, options, log=display.vvv)
         for warning in batch.warnings:
             display.warning(warning)
-        report = self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {})
-        # Rules of instances that are gone, removed by this run (or, in check mode, that it would remove).
-        report["nat_removed"] = batch.nat_removed
-        report["changed"] = report["changed"] or bool(batch.nat_removed)
-        return report
+        return self._report(batch.projects, batch.instances, remote, args, "instances" in args, task_vars or {},
+                            batch.nat_removed)
 
     def _options(self):
         return documented_options("mage.lxd.mage_lxd_instance")
@@ -98,7 +95,7 @@ class ActionModule(ActionBase):
         check_unique_host_ports(specs)
         return specs
 
-    def _report(self, projects, results, remote, args, as_list, task_vars):
+    def _report(self, projects, results, remote, args, as_list, task_vars, nat_removed=()):
         groups = list(args.get("groups") or ["lxd"])
         for item in results:
             if not item.get("failed") and item.get("status") not in ("absent", None):
@@ -124,6 +121,9 @@ class ActionModule(ActionBase):
                 report["diff"] = project_diffs + ([results[0]["diff"]] if "diff" in results[0] else [])
             report["changed"] = report["changed"] or any(project["changed"] for project in projects)
         report["projects"] = projects
+        # Rules of instances that are gone, removed by this run (or, in check mode, that it would remove).
+        report["nat_removed"] = list(nat_removed)
+        report["changed"] = report["changed"] or bool(report["nat_removed"])
         # ansible-core 2.21 no longer reads add_host from an action's result: actions call add_host().
         if "add_host" in report and callable(getattr(self, "add_host", None)):
             added = report["add_host"]

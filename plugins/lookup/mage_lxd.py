@@ -136,9 +136,15 @@ _raw:
       type: dict
       sample: {}
     address:
-      description: Its first IPv4 address, else its first IPv6 one; empty when it has none.
+      description:
+        - Its preferred address, one a managed network vouches for first (see the inventory's C(lxd_address)); empty
+          when it has none.
       type: str
       sample: 10.187.33.196
+    address_network:
+      description: The managed network whose subnet holds C(address); empty when no managed network vouches for it.
+      type: str
+      sample: magebr0
     config:
       description: Its config, without C(volatile.*), C(image.*) and C(user.mage.*) keys.
       type: dict

@@ -474,8 +474,8 @@ def parse_mark(mark: str) -> tuple[str, str, str] | None:
     """(project, instance, rule key) of a mark `mage-lxd:PROJECT/INSTANCE:KEY`, None if it is not one."""
     if not mark.startswith(MARK_PREFIX):
         return None
-    owner, _, key = mark[len(MARK_PREFIX):].rpartition(":")
-    project, _, instance = owner.partition("/")
+    owner, _colon, key = mark[len(MARK_PREFIX):].rpartition(":")
+    project, _slash, instance = owner.partition("/")
     return (project, instance, key) if project and instance and key else None
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lxd_lab import (LAB, ON_INCUS, create_project, delete_project, lxc, project_name, query, run_module, subnet_address,
+from lxd_lab import (LAB, ON_INCUS, client_namespace, create_project, delete_project, lxc, project_name, query, run_module, subnet_address,
                      wait_for_leases)
 
 pytestmark = pytest.mark.integration
@@ -31,26 +31,13 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def client_namespace(lab):
-    sh("ip", "netns", "del", NETNS, check=False)
-    sh("ip", "link", "del", HOST_IF, check=False)
-    sh("ip", "netns", "add", NETNS)
-    try:
-        sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", CLIENT_IF)
-        sh("ip", "link", "set", CLIENT_IF, "netns", NETNS)
-        sh("ip", "addr", "add", f"{HOST_ADDRESS}/24", "dev", HOST_IF)
-        sh("ip", "link", "set", HOST_IF, "up")
-        sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", CLIENT_IF)
-        sh("ip", "netns", "exec", NETNS, "ip", "link", "set", CLIENT_IF, "up")
-        sh("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
-        yield NETNS
-    finally:
-        sh("ip", "link", "del", HOST_IF, check=False)
-        sh("ip", "netns", "del", NETNS, check=False)
+def client(lab):
+    with client_namespace(NETNS, HOST_IF, CLIENT_IF, HOST_ADDRESS, CLIENT_ADDRESS) as netns:
+        yield netns
 
 
 @pytest.fixture(scope="module")
-def server(client_namespace):
+def server(client):
     """A busybox container answering HTTP on INTPORT."""
     create_project(PROJECT)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import (LAB, ON_INCUS, create_project, delete_project, inventory_list, lxc, project_name, query,
+from lxd_lab import (LAB, ON_INCUS, client_namespace, create_project, delete_project, inventory_list, lxc, project_name, query,
                      run_module, wait_for_leases)
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,9 @@ def serve(name: str) -> str:
     result = run_module("mage_lxd_instance", {**BASE, "name": name}, project=PROJECT)
     assert not result.get("failed"), result
     address = wait_for_leases(PROJECT, [name])[name]
-    in_container(name, f"mkdir -p /www && echo {name} > /www/index.html && httpd -p {INTPORT} -h /www")
+    # httpd's stdio on /dev/null: an exec whose streams a daemon still holds may never end.
+    in_container(name, f"mkdir -p /www && echo {name} > /www/index.html && "
+                       f"httpd -p {INTPORT} -h /www </dev/null >/dev/null 2>&1")
     return address
 
 
@@ -106,20 +108,8 @@ def remove_leftovers() -> None:
 
 @pytest.fixture(scope="module")
 def client(lab):
-    sh("ip", "netns", "del", NETNS, check=False)
-    sh("ip", "link", "del", HOST_IF, check=False)
-    sh("ip", "netns", "add", NETNS)
-    try:
-        sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", CLIENT_IF)
-        sh("ip", "link", "set", CLIENT_IF, "netns", NETNS)
-        sh("ip", "addr", "add", f"{HOST_ADDRESS}/24", "dev", HOST_IF)
-        sh("ip", "link", "set", HOST_IF, "up")
-        sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", CLIENT_IF)
-        sh("ip", "netns", "exec", NETNS, "ip", "link", "set", CLIENT_IF, "up")
-        yield NETNS
-    finally:
-        sh("ip", "link", "del", HOST_IF, check=False)
-        sh("ip", "netns", "del", NETNS, check=False)
+    with client_namespace(NETNS, HOST_IF, CLIENT_IF, HOST_ADDRESS, CLIENT_ADDRESS) as netns:
+        yield netns
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +200,8 @@ def test_a_port_of_an_instance_deleted_out_of_band_never_reaches_the_next_holder
     lxc("config", "device", "override", "newcomer", "eth0", f"ipv4.address={tenant}", "--project", PROJECT)
     lxc("start", "newcomer", "--project", PROJECT)
     wait_for_leases(PROJECT, ["newcomer"])
-    in_container("newcomer", f"mkdir -p /www && echo newcomer > /www/index.html && httpd -p {INTPORT} -h /www")
+    in_container("newcomer", f"mkdir -p /www && echo newcomer > /www/index.html && "
+                             f"httpd -p {INTPORT} -h /www </dev/null >/dev/null 2>&1")
     assert answer_becomes("newcomer") == "newcomer"  # the attack, before any run
 
     checked = run_module("mage_lxd_instance", {**BASE, "name": "victim"}, "--check", project=PROJECT)

@@ -71,7 +71,7 @@ def test_addresses_root_puts_on_eth0_outside_the_subnet_are_refused_naming_them(
                                              {"family": "inet6", "address": "fe80::1", "scope": "link"}]
     view = nic_addresses(rec.instance, rec.networks, None, state)
     assert view.addresses == {}
-    assert [address for _, address, _ in view.refused] == [planted]
+    assert [address for _interface, address, _why in view.refused] == [planted]
     rule = NatRule(extport=18080, intport=8080, backend="forward", intif=rec.bridge, listen="10.99.0.1")
     with pytest.raises(OptionError) as error:
         nat_targets("instance 'tenant' in project 'p'", [rule], view, rec.networks)
