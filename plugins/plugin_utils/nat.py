@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 from .cluster import member_statuses
 from .errors import NotFoundError, OptionError, RemoteError
 from .nics import ManagedNetwork, NicView
+from .records import decode_record
 from .remote import LxdApi
 
 PROXY_DEVICE_PREFIX = "mage-nat-"
@@ -486,8 +486,8 @@ def recorded_nat(instance: Mapping[str, Any] | None) -> set[tuple[str, str]] | N
         return None
     raw = (instance.get("config") or {}).get("user.mage.nat")
     try:
-        record = json.loads(raw) if isinstance(raw, str) else []
-    except (ValueError, RecursionError):
+        record = decode_record(raw) if isinstance(raw, str) else []
+    except ValueError:  # not JSON, too long or too deep (records.RecordError)
         return set()
     found = set()
     for entry in record if isinstance(record, list) else []:
@@ -519,7 +519,11 @@ def read_published(api: LxdApi, networks: Mapping[str, ManagedNetwork]) -> list[
     found = []
     if api.has_extension("network_forward"):
         for network in sorted(networks):
-            for forward in api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []:
+            try:
+                forwards = api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []
+            except RemoteError:
+                continue  # a network type without forwards (macvlan, physical)
+            for forward in forwards:
                 for port in forward.get("ports") or []:
                     mark = parse_mark(str(port.get("description") or ""))
                     if mark:
