@@ -307,6 +307,27 @@ class ProxyPlan:
     # reads, so a playbook need not pass every site around again (costly with 500 of them).
     needs_files: list[Site] = field(default_factory=list)
     acme: bool = False
+    # nginx's server_names_hash_bucket_size and _max_size, fit for these names (see server_names_hash).
+    names_hash: dict[str, int] = field(default_factory=lambda: {"bucket_size": 64, "max_size": 512})
+
+
+def server_names_hash(names: Iterable[str]) -> dict[str, int]:
+    """nginx's server_names_hash_bucket_size and _max_size for `names`, so any valid name loads.
+
+    nginx refuses a name whose hash element (a pointer, then the name and 2 bytes aligned to a
+    pointer) plus a pointer exceeds the bucket: with the default 64, names of 47 characters and more.
+    The bucket is a power of two from 64; the table may grow to four slots per name (from 512).
+    """
+    names = list(names)
+    longest = max((len(name) for name in names), default=0)
+    needed = 8 + (longest + 2 + 7) // 8 * 8 + 8
+    bucket = 64
+    while bucket < needed:
+        bucket *= 2
+    size = 512
+    while size < 4 * len(names):
+        size *= 2
+    return {"bucket_size": bucket, "max_size": size}
 
 
 def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
@@ -382,6 +403,7 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
     plan.needs_files = [site for site in plan.sites
                         if site.tls_source or any(location.route.htpasswd for location in site.locations)]
     plan.acme = any(site.tls_source == "acme" for site in plan.sites)
+    plan.names_hash = server_names_hash(site.server_name for site in plan.sites)
     return plan
 
 

@@ -250,3 +250,14 @@ def test_a_record_nested_too_deeply_leaves_only_that_instance_out():
                       strict=["p/w"])
     assert [site.server_name for site in plan.sites] == ["w.example.org"]
     assert plan.warnings[0].startswith("instance 'deep' in project 'p': user.mage.proxy is nested too deeply")
+
+
+@pytest.mark.parametrize(("longest", "bucket"), [(10, 64), (46, 64), (47, 128), (110, 128), (111, 256), (253, 512)])
+def test_the_names_hash_fits_the_longest_name(longest, bucket):
+    # nginx: a name fits a bucket when 8 + align8(len + 2) + 8 <= bucket_size (the default 64 stops at 46).
+    from ansible_collections.mage.lxd.plugins.plugin_utils.routes import server_names_hash
+
+    assert server_names_hash(["a.example.org", "x" * longest])["bucket_size"] == bucket
+    assert server_names_hash([f"n{index}.example.org" for index in range(500)])["max_size"] == 2048
+    long_name = ".".join(["a" * 60] * 4)[:253].rstrip(".")
+    assert plan_proxy([host("w", [{"name": long_name, "pass": 80}])]).names_hash["bucket_size"] == 512
