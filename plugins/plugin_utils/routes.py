@@ -307,6 +307,8 @@ class ProxyPlan:
     # reads, so a playbook need not pass every site around again (costly with 500 of them).
     needs_files: list[Site] = field(default_factory=list)
     acme: bool = False
+    # Server name -> the routes that make its site (for a warning when nginx refuses the site).
+    owners: dict[str, str] = field(default_factory=dict)
     # nginx's server_names_hash_bucket_size and _max_size, fit for these names (see server_names_hash).
     names_hash: dict[str, int] = field(default_factory=lambda: {"bucket_size": 64, "max_size": 512})
 
@@ -404,6 +406,8 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
                         if site.tls_source or any(location.route.htpasswd for location in site.locations)]
     plan.acme = any(site.tls_source == "acme" for site in plan.sites)
     plan.names_hash = server_names_hash(site.server_name for site in plan.sites)
+    plan.owners = {site.server_name: "; ".join(f"{location.declared_at} {site.server_name}{location.path}"
+                                               for location in site.locations) for site in plan.sites}
     return plan
 
 
