@@ -43,7 +43,7 @@ def start_backend(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def site(lab, tmp_path_factory):
-    from tls_material import make_ca, make_leaf, pem_cert
+    from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf, pem_cert
 
     workdir = tmp_path_factory.mktemp("tenant-routes")
     ca = make_ca()
@@ -193,7 +193,7 @@ def test_a_name_that_would_answer_mageproxys_own_probe_is_left_out(site):
 def test_a_site_nginx_refuses_is_traced_to_its_route_and_the_rest_goes_live(site):
     """Anything that passes validation but not nginx -t (here a declared pair of PEM files that do
     not match) leaves that one site out, named; the rest goes live, and a rerun reloads nothing."""
-    from tls_material import make_ca, make_leaf
+    from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf
 
     ca = make_ca()
     cert, _ = make_leaf(ca, ["pair.tr.test"])
