@@ -140,7 +140,8 @@ def test_a_certificate_file_that_is_not_pem_is_refused_before_any_change(lab_pro
         result = apply_proxy(lab_proxy["inventory"], "-e", DECLARED)
         assert result.returncode != 0
         message = " ".join(result.stdout.split())
-        assert "instance 'web-a': route tls.example.test/: tls.cert: /etc/hosts holds no PEM certificate" in message, \
+        # Both paths are /etc/hosts: the key is named (a certificate file is checked the same way).
+        assert "instance 'web-a': route tls.example.test/: tls.key: /etc/hosts holds no PEM private key" in message, \
             message[-2000:]
         assert "nothing was changed" in message and proxy_conf() == before
         assert request(lab_proxy["address"], "a.example.test")[0] == 200

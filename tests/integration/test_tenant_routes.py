@@ -140,18 +140,21 @@ def test_an_undeclared_record_takes_no_path_of_a_declared_site(site, claim):
     everyone_else_is_served(site)
 
 
-@pytest.mark.parametrize("options", [
+@pytest.mark.parametrize("route", [
     # The declared site's key on mageproxy, for the tenant's own name.
-    {"tls": {"cert": f"{TLS_DIR}/secure.tr.test.crt", "key": f"{TLS_DIR}/secure.tr.test.key"}},
-    {"htpasswd": f"{TLS_DIR}/secure.tr.test.key"},
-    {"tls": "provided", "redirect_https": True},
-], ids=["tls-files-of-another-site", "htpasswd-file", "tls-provided"])
-def test_site_options_and_files_on_mageproxy_never_come_from_a_record(site, options):
-    tenant_sets([{**OWN, **options}])
+    {**OWN, "tls": {"cert": f"{TLS_DIR}/secure.tr.test.crt", "key": f"{TLS_DIR}/secure.tr.test.key"}},
+    {**OWN, "htpasswd": f"{TLS_DIR}/secure.tr.test.key"},
+    {**OWN, "tls": "provided", "redirect_https": True},
+    # HSTS for the whole declared site, raised from a record (everyone_else_is_served checks 600).
+    {"name": "secure.tr.test", "path": "/x", "pass": 8080, "tls": "provided", "hsts": 99999999},
+], ids=["tls-files-of-another-site", "htpasswd-file", "tls-provided", "raise-hsts-of-declared-site"])
+def test_site_options_and_files_on_mageproxy_never_come_from_a_record(site, route):
+    tenant_sets([route])
     result = playbook(site["inventory"], "proxy.yml")
     assert result.returncode == 0, result.stdout[-3000:]
     said = warnings(result)
-    assert f"instance '{TENANT}': proxy[0] own.tr.test/: {next(iter(options))}" in said, said
+    option = next(key for key in ("tls", "htpasswd") if key in route)
+    assert f"instance '{TENANT}': proxy[0] {route['name']}{route['path']}: {option}" in said, said
     assert "may only come from a declaration" in said
     assert served(site, "own.tr.test")[0] == 503
     # No certificate is presented for the tenant's name: the handshake is refused.
