@@ -113,3 +113,18 @@ def test_a_failure_no_section_causes_is_reported_and_rolled_back_as_before():
     with pytest.raises(RemoteError, match="zz.conf is not managed by mage-lxd"):
         apply(service, text("a.example.org"))
     assert CONF not in service.files and service.reloads == 0
+
+
+def test_a_tls_file_that_holds_no_pem_block_is_refused_before_any_change():
+    service = Service()
+    service.files.update({"/etc/ssl/a.crt": b"-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+                          "/etc/ssl/a.key": b"-----BEGIN EC PRIVATE KEY-----\nMII=\n-----END EC PRIVATE KEY-----\n",
+                          "/etc/hostname": b"mageproxy\n"})
+    required = {"/etc/ssl/a.crt": "instance 'w': route a.org/: tls.cert", "/etc/ssl/a.key": "instance 'w': route a.org/: tls.key"}
+    pem = {"/etc/ssl/a.crt": "CERTIFICATE", "/etc/ssl/a.key": "PRIVATE KEY"}
+    apply_config(service, {CONF: text("a.org")}, COMMANDS, required=required, pem=pem)
+    with pytest.raises(RemoteError, match=r"^instance 'w': route a.org/: tls.cert: /etc/hostname holds no PEM certificate "
+                                          r"on instance 'mageproxy', so nginx would refuse it; nothing was changed\. Fix: "):
+        apply_config(service, {CONF: text("b.org")}, COMMANDS, required={"/etc/hostname": required["/etc/ssl/a.crt"]},
+                     pem={"/etc/hostname": "CERTIFICATE"})
+    assert labels(service.files[CONF]) == ["a.org"]
