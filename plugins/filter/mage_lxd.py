@@ -145,6 +145,15 @@ _value:
       description: Whether any site uses C(tls=acme).
       type: bool
       sample: false
+    owners:
+      description: Server name to the routes that make its site, for the warning when nginx -t refuses that site.
+      type: dict
+      sample: {web1.example.org: "instance 'web1': proxy[0] web1.example.org/"}
+    names_hash:
+      description: nginx's C(server_names_hash_bucket_size) and C(_max_size) (C(bucket_size), C(max_size)),
+        fit for the longest name and the number of names.
+      type: dict
+      sample: {bucket_size: 64, max_size: 512}
 """
 
 from dataclasses import asdict
