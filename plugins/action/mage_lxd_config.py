@@ -2,15 +2,17 @@
 # Documentation: library/mage_lxd_config.py (ansible-doc -t module mage_lxd_config).
 from __future__ import annotations
 
+import re
+
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.config_apply import ServiceCommands, apply_config
+from ansible_collections.mage.lxd.plugins.plugin_utils.config_apply import Sections, ServiceCommands, apply_config
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 
 COMMANDS = frozenset({"prepare", "test", "reload", "undo_prepare", "running", "start", "probe", "functions"})
-ARGS = COMMANDS | {"files", "record", "modes", "require"}
+ARGS = COMMANDS | {"files", "record", "modes", "require", "require_pem", "sections", "section_owners"}
 
 
 class ActionModule(ActionBase):
@@ -37,13 +39,29 @@ class ActionModule(ActionBase):
             channel = getattr(self._connection._connect(), "_channel", None)
             if channel is None:
                 raise OptionError("mage_lxd_config works through the mage_lxd connection (ansible_connection: mage_lxd)")
+            pem = args.get("require_pem") or {}
+            if not isinstance(pem, dict) or not set(pem) <= set(required) or \
+                    not all(isinstance(label, str) and re.fullmatch(r"[A-Z0-9 ]{1,40}", label) for label in pem.values()):
+                raise OptionError("mage_lxd_config: require_pem must map paths of require to a PEM label such as CERTIFICATE")
+            sections = None
+            if args.get("sections"):
+                owners = args.get("section_owners") or {}
+                if str(args["sections"]) not in files or not isinstance(owners, dict):
+                    raise OptionError("mage_lxd_config: sections must be a path of files, section_owners a dict "
+                                      "of section labels to who they are")
+                sections = Sections(str(args["sections"]), {str(label): str(who) for label, who in owners.items()})
             commands = ServiceCommands(**{key: str(args.get(key) or "") for key in COMMANDS})
             applied = apply_config(channel, files, commands, check_mode=bool(self._task.check_mode),
                                    record_path=record, modes=modes,
-                                   required={str(path): str(who) for path, who in required.items()})
+                                   required={str(path): str(who) for path, who in required.items()},
+                                   pem={str(path): label for path, label in pem.items()}, sections=sections)
         changed = bool(applied.changed or applied.actions)
-        return {"changed": changed, "files": applied.changed, "actions": applied.actions, "diff": applied.diff,
-                "msg": applied.msg or ("; ".join(applied.actions) if applied.actions else "")}
+        result = {"changed": changed, "files": applied.changed, "actions": applied.actions, "diff": applied.diff,
+                  "msg": applied.msg or ("; ".join(applied.actions) if applied.actions else ""),
+                  "left_out": applied.left_out}
+        if applied.left_out:
+            result["warnings"] = list(applied.left_out)
+        return result
 
 
 def _modes(raw):

@@ -38,6 +38,10 @@ options:
   proxy:
     description: The proxy's own inventory name, for its C(/etc/hosts) (checked as an instance name).
     type: str
+  declared:
+    description: The routes this run declares, as C(project/name) (or C(name)) to a list of routes;
+      those instances are strict too.
+    type: dict
 version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 """
@@ -141,6 +145,15 @@ _value:
       description: Whether any site uses C(tls=acme).
       type: bool
       sample: false
+    owners:
+      description: Server name to the routes that make its site, for the warning when nginx -t refuses that site.
+      type: dict
+      sample: {web1.example.org: "instance 'web1': proxy[0] web1.example.org/"}
+    names_hash:
+      description: nginx's C(server_names_hash_bucket_size) and C(_max_size) (C(bucket_size), C(max_size)),
+        fit for the longest name and the number of names.
+      type: dict
+      sample: {bucket_size: 64, max_size: 512}
 """
 
 from dataclasses import asdict
@@ -154,7 +167,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.routes import plan_proxy
 display = Display()
 
 
-def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy=""):
+def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy="", declared=None):
     """The mageproxy plan (see DOCUMENTATION)."""
     described = []
     for name in hosts:
@@ -173,7 +186,7 @@ def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy=""):
         })
     with raised_as(AnsibleFilterError):
         plan = plan_proxy(described, strict=None if strict is None else [str(item) for item in strict],
-                          proxy_name=proxy)
+                          proxy_name=proxy, declared={str(key): value for key, value in (declared or {}).items()})
     for warning in plan.warnings:
         display.warning(warning)
     return asdict(plan)

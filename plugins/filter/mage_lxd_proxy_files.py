@@ -69,6 +69,10 @@ _value:
       description: Files the routes name that must already be on mageproxy, each to the route naming it.
       type: dict
       sample: {}
+    pem:
+      description: Of those, the ones that must hold a PEM block, each to its label (CERTIFICATE, PRIVATE KEY).
+      type: dict
+      sample: {}
 """
 
 from dataclasses import asdict

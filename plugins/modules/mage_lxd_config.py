@@ -46,6 +46,23 @@ options:
     description: Absolute paths that must already be in the instance (files the config names but this
       task does not write), each to who names it (for the error); checked before any change.
     type: dict
+  require_pem:
+    description: Paths of O(require) that must hold a PEM block, each to its label (C(CERTIFICATE),
+      C(PRIVATE KEY); a label that ends so, such as C(EC PRIVATE KEY), counts); checked before any change.
+    type: dict
+  sections:
+    description:
+      - A path of O(files) made of sections (C(# mage-lxd section LABEL) to C(# mage-lxd section end)).
+        When O(test) refuses the files, the sections it refuses are found by bisection (candidates are
+        written and tested, nothing is reloaded meanwhile), left out with a warning naming them (see
+        O(section_owners)), and the rest goes live. The record keeps what was left out of which text
+        (and of which O(require) files), so a rerun with the same ones reloads nothing.
+      - When the text without any section fails too, nothing of that file is to blame, and the task
+        fails as without O(sections).
+    type: str
+  section_owners:
+    description: Section label to who it is, for the warnings (mageproxy - the instances and routes of a site).
+    type: dict
   record:
     description: Absolute path in the instance of the record (digests loaded, journal of a change).
       Without it, a file written by a run cut off before its reload is taken for live.
@@ -107,6 +124,12 @@ actions:
     - What else was done or needed, in order.
     - C(a previous run was cut off before it finished; completing or undoing it),
       C(the service is not running; starting it), C(the files on disk were never reloaded; reloading).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+left_out:
+  description: One sentence per section of O(sections) left out because O(test) refused it (also warnings).
   returned: always
   type: list
   elements: str

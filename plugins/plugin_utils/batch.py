@@ -24,7 +24,7 @@ from .batch_checks import (
     existing_routes,
     instance_definitions,
     host_port_refusals,
-    route_refusals,
+    route_check,
     spec_unsafe_settings,
     unsafe_settings,
 )
@@ -152,12 +152,15 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
     unsafe = [message for spec in specs for message in spec_unsafe_settings(spec)]
     unsafe += [message for profile in options.profiles
                for message in unsafe_settings(f"profile '{profile.name}'", profile.config, profile.devices)]
-    refusals = []
+    refusals: list[str] = []
+    route_warnings: list[str] = []
     definitions = 0
     for project in _projects_used(specs, options):
         declared = [(s.name, list(s.proxy)) for s in specs if s.project == project and s.state != "absent" and s.proxy]
         existing = [] if project in new else existing_routes(api, project, [s.name for s in specs if s.project == project])
-        refusals += route_refusals(declared, existing)
+        refused, warned = route_check(declared, existing)
+        refusals += refused
+        route_warnings += warned
         to_write = instance_definitions(plan for plan in plans.values() if plan.spec.project == project)
         to_write += [(f"profile '{p.name}' in project '{project}'", p.config, p.devices) for p in options.profiles]
         definitions += len(to_write)
@@ -170,7 +173,7 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
         refusals += [f"{message} (allow_unsafe is false)." for message in unsafe]
     if refusals:
         raise OptionError(" ".join(refusals) + " Nothing was changed.")
-    warnings = [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe]
+    warnings = [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe] + route_warnings
     if options.check_mode and definitions:
         # Offering them to LXD would write (a scratch profile): check mode writes nothing.
         warnings.insert(0, "check mode: config and devices were not offered to LXD for checking; a real run does "

@@ -20,7 +20,7 @@ from .nat import BACKENDS
 from .provision import PROXY_KEY, InstancePlan, describe
 from .records import decode_record
 from .remote import LxdApi
-from .routes import plan_sites
+from .routes import plan_proxy
 
 # LXD's spellings of true (shared.IsTrue).
 _LXD_TRUE = ("true", "1", "yes", "on")
@@ -72,22 +72,22 @@ def existing_routes(api: LxdApi, project: str, leave_out: Iterable[str]) -> list
     return found
 
 
-def route_refusals(declared: list[tuple[str, Any]], existing: list[tuple[str, Any]]) -> list[str]:
-    """Declared routes that clash with each other, or with routes other instances of the same
-    project already publish (the proxy's own rule, including balance). A record someone else wrote
-    that does not validate is left for the proxy play to warn about."""
+def route_check(declared: list[tuple[str, Any]], existing: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    """(refusals, warnings) for the routes of a batch: declared routes that clash with each other
+    refuse it; a record another instance already holds never does (whoever may edit that instance
+    wrote it). One that would clash with a declared route, or serve a path of a declared name, is
+    warned about: mageproxy leaves that instance's routes out (the proxy's own rule)."""
     hosts = [{"name": name, "routes": routes} for name, routes in declared]
-    for name, routes in existing:
-        try:
-            plan_sites([{"name": name, "routes": routes}])
-        except OptionError:
-            continue
-        hosts.append({"name": name, "routes": routes})
     try:
-        plan_sites(hosts)
+        plan_proxy(hosts)
     except OptionError as exc:
-        return [str(exc)]
-    return []
+        return [str(exc)], []
+    hosts += [{"name": name, "routes": routes} for name, routes in existing]
+    try:
+        plan = plan_proxy(hosts, strict=[name for name, _ in declared])
+    except (OptionError, RecursionError):
+        return [], []  # a record alone cannot refuse the batch; the proxy play names it
+    return [], [warning for warning in plan.warnings if "declared instance" in warning]
 
 
 def host_port_refusals(plans: Iterable[InstancePlan]) -> list[str]:

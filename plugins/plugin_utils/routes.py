@@ -4,6 +4,12 @@ Every value that reaches nginx config is checked here, before anything is render
 accepts injected directives (a server_name such as `x.example.com; location /pwn {...} #` passes
 `nginx -t`), so escaping after the fact is never enough. A refused value names the instance and
 the route. Duplicate (server name, path) pairs are refused unless every claimant says `balance`.
+
+Trust: a route record is data read from LXD, which whoever may edit the instance controls. Only
+declared instances (this run's declarations, or ones the operator names as such) may set site
+options (TLS, redirect, HSTS, basic auth) or name files on mageproxy, and every path of a server
+name a declared instance serves is theirs alone; an undeclared record may only add plain routes on
+other names, and one that breaks these rules is left out whole with a warning.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ _IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?")
 # An LXD instance name (and so a name in mageproxy's /etc/hosts).
 _INSTANCE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 FIX_ROUTE = "Fix: correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
+FIX_UNDECLARED = ("Fix: declare the instance and its routes in lxd_provisioning_inventory (or name it in "
+                  "mageproxy_strict_instances), or remove that route from its user.mage.proxy, then rerun.")
+# mageproxy's own check asks for a name in the reserved .invalid domain (RFC 2606) and expects the
+# catch-all's 503: a site there would answer it instead.
+RESERVED_DOMAIN = "invalid"
+# Where ACME HTTP-01 challenges are served on a site with tls: acme (rendered by the template).
+ACME_CHALLENGE = "/.well-known/acme-challenge/"
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,12 @@ class Route:
     htpasswd_set: str = ""
     hsts: int = 0
 
+    def site_options(self) -> list[str]:
+        """The options it sets that only a declaration may set (they change the whole site, or name
+        a file on mageproxy)."""
+        return [key for key, value in (("tls", self.tls_source), ("redirect_https", self.redirect_https),
+                                       ("hsts", self.hsts), ("htpasswd", self.htpasswd)) if value]
+
     def settings(self) -> tuple[Any, ...]:
         """What must agree between backends that share one (server name, path)."""
         return (self.scheme, self.prefix, self.strip_prefix, self.client_max_body_size, self.websockets,
@@ -79,6 +98,9 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     name = _text(raw.get("name"), f"{where}.name").lower()
     if len(name) > 253 or not _SERVER_NAME.fullmatch(name):
         raise OptionError(f"{where}.name: '{raw.get('name')}' is not a host name (letters, digits, '-', '.', optional leading '*.')")
+    if name.rsplit(".", 1)[-1] == RESERVED_DOMAIN:
+        raise OptionError(f"{where}.name: '{name}' is in the reserved .{RESERVED_DOMAIN} domain, which mageproxy's "
+                          "own check of nginx uses; use a real name")
     path = _text(raw.get("path", "/"), f"{where}.path")
     if len(path) > 1024 or not _PATH.fullmatch(path):
         raise OptionError(f"{where}.path: '{path}' is not allowed; a path is '/' then letters, digits and . _ ~ / -")
@@ -285,6 +307,29 @@ class ProxyPlan:
     # reads, so a playbook need not pass every site around again (costly with 500 of them).
     needs_files: list[Site] = field(default_factory=list)
     acme: bool = False
+    # Server name -> the routes that make its site (for a warning when nginx refuses the site).
+    owners: dict[str, str] = field(default_factory=dict)
+    # nginx's server_names_hash_bucket_size and _max_size, fit for these names (see server_names_hash).
+    names_hash: dict[str, int] = field(default_factory=lambda: {"bucket_size": 64, "max_size": 512})
+
+
+def server_names_hash(names: Iterable[str]) -> dict[str, int]:
+    """nginx's server_names_hash_bucket_size and _max_size for `names`, so any valid name loads.
+
+    nginx refuses a name whose hash element (a pointer, then the name and 2 bytes aligned to a
+    pointer) plus a pointer exceeds the bucket: with the default 64, names of 47 characters and more.
+    The bucket is a power of two from 64; the table may grow to four slots per name (from 512).
+    """
+    names = list(names)
+    longest = max((len(name) for name in names), default=0)
+    needed = 8 + (longest + 2 + 7) // 8 * 8 + 8
+    bucket = 64
+    while bucket < needed:
+        bucket *= 2
+    size = 512
+    while size < 4 * len(names):
+        size *= 2
+    return {"bucket_size": bucket, "max_size": size}
 
 
 def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
@@ -293,44 +338,127 @@ def plan_sites(hosts: Iterable[Mapping[str, Any]]) -> list[Site]:
 
 
 def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None = None,
-               proxy_name: str = "") -> ProxyPlan:
+               proxy_name: str = "", declared: Mapping[str, Any] | None = None) -> ProxyPlan:
     """The proxy's plan from host dicts (name, project, status, address, routes).
 
-    `strict` lists the instances ("project/name", or "name" for any project) whose routes this run
-    declared: a bad value there raises OptionError before anything changes. None means every
-    instance. Any other instance with a bad value or a clashing route is left out whole, with a
-    warning naming it and the key, so the others still go live. They are planned after the strict
-    ones, so a record set out of band never displaces a declared route. Stopped instances (or ones
+    `strict` lists the declared instances ("project/name", or "name" for any project): a bad value
+    there raises OptionError before anything changes. None means every instance. `declared` maps
+    such keys to the routes a declaration gives; those routes are served, whatever the instance's
+    own record says now (a difference is warned about). Any other instance is undeclared: it may not
+    set site options (tls, redirect_https, hsts, htpasswd), nor serve any path of a server name a
+    declared instance serves; a bad value, a clash or either of those leaves it out whole, with a
+    warning naming it and the route, so the others still go live. Undeclared instances are planned
+    after the declared ones, so they never displace a declared route. Stopped instances (or ones
     without an address) are left out of upstreams; a location without backends answers 503.
     `proxy_name`, the proxy's own name for its /etc/hosts, is checked like an instance name.
     """
     if proxy_name:
         hosts_file_name(proxy_name, "mageproxy's inventory name (mageproxy_name)")
-    wanted = None if strict is None else set(strict)
-    is_strict = (lambda host: True) if wanted is None else (
-        lambda host: host["name"] in wanted or f"{host.get('project', '')}/{host['name']}" in wanted)
+    declared = dict(declared or {})
+    wanted = None if strict is None else set(strict) | set(declared)
+
+    def key_of(host: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+        for key in (f"{host.get('project', '')}/{host['name']}", str(host["name"])):
+            if key in keys:
+                return key
+        return None
+
+    def is_strict(host: Mapping[str, Any]) -> bool:
+        return wanted is None or key_of(host, wanted) is not None
+
     ordered = sorted(hosts, key=lambda item: (not is_strict(item), str(item.get("project", "")), str(item["name"])))
     plan, claims, sites = ProxyPlan(proxy_name=proxy_name), {}, {}
+    owners: dict[str, str] = {}
     for host in ordered:
+        strict_host = is_strict(host)
         try:
+            declaration = key_of(host, declared)
+            if declaration is not None:
+                host = _declared_host(host, declared[declaration], plan.warnings)
             routes, backend_address = _host_routes(host)
+            if not strict_host:
+                _check_undeclared(routes, owners)
             _claim(routes, claims, sites, host, backend_address)
-        except OptionError as error:
-            if is_strict(host):
-                raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
-            plan.warnings.append(f"{error} Its routes are left out of mageproxy; the others are served. "
-                                 f"{FIX_ROUTE if 'Fix:' not in str(error) else ''}".strip())
+        except RecursionError:
+            error = OptionError(f"{_where(host)}: user.mage.proxy is nested too deeply to be routes")
+            if strict_host:
+                raise error from None
+            plan.warnings.append(f"{error}. Its routes are left out of mageproxy; the others are served. {FIX_ROUTE}")
             continue
+        except OptionError as error:
+            if strict_host:
+                raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
+            said, _, fix = str(error).partition(" Fix: ")
+            plan.warnings.append(f"{said} Its routes are left out of mageproxy; the others are served. "
+                                 f"{'Fix: ' + fix if fix else FIX_ROUTE}")
+            continue
+        if strict_host:
+            for index, route in enumerate(routes):
+                owners.setdefault(route.server_name, f"declared instance '{route.instance}': proxy[{index}]")
         if routes and backend_address:
             plan.hosts.append(HostsEntry(address=backend_address.strip("[]"),
                                          name=hosts_file_name(host["name"], f"{_where(host)}: mage_lxd_instance")))
     for site in sites.values():
         site.locations.sort(key=lambda item: (-len(item.path), item.path))
+        _check_acme_paths(site)
     plan.sites = [sites[name] for name in sorted(sites)]
     plan.needs_files = [site for site in plan.sites
                         if site.tls_source or any(location.route.htpasswd for location in site.locations)]
     plan.acme = any(site.tls_source == "acme" for site in plan.sites)
+    plan.names_hash = server_names_hash(site.server_name for site in plan.sites)
+    plan.owners = {site.server_name: "; ".join(f"{location.declared_at} {site.server_name}{location.path}"
+                                               for location in site.locations) for site in plan.sites}
     return plan
+
+
+def _declared_host(host: Mapping[str, Any], routes: Any, warnings: list[str]) -> dict[str, Any]:
+    """The host with its declared routes; a record on the instance that says otherwise is warned about."""
+    recorded = host.get("routes") or []
+    if _parsed(str(host["name"]), recorded) != _parsed(str(host["name"]), routes):
+        warnings.append(f"{_where(host)}: its user.mage.proxy differs from its declaration; mageproxy serves the "
+                        "declared routes. Fix: rerun site.yml (mage_lxd_instance writes the declared record back), "
+                        "and check who changed it.")
+    return {**host, "routes": routes}
+
+
+def _parsed(instance: str, routes: Any) -> list[Route] | None:
+    try:
+        return [parse_route(instance, index, raw) for index, raw in enumerate(routes)] if isinstance(routes, list) else None
+    except (OptionError, RecursionError):
+        return None
+
+
+def _covers_name(owned: str, name: str) -> bool:
+    """Whether `name` would take requests meant for the site `owned`: nginx picks an exact name
+    before a wildcard, and a longer wildcard before a shorter one; '*.example.org' matches names
+    any number of labels deep."""
+    return owned == name or (owned.startswith("*.") and name.endswith(owned[1:]))
+
+
+def _check_undeclared(routes: list[Route], owners: Mapping[str, str]) -> None:
+    """Refuse what only a declaration may do: site options, files on mageproxy, a declared name."""
+    for index, route in enumerate(routes):
+        where = f"instance '{route.instance}': proxy[{index}] {route.server_name}{route.path}"
+        options = route.site_options()
+        if options:
+            raise OptionError(f"{where}: {', '.join(options)} may only come from a declaration (they change the "
+                              "whole site or name a file on mageproxy), not from an instance's own record. "
+                              f"{FIX_UNDECLARED}")
+        owner = next((f"{who} ({owned})" for owned, who in owners.items() if _covers_name(owned, route.server_name)), "")
+        if owner:
+            raise OptionError(f"{where}: {route.server_name} is served by {owner}; an undeclared instance may "
+                              f"serve no path of it. {FIX_UNDECLARED}")
+
+
+def _check_acme_paths(site: Site) -> None:
+    """nginx refuses a second location at the ACME challenge path; one below it would take the challenge."""
+    if site.tls_source != "acme":
+        return
+    for location in site.locations:
+        if location.path.startswith(ACME_CHALLENGE):
+            raise OptionError(f"{location.declared_at} {site.server_name}{location.path}: {ACME_CHALLENGE} is where "
+                              f"mageproxy answers the ACME challenge of {site.server_name} (tls: acme); choose "
+                              f"another path. {FIX_ROUTE}")
 
 
 def _where(host: Mapping[str, Any]) -> str:

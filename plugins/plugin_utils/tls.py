@@ -37,6 +37,9 @@ class ProxyFiles:
     acme: bool = False
     # Files routes name that must already be on mageproxy: path -> the route that names it.
     required: dict[str, str] = field(default_factory=dict)
+    # Of those, the ones nginx reads as PEM: path -> the PEM label they must hold (nginx -t refuses
+    # a certificate file that is not one, and the whole apply would roll back).
+    pem: dict[str, str] = field(default_factory=dict)
 
 
 def certificate_paths(server_name: str) -> tuple[str, str]:
@@ -178,8 +181,9 @@ def plan_proxy_files(
             planned.files[key_path] = str(pair["key"]).strip() + "\n"
             planned.modes[key_path] = "0600"
         if site.get("tls_source") == "files":
-            for key in ("tls_cert", "tls_key"):
+            for key, label in (("tls_cert", "CERTIFICATE"), ("tls_key", "PRIVATE KEY")):
                 planned.required[site[key]] = f"{site.get('tls_declared_at') or name}: tls.{key[4:]}"
+                planned.pem[site[key]] = label
         for location in site.get("locations") or []:
             if location["route"].get("htpasswd") and not location["route"].get("htpasswd_set"):
                 planned.required[location["route"]["htpasswd"]] = f"{location.get('declared_at') or name}.htpasswd"

@@ -131,19 +131,19 @@ def nginx_workers() -> str:
 
 
 
-def test_a_config_nginx_refuses_never_goes_live(lab_proxy):
+def test_a_certificate_file_that_is_not_pem_is_refused_before_any_change(lab_proxy):
     before = proxy_conf()
     # Valid by allow-list, refused by nginx -t: the files exist on the proxy but are no certificate.
     route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/hosts", "key": "/etc/hosts"}}
     lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps([*ROUTES['web-a'], route])}", "--project", PROJECT)
     try:
-        result = apply_proxy(lab_proxy["inventory"])
+        result = apply_proxy(lab_proxy["inventory"], "-e", DECLARED)
         assert result.returncode != 0
         message = " ".join(result.stdout.split())
-        assert "the test step (mage_test) failed" in message and "/etc/hosts" in message
-        # Said only because the probe (a request to nginx) answered after the rollback.
-        assert "The previous files were put back. The service answered a request" in message
-        assert proxy_conf() == before
+        # Both paths are /etc/hosts: the key is named (a certificate file is checked the same way).
+        assert "instance 'web-a': route tls.example.test/: tls.key: /etc/hosts holds no PEM private key" in message, \
+            message[-2000:]
+        assert "nothing was changed" in message and proxy_conf() == before
         assert request(lab_proxy["address"], "a.example.test")[0] == 200
     finally:
         lxc("config", "set", "web-a", f"user.mage.proxy={json.dumps(ROUTES['web-a'])}", "--project", PROJECT)
@@ -319,7 +319,7 @@ def test_tls_from_the_controller_with_redirect_hsts_basic_auth_and_ipv6(lab_prox
     https = ["curl", "-s", "-m", "5", "--resolve", f"tls.example.test:443:{address}", "--cacert",
              str(tmp_path / "ca.pem"), "-D", "-", "https://tls.example.test/x"]
     try:
-        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}")
+        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}", "-e", DECLARED)
         assert result.returncode == 0, result.stdout[-3000:]
         answer = subprocess.run([*https, "-u", "alice:s3cret"], capture_output=True, text=True).stdout
         assert answer.startswith("HTTP/1.1 200") and "backend=web-a path=/x " in answer, answer
@@ -340,7 +340,7 @@ def test_tls_from_the_controller_with_redirect_hsts_basic_auth_and_ipv6(lab_prox
         variables["mageproxy_certificates"]["tls.example.test"]["key"] = make_leaf(ca, ["tls.example.test"])[1]
         (tmp_path / "vars.json").write_text(json.dumps(variables))
         set_routes("web-a", [*ROUTES["web-a"], {**route, "hsts": 900}])
-        refused = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}")
+        refused = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'vars.json'}", "-e", DECLARED)
         message = " ".join(refused.stdout.split())
         assert refused.returncode == 2
         assert "mageproxy_certificates['tls.example.test'].key does not match its certificate" in message, message[-2000:]
@@ -416,7 +416,7 @@ def test_tls_acme_against_pebble_issues_serves_and_renews(lab_proxy, pebble, tmp
     (tmp_path / "acme.json").write_text(json.dumps(settings))
     set_routes("web-a", [*ROUTES["web-a"], route])
     try:
-        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'acme.json'}")
+        result = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'acme.json'}", "-e", DECLARED)
         assert result.returncode == 0, result.stdout[-3000:] + pebble["log"].read_text()[-2000:]
         roots = subprocess.run(["curl", "-sk", pebble["roots"]], capture_output=True, text=True, check=True).stdout
         (tmp_path / "root.pem").write_text(roots)
@@ -440,8 +440,18 @@ def test_tls_acme_against_pebble_issues_serves_and_renews(lab_proxy, pebble, tmp
         assert served_certificate(address, "acme.example.test") != first
         assert subprocess.run(https, capture_output=True, text=True).stdout.startswith("backend=web-a ")
         # And the next playbook run changes nothing.
-        again = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'acme.json'}")
+        again = apply_proxy(lab_proxy["inventory"], "-e", f"@{tmp_path / 'acme.json'}", "-e", DECLARED)
         assert again.returncode == 0 and recap_changed(again.stdout)[PROXY] == 0, again.stdout[-3000:]
+
+        # The last ACME route goes: the timer stops, and mage-acme and its files (keys too) are removed.
+        set_routes("web-a", ROUTES["web-a"])
+        gone = apply_proxy(lab_proxy["inventory"], "-e", DECLARED)
+        assert gone.returncode == 0, gone.stdout[-3000:]
+        assert in_proxy("systemctl", "is-enabled", "mage-acme.timer", check=False).returncode != 0
+        left = in_proxy("sh", "-c", "ls -d /etc/nginx/mage-lxd/acme /usr/local/sbin/mage-acme "
+                        "/etc/systemd/system/mage-acme.timer 2>/dev/null", check=False).stdout
+        assert left == "", left
+        assert request(address, "a.example.test")[0] == 200
     finally:
         set_routes("web-a", ROUTES["web-a"])
         apply_proxy(lab_proxy["inventory"])
@@ -452,7 +462,7 @@ def test_a_route_naming_a_file_missing_on_the_proxy_is_refused_naming_the_route(
     route = {"name": "tls.example.test", "pass": 8080, "tls": {"cert": "/etc/ssl/none.pem", "key": "/etc/ssl/none.key"}}
     set_routes("web-a", [*ROUTES["web-a"], route])
     try:
-        result = apply_proxy(lab_proxy["inventory"])
+        result = apply_proxy(lab_proxy["inventory"], "-e", DECLARED)
         message = " ".join(result.stdout.split())
         assert result.returncode == 2
         assert "instance 'web-a': route tls.example.test/: tls.cert: /etc/ssl/none.pem" in message, message[-2000:]

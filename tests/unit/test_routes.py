@@ -135,7 +135,8 @@ def test_an_out_of_band_record_never_displaces_a_declared_route():
     plan = plan_proxy([intruder, owner], strict=["p/z-owner"])
     backends = plan.sites[0].locations[0].backends
     assert [(b.instance, b.address) for b in backends] == [("z-owner", "10.0.0.1")]
-    assert "instance 'a-intruder': proxy[0] shop.example.org/ is already routed by instance 'z-owner'" in plan.warnings[0]
+    assert plan.warnings[0].startswith("instance 'a-intruder': proxy[0] shop.example.org/: shop.example.org is "
+                                       "served by declared instance 'z-owner': proxy[0]")
 
 
 def test_an_instance_is_left_out_whole_when_one_of_its_routes_clashes():
@@ -144,3 +145,119 @@ def test_an_instance_is_left_out_whole_when_one_of_its_routes_clashes():
     plan = plan_proxy([first, second], strict=[])
     assert [site.server_name for site in plan.sites] == ["shop.example.org"]
     assert [entry.name for entry in plan.hosts] == ["a1"]
+
+
+# The trust model, rule by rule (README, "Trust model"): what an undeclared record may not do.
+OWNER = host("owner", [{"name": "shop.example.org", "pass": 80, "tls": "provided", "redirect_https": True},
+                       {"name": "*.apps.example.org", "path": "/", "pass": 80}])
+
+
+@pytest.mark.parametrize("claim", [
+    {"name": "shop.example.org", "path": "/login", "pass": 80},
+    {"name": "shop.example.org", "path": "/.well-known/acme-challenge/", "pass": 80},
+    {"name": "shop.example.org", "path": "/", "pass": 80, "balance": True},
+    # nginx prefers an exact name, or a longer wildcard, to the declared wildcard.
+    {"name": "a.apps.example.org", "pass": 80},
+    {"name": "x.y.apps.example.org", "pass": 80},
+    {"name": "*.y.apps.example.org", "pass": 80},
+    {"name": "*.apps.example.org", "path": "/api", "pass": 80},
+])
+def test_an_undeclared_record_serves_no_path_of_a_declared_name(claim):
+    intruder = host("intruder", [{"name": "own.example.org", "pass": 80}, claim], address="10.0.0.9")
+    plan = plan_proxy([intruder, OWNER], strict=["p/owner"])
+    served = {(site.server_name, location.path): tuple(b.instance for b in location.backends)
+              for site in plan.sites for location in site.locations}
+    assert set(served.values()) == {("owner",)} and "own.example.org" not in {site.server_name for site in plan.sites}
+    assert len(plan.warnings) == 1 and plan.warnings[0].startswith(f"instance 'intruder': proxy[1] {claim['name']}")
+    assert "an undeclared instance may serve no path of it" in plan.warnings[0]
+    assert plan.warnings[0].endswith("then rerun.") and " Fix: " in plan.warnings[0]
+
+
+def test_an_undeclared_record_may_add_plain_routes_on_other_names_and_share_them_with_other_records():
+    first = host("r1", [{"name": "apps.example.org", "pass": 80}, {"name": "blog.example.org", "pass": 80}])
+    second = host("r2", [{"name": "blog.example.org", "path": "/api", "pass": 81, "allow": ["10.0.0.0/8"]}],
+                  address="10.0.0.2")
+    plan = plan_proxy([first, second, OWNER], strict=["p/owner"])
+    assert plan.warnings == []
+    assert [site.server_name for site in plan.sites] == ["*.apps.example.org", "apps.example.org", "blog.example.org",
+                                                         "shop.example.org"]
+
+
+@pytest.mark.parametrize(("option", "named"), [
+    ({"tls": "provided"}, "tls"), ({"tls": "acme"}, "tls"),
+    ({"tls": {"cert": "/etc/nginx/mage-lxd/tls/shop.example.org.crt",
+              "key": "/etc/nginx/mage-lxd/tls/shop.example.org.key"}}, "tls"),
+    ({"htpasswd": "staff"}, "htpasswd"), ({"htpasswd": "/etc/shadow"}, "htpasswd"),
+])
+def test_site_options_and_files_on_mageproxy_come_from_declarations_only(option, named):
+    intruder = host("intruder", [{"name": "own.example.org", "pass": 80, **option}], address="10.0.0.9")
+    plan = plan_proxy([intruder, OWNER], strict=["p/owner"])
+    assert [site.server_name for site in plan.sites] == ["*.apps.example.org", "shop.example.org"]
+    assert plan.warnings[0].startswith(f"instance 'intruder': proxy[0] own.example.org/: {named}")
+    assert "may only come from a declaration" in plan.warnings[0]
+    # Declared, the same route is served as written.
+    assert plan_proxy([intruder], strict=["p/intruder"]).sites[0].server_name == "own.example.org"
+
+
+def test_no_record_can_switch_on_redirect_or_raise_hsts_for_a_declared_site():
+    raise_hsts = host("intruder", [{"name": "shop.example.org", "path": "/x", "pass": 80, "tls": "provided",
+                                    "hsts": 999999, "redirect_https": True}])
+    plan = plan_proxy([raise_hsts, OWNER], strict=["p/owner"])
+    site = next(site for site in plan.sites if site.server_name == "shop.example.org")
+    assert (site.hsts, [location.path for location in site.locations]) == (0, ["/"])
+
+
+def test_a_declared_instance_serves_its_declaration_not_what_its_record_says_now():
+    tampered = host("owner", [{"name": "shop.example.org", "path": "/", "pass": 80, "hsts": True, "tls": "provided"},
+                              {"name": "evil.example.org", "pass": 80}])
+    declaration = [{"name": "shop.example.org", "pass": 80}]
+    plan = plan_proxy([tampered], strict=[], declared={"p/owner": declaration})
+    assert [(site.server_name, site.hsts) for site in plan.sites] == [("shop.example.org", 0)]
+    assert plan.warnings[0].startswith("instance 'owner' in project 'p': its user.mage.proxy differs from its declaration")
+    # The same record as declared (written by mage_lxd_instance): no warning.
+    assert plan_proxy([host("owner", declaration)], strict=[], declared={"p/owner": declaration}).warnings == []
+
+
+@pytest.mark.parametrize("name", ["mage-lxd-probe.invalid", "*.invalid", "x.invalid"])
+def test_names_that_would_catch_mageproxys_own_check_are_refused(name):
+    with pytest.raises(OptionError, match=r"^instance 'w': proxy\[0\]\.name: .* reserved \.invalid domain"):
+        parse_route("w", 0, {"name": name, "pass": 80})
+    plan = plan_proxy([host("w", [{"name": name, "pass": 80}]), host("v", [{"name": "v.example.org", "pass": 80}])],
+                      strict=[])
+    assert [site.server_name for site in plan.sites] == ["v.example.org"] and "reserved .invalid" in plan.warnings[0]
+
+
+@pytest.mark.parametrize("path", ["/.well-known/acme-challenge/", "/.well-known/acme-challenge/token"])
+def test_a_declared_path_at_the_acme_challenge_of_an_acme_site_is_refused(path):
+    routes = [{"name": "shop.example.org", "pass": 80, "tls": "acme"}, {"name": "shop.example.org", "path": path, "pass": 81}]
+    with pytest.raises(OptionError, match=rf"^instance 'w': proxy\[1\] shop.example.org{path}: .*ACME challenge.*Fix: "):
+        plan_proxy([host("w", routes)])
+    # Not an ACME site: the path is the site's own.
+    plan_proxy([host("w", [{"name": "shop.example.org", "pass": 80}, routes[1]])])
+
+
+def test_declared_routes_that_clash_with_a_record_warn_and_the_record_is_left_out():
+    record = host("other", [{"name": "shop.example.org", "pass": 80}])
+    plan = plan_proxy([record, host("owner", [{"name": "shop.example.org", "pass": 80}])], strict=["owner"])
+    assert [b.instance for b in plan.sites[0].locations[0].backends] == ["owner"] and len(plan.warnings) == 1
+
+
+def test_a_record_nested_too_deeply_leaves_only_that_instance_out():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    plan = plan_proxy([host("deep", [{"name": deep, "pass": 80}]), host("w", [{"name": "w.example.org", "pass": 80}])],
+                      strict=["p/w"])
+    assert [site.server_name for site in plan.sites] == ["w.example.org"]
+    assert plan.warnings[0].startswith("instance 'deep' in project 'p': user.mage.proxy is nested too deeply")
+
+
+@pytest.mark.parametrize(("longest", "bucket"), [(10, 64), (46, 64), (47, 128), (110, 128), (111, 256), (253, 512)])
+def test_the_names_hash_fits_the_longest_name(longest, bucket):
+    # nginx: a name fits a bucket when 8 + align8(len + 2) + 8 <= bucket_size (the default 64 stops at 46).
+    from ansible_collections.mage.lxd.plugins.plugin_utils.routes import server_names_hash
+
+    assert server_names_hash(["a.example.org", "x" * longest])["bucket_size"] == bucket
+    assert server_names_hash([f"n{index}.example.org" for index in range(500)])["max_size"] == 2048
+    long_name = ".".join(["a" * 60] * 4)[:253].rstrip(".")
+    assert plan_proxy([host("w", [{"name": long_name, "pass": 80}])]).names_hash["bucket_size"] == 512
