@@ -158,6 +158,19 @@ def test_root_still_writes_through_the_files_api(victim, tmp_path):
     assert in_victim("cat /root/root.txt") == "root's\n"
 
 
+def test_a_users_file_put_and_fetched_as_that_user_keeps_every_byte_its_mode_and_owner(victim, tmp_path):
+    channel = InstanceChannel.connect(lab_remote(), PROJECT, VICTIM)
+    app = channel.lookup_user("app")
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(20 * 1024 * 1024 + 17))
+    source.chmod(0o640)
+    channel.put_file(str(source), "/home/app/big.bin", app)
+    assert in_victim("stat -c '%a %U %G %s' /home/app/big.bin").split() == ["640", "app", "app", str(20 * 1024 * 1024 + 17)]
+    channel.fetch_file("/home/app/big.bin", str(tmp_path / "back.bin"), app)
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    assert not (tmp_path / "back.bin.part").exists()
+
+
 def test_huge_stdin_a_command_never_reads_is_cut_off_at_command_timeout(victim):
     channel = InstanceChannel.connect(lab_remote(), PROJECT, VICTIM, command_timeout=3)
     outcome: list[BaseException | tuple] = []
