@@ -81,7 +81,9 @@ def exec_error(where: str, exc: ExecError) -> ExecError:
         fix = "Fix: check what the command changed before running it again; see LXD's log if this recurs."
     else:
         fix = "Fix: it is safe to run again; check the LXD daemon (lxc info) if this recurs."
-    return ExecError(f"{where}: the command {exc}. {fix}", ran=exc.ran, refused=exc.refused,
+    if "Fix:" in str(exc):  # the failure already says what to do (a stop that did not finish)
+        fix = ""
+    return ExecError(f"{where}: the command {exc}. {fix}".rstrip(), ran=exc.ran, refused=exc.refused,
                      timed_out=exc.timed_out, over_limit=exc.over_limit)
 
 

@@ -164,7 +164,7 @@ def _run_exec(api: LxdApi, instance: str, request: ExecRequest, stop_when_late: 
         operation = wait_for_exec(api, operation_url, left)
         if operation is None:
             if not stop_when_late:
-                raise ExecError(f"did not finish within {request.timeout:g}s", ran=True, timed_out=True)
+                raise ExecError(f"did not finish within its limit of {request.timeout:g}s", ran=True, timed_out=True)
             raise stopped_after_timeout(api, instance, exec_id, request.timeout or 0)
         if budget.exceeded:
             for thread in stopper:
@@ -587,8 +587,9 @@ def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
     try:
         _run_exec(api, instance, request, stop_when_late=False)
     except ExecError as exc:
-        raise ExecError(f"could not be stopped: the stop command {exc} (limit {STOP_TIMEOUT:g}s); processes of it "
-                        "may still run", ran=True, timed_out=True) from exc
+        raise ExecError(f"could not be stopped: the stop command {exc}; processes of it may still run. Fix: stop the processes with {EXEC_ID_VARIABLE}={exec_id} in their "
+                        "environment in the instance, and check its sh, tr, grep, kill and sleep", ran=True,
+                        timed_out=True) from exc
 
 
 def _stop_quietly(api: LxdApi, instance: str, exec_id: str) -> None:

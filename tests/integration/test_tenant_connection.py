@@ -193,6 +193,41 @@ def test_huge_stdin_a_command_never_reads_is_cut_off_at_command_timeout(victim):
     assert "sleep 300" not in in_victim("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\000' ' '")
 
 
+def run_bounded(action, seconds: float) -> tuple[BaseException | object | None, float]:
+    """(what `action` returned or raised, how long it took); None when still running after `seconds`."""
+    outcome: list[BaseException | object] = []
+
+    def run():
+        try:
+            outcome.append(action())
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return (outcome[0] if outcome else None), time.monotonic() - started
+
+
+def test_a_stop_command_the_instance_makes_hang_is_given_up_after_its_limit(victim):
+    # Root inside replaces tr, which the stop command reads every process's environment with.
+    in_victim("mv /usr/bin/tr /usr/bin/tr.real && printf '#!/bin/sh\\nexec sleep 1000\\n' > /usr/bin/tr"
+              " && chmod 755 /usr/bin/tr")
+    try:
+        channel = InstanceChannel.connect(lab_remote(), PROJECT, VICTIM, command_timeout=3)
+        error, took = run_bounded(lambda: channel.exec(["sleep", "61"]), 120)
+        assert error is not None, "still waiting for the stop command 120s after a command_timeout of 3s"
+        assert isinstance(error, ExecError) and took < 60, (error, took)
+        message = str(error)
+        assert f"instance '{VICTIM}'" in message and "could not be stopped" in message, message
+        assert "within its limit of 30s" in message and "Fix: stop the processes with MAGE_LXD_EXEC_ID=" in message
+    finally:
+        in_victim("mv -f /usr/bin/tr.real /usr/bin/tr; for p in /proc/[0-9]*; do "
+                  "grep -qa -e 'sleep.1000' -e 'sleep.61' \"$p/cmdline\" 2>/dev/null && kill \"${p#/proc/}\"; done",
+                  check=False)
+
+
 def test_output_beyond_max_output_stops_the_command_and_fails_the_task(inventory):
     result, run = adhoc(inventory, "ansible.builtin.raw", "head -c 30000000 /dev/zero; echo never-seen",
                         "-e", "ansible_mage_lxd_max_output=1000000")
