@@ -36,6 +36,9 @@ options:
   remote_user:
     description:
       - User to run commands as inside the instance (a name or a uid); files put for it are owned by it.
+      - Files of a user other than root are written and read by a command running as that user (with
+        that user's rights, as over ssh), never through LXD's files API, which works as root and
+        follows symlinks. Root's files use the files API.
       - Default is root.
     type: str
     vars:
@@ -63,6 +66,16 @@ options:
     default: 0
     vars:
       - name: ansible_mage_lxd_command_timeout
+  max_output:
+    description:
+      - Most bytes of output (stdout and stderr together) one command may send; the output is held in
+        memory until the task ends. A command that sends more is stopped as at O(command_timeout) and
+        the task fails, naming this option. V(0) means no limit.
+      - Files fetched from the instance are written to disk as they come and do not count.
+    type: int
+    default: 268435456
+    vars:
+      - name: ansible_mage_lxd_max_output
   pipelining:
     description:
       - Send modules on stdin instead of copying them first (one exec per module).
@@ -156,6 +169,7 @@ class Connection(ConnectionBase):
                     instance=self.get_option("instance") or self._play_context.remote_addr,
                     command_timeout=self.get_option("command_timeout") or None,
                     log=display.vvv,
+                    max_output=self.get_option("max_output") or None,
                 )
             self._connected = True
         return self
@@ -214,13 +228,13 @@ class Connection(ConnectionBase):
 
     def put_file(self, in_path, out_path):
         super().put_file(in_path, out_path)
-        with raised_as(AnsibleConnectionFailure):
+        with raised_as(AnsibleConnectionFailure, task_error_class=AnsibleError):
             self._channel.put_file(in_path, out_path, user=self._exec_user())
 
     def fetch_file(self, in_path, out_path):
         super().fetch_file(in_path, out_path)
-        with raised_as(AnsibleConnectionFailure):
-            self._channel.fetch_file(in_path, out_path)
+        with raised_as(AnsibleConnectionFailure, task_error_class=AnsibleError):
+            self._channel.fetch_file(in_path, out_path, user=self._exec_user())
 
     def reset(self):
         self.close()

@@ -27,8 +27,11 @@ description:
     host interfaces, host ports free, routes unique among this batch and the instances that already
     publish routes in the project). A refusal anywhere changes nothing anywhere. A new instance that
     cannot be started or published is removed again.
-  - Runs converging the same LXD server from this controller wait for each other (a lock file in the
-    temporary directory), so they never interleave.
+  - Runs of one controller user converging the same LXD server wait for each other, so they never
+    interleave. The lock file is in C($XDG_RUNTIME_DIR/mage-lxd) when that runtime directory is the
+    user's own, else C(~/.cache/mage-lxd), created with mode 0700; a lock directory that is a
+    symlink, belongs to another user or is writable by others is refused, so no other local user can
+    hold the lock.
   - Supports check mode (the plan, nothing is changed) and diff mode (config, devices, profiles, state).
   - Runs on the controller (an action plugin); the task needs no connection to the instance.
   - Without O(url), the LXD server comes from the environment of the controller, C(MAGE_LXD_URL),

@@ -10,8 +10,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -197,32 +197,86 @@ def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -
 
 
 LOCK_WAIT_SECONDS = 600
+LOCK_DIR_NAME = "mage-lxd"
 
 
 @contextmanager
 def batch_lock(remote: Remote, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
-    """One batch at a time per LXD server on this controller: two runs converging the same instances
-    would otherwise interleave (one then fails with 'Instance is busy running a "create" operation').
-    Keyed by where the server is (the resolved socket path or the URL), so two spellings of one
-    server share the lock."""
+    """One batch at a time per LXD server and controller user: two runs converging the same
+    instances would otherwise interleave (one then fails with 'Instance is busy running a "create"
+    operation'). Keyed by where the server is (the resolved socket path or the URL), so two
+    spellings of one server share the lock.
+
+    The lock file is in a directory only this user can reach (lock_directory): a lock any local
+    user could open is one any local user could hold, and every run would wait `wait` seconds and
+    fail. Runs of different users are not serialized by it."""
     where = remote.url if remote.is_https else local_socket_path(remote.url)
-    path = os.path.join(tempfile.gettempdir(), f"mage-lxd-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
+    name = f"{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock"
+    directory, directory_fd = lock_directory(remote)
+    path = os.path.join(directory, name)
     try:
-        # Readable and writable by everyone: a root run must not lock out the next user's run.
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory_fd)
     except OSError as exc:
         raise RemoteError(f"the lock file {path} for LXD remote {remote.describe()} cannot be opened ({exc}). "
-                          "Fix: remove it, or set TMPDIR to a directory you can write.") from exc
+                          "Fix: remove it; it must be a regular file of this user.") from exc
+    finally:
+        os.close(directory_fd)
     try:
         deadline = time.monotonic() + wait
         while not _try_lock(handle):
             if time.monotonic() > deadline:
-                raise RemoteError(f"another run has converged instances on LXD remote {remote.describe()} for more "
-                                  f"than {wait:g}s (it holds {path}). Fix: wait for it to finish, then rerun.")
+                raise RemoteError(f"another run of this user has converged instances on LXD remote {remote.describe()} "
+                                  f"for more than {wait:g}s (it holds {path}). Fix: wait for it to finish, then rerun.")
             time.sleep(0.2)
         yield
     finally:
         os.close(handle)
+
+
+def lock_directory(remote: Remote) -> tuple[str, int]:
+    """The directory of this user's batch locks and an open descriptor of it: $XDG_RUNTIME_DIR/mage-lxd
+    when that runtime directory is this user's own and closed to others, else ~/.cache/mage-lxd.
+    Created 0700; refused (RemoteError) when it is a symlink, not this user's, or open to others."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = runtime if runtime and _private_directory(runtime) else os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(base, LOCK_DIR_NAME)
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        # Opened without following a link, then checked by its descriptor: no swap in between.
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RemoteError(f"the lock directory {directory} for LXD remote {remote.describe()} cannot be used ({exc}). "
+                          "Fix: remove it if it is a symlink, or set HOME (or XDG_RUNTIME_DIR) to a directory of "
+                          "this user.") from exc
+    problem = directory_problem(os.fstat(fd), os.getuid())
+    if problem:
+        os.close(fd)
+        raise RemoteError(f"the lock directory {directory} for LXD remote {remote.describe()} {problem}: another "
+                          "user could hold or swap the lock. Fix: remove it (mage-lxd creates it again, mode 0700), "
+                          "or chmod 0700 it if it is yours.")
+    return directory, fd
+
+
+def directory_problem(info: os.stat_result, uid: int) -> str:
+    """Why a lock directory with stat `info` is unsafe for user `uid` ('' when it is safe)."""
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != uid:
+        return f"belongs to uid {info.st_uid}, not to this user (uid {uid})"
+    if info.st_mode & 0o022:
+        return f"is writable by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
+
+
+def _private_directory(path: str) -> bool:
+    try:
+        return not directory_problem(os.lstat(path), os.getuid())
+    except OSError:
+        return False
 
 
 def _try_lock(handle: int) -> bool:

@@ -1,8 +1,13 @@
 """Run commands in an instance and move files in and out of it, through the LXD API only.
 
 `InstanceChannel` is what the mage_lxd connection plugin drives: exec over LXD's exec API (stdin
-sent whole, stdout/stderr as bytes), files streamed through the files API in fixed-size chunks so
-a large file is never held in memory, modes and ownership kept. No `lxc` binary is involved.
+streamed, stdout/stderr as bytes, both bounded), files streamed in fixed-size chunks so a large
+file is never held in memory, modes and ownership kept. No `lxc` binary is involved.
+
+Root's files go through the files API. A non-root user's go through an exec running as that user
+(`cat`): LXD's files API works as root and follows symlinks, so a link the user planted in its own
+temporary directory would turn a put into a write of /etc/shadow (and a chown of it to the user).
+As the user, the kernel refuses that write, as it would over ssh.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from .cluster import check_reachable, listed_instance
 from .errors import ExecError, MageLxdError, NotFoundError, RemoteError
-from .exec_stream import ExecRequest, run_exec, run_with_password
+from .exec_stream import DEFAULT_MAX_OUTPUT, ExecRequest, run_exec, run_with_password
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import Log, LxdApi, Remote, _no_log
 from .transport import ApiError
@@ -32,6 +37,9 @@ PYTHON_MISSING_HINT = (
     "mage_lxd: python is not installed in instance '{instance}'. Fix: bootstrap it with the "
     "mage_lxd_instance action (bootstrap: true), or install it with ansible.builtin.raw."
 )
+# Files of a non-root user are moved by these, run as the user (see the module docstring).
+PUT_AS_USER = 'umask 077 && cat > "$1" && chmod "$2" "$1"'
+FETCH_AS_USER = 'exec cat -- "$1"'
 
 
 @dataclass(frozen=True)
@@ -64,14 +72,19 @@ def exec_error(where: str, exc: ExecError) -> ExecError:
     if exc.refused:
         fix = ("Fix: shorten the command; pass long data as a file (copy, template) or on stdin, not as "
                "arguments.")
+    elif exc.over_limit:
+        fix = ("Fix: raise max_output (ansible_mage_lxd_max_output), or have the command write less (to a file "
+               "in the instance).")
     elif exc.timed_out:
         fix = "Fix: raise command_timeout (ansible_mage_lxd_command_timeout), or make the command faster."
     elif exc.ran:
         fix = "Fix: check what the command changed before running it again; see LXD's log if this recurs."
     else:
         fix = "Fix: it is safe to run again; check the LXD daemon (lxc info) if this recurs."
-    return ExecError(f"{where}: the command {exc}. {fix}", ran=exc.ran, refused=exc.refused,
-                     timed_out=exc.timed_out)
+    if "Fix:" in str(exc):  # the failure already says what to do (a stop that did not finish)
+        fix = ""
+    return ExecError(f"{where}: the command {exc}. {fix}".rstrip(), ran=exc.ran, refused=exc.refused,
+                     timed_out=exc.timed_out, over_limit=exc.over_limit)
 
 
 def refused_exec(where: str, exc: MageLxdError) -> MageLxdError:
@@ -87,9 +100,11 @@ def refused_exec(where: str, exc: MageLxdError) -> MageLxdError:
 class InstanceChannel:
     """Exec and file transfer for one instance of one project on one remote."""
 
-    def __init__(self, api: LxdApi, instance: str, command_timeout: float | None = None) -> None:
+    def __init__(self, api: LxdApi, instance: str, command_timeout: float | None = None,
+                 max_output: int | None = DEFAULT_MAX_OUTPUT) -> None:
         self.api = api
         self.command_timeout = command_timeout
+        self.max_output = max_output
         self.remote = api.remote
         self.project = api.project or "default"
         self.instance = instance
@@ -98,13 +113,15 @@ class InstanceChannel:
 
     @classmethod
     def connect(
-        cls, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log
+        cls, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> InstanceChannel:
-        """A channel with its own client: connecting is bounded by the remote's timeout, a command
-        by `command_timeout` (None: only the task's own timeout applies)."""
-        # A read timeout would cut off a long command's wait; the exec path bounds it itself.
-        api = LxdApi(remote, log=log, project=project or "default", timeout=(remote.timeout, None))
-        return cls(api, instance, command_timeout)
+        """A channel with its own client: every request is bounded by the remote's timeout, a command
+        by `command_timeout` (None: only the task's own timeout applies), its output by `max_output`
+        bytes (None: no limit)."""
+        # The exec path waits for a command in bounded slices of its own (exec_stream.WAIT_SLICE).
+        api = LxdApi(remote, log=log, project=project or "default", timeout=remote.timeout)
+        return cls(api, instance, command_timeout, max_output)
 
     def describe(self) -> str:
         """The instance as messages name it."""
@@ -113,17 +130,20 @@ class InstanceChannel:
     def exec(
         self,
         argv: list[str],
-        stdin: bytes | None = None,
+        stdin: bytes | IO[bytes] | None = None,
         environment: Mapping[str, str] | None = None,
         user: ExecUser = ROOT,
         cwd: str | None = None,
+        stdout_sink: IO[bytes] | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Run `argv` in the instance; return (exit code, stdout, stderr) as bytes."""
+        """Run `argv` in the instance; return (exit code, stdout, stderr) as bytes (stdout is
+        written to `stdout_sink` instead, when given)."""
         self.log(f"mage_lxd: exec in {self.describe()} as uid {user.uid}: {argv!r}")
         env = {**user.environment(), **dict(environment or {})}
         request = ExecRequest(
             argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
             uid=user.uid, gid=user.gid, cwd=cwd, stdin=stdin or b"", timeout=self.command_timeout,
+            max_output=self.max_output, stdout_sink=stdout_sink,
         )
         try:
             with self._errors("exec"):
@@ -151,7 +171,7 @@ class InstanceChannel:
         self.log(f"mage_lxd: exec on a terminal in {self.describe()} as uid {user.uid}: {argv!r}")
         env = {**user.environment(), **dict(environment or {})}
         request = ExecRequest(argv=["/bin/sh", "-c", EXIT_WRAPPER, "mage_lxd", *argv], environment=env,
-                              uid=user.uid, gid=user.gid, timeout=self.command_timeout)
+                              uid=user.uid, gid=user.gid, timeout=self.command_timeout, max_output=self.max_output)
         try:
             with self._errors("exec"):
                 code, output = run_with_password(self.api, self.instance, request, dialogue, become_timeout)
@@ -187,19 +207,36 @@ class InstanceChannel:
         return headers.get(f"{self.api.kind.file_header_prefix}type", "file")
 
     def put_file(self, local_path: str, remote_path: str, user: ExecUser = ROOT) -> None:
-        """Stream a local file into the instance, keeping its permission bits."""
+        """Stream a local file into the instance, keeping its permission bits: as root through the
+        files API, as any other user through an exec as that user (it never writes as root)."""
         mode = stat.S_IMODE(os.stat(local_path).st_mode)
+        self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o} as uid {user.uid}")
+        if user.uid != 0:
+            with open(local_path, "rb") as source:
+                self._as_user(user, "put_file", remote_path, [PUT_AS_USER, "mage_lxd_put", remote_path, f"{mode:04o}"],
+                              stdin=source)
+            return
         headers = self.file_headers(mode, user.uid, user.gid)
-        self.log(f"mage_lxd: put {local_path} -> {self.describe()}:{remote_path} mode {mode:04o}")
         with open(local_path, "rb") as source, self._errors(f"put_file {remote_path}"):
             # A file object is streamed in blocks with its length, never read into memory whole.
-            self.api.request("post", self._files, {"path": remote_path}, data=source, headers=headers)
+            self.api.request("post", self._files, {"path": remote_path}, data=source, headers=headers,
+                             timeout=self.remote.timeout)
+
+    def _as_user(self, user: ExecUser, what: str, remote_path: str, script: list[str], **kwargs: Any) -> None:
+        code, _, err = self.exec(["/bin/sh", "-c", *script], user=user, **kwargs)
+        if code != 0:
+            error = RemoteError(
+                f"{self.describe()}: {what} {remote_path} as user '{user.name}' failed (exit {code}: "
+                f"{err.decode(errors='replace').strip()[:300] or 'no message'}); it is done with that user's rights, "
+                "as over ssh. Fix: make the path writable (or readable) by that user, or use become.")
+            error.task_failure = True
+            raise error
 
     def read_small_file(self, remote_path: str) -> bytes | None:
         """The content of a small regular file (config), or None when there is none."""
         try:
             with self._errors(f"read {remote_path}"):
-                response = self.api.request("get", self._files, {"path": remote_path})
+                response = self.api.request("get", self._files, {"path": remote_path}, timeout=self.remote.timeout)
         except NotFoundError:
             return None
         if self._file_type(response.headers) != "file":
@@ -211,13 +248,27 @@ class InstanceChannel:
         headers = self.file_headers(mode, 0, 0)
         self.log(f"mage_lxd: write {self.describe()}:{remote_path} ({len(content)} bytes)")
         with self._errors(f"write {remote_path}"):
-            self.api.request("post", self._files, {"path": remote_path}, data=content, headers=headers)
+            self.api.request("post", self._files, {"path": remote_path}, data=content, headers=headers,
+                             timeout=self.remote.timeout)
 
-    def fetch_file(self, remote_path: str, local_path: str) -> None:
-        """Stream a regular file out of the instance into `local_path`, in fixed-size chunks."""
-        self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path}")
+    def fetch_file(self, remote_path: str, local_path: str, user: ExecUser = ROOT) -> None:
+        """Stream a regular file out of the instance into `local_path`, in fixed-size chunks: as
+        root through the files API, as any other user through an exec as that user."""
+        self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path} as uid {user.uid}")
+        if user.uid != 0:
+            partial = f"{local_path}.part"
+            try:
+                with open(partial, "wb") as target:
+                    self._as_user(user, "fetch_file", remote_path, [FETCH_AS_USER, "mage_lxd_fetch", remote_path],
+                                  stdout_sink=target)
+            except BaseException:
+                os.unlink(partial)
+                raise
+            os.replace(partial, local_path)
+            return
         with self._errors(f"fetch_file {remote_path}"):
-            response = self.api.request("get", self._files, {"path": remote_path}, stream=True)
+            response = self.api.request("get", self._files, {"path": remote_path}, stream=True,
+                                        timeout=self.remote.timeout)
             try:
                 if self._file_type(response.headers) != "file":
                     raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")

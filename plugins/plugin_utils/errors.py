@@ -31,15 +31,18 @@ class ExecError(RemoteError):
     """An exec that failed after LXD accepted it; the message says whether the command ran.
 
     `refused`: LXD would not start it for its arguments (too long), a failure of the task, not of
-    the connection. `timed_out`: it outlived its command_timeout and was stopped.
+    the connection. `timed_out`: it outlived its command_timeout and was stopped. `over_limit`: it
+    sent more output than max_output and was stopped.
     """
 
-    def __init__(self, message: str, ran: bool, refused: bool = False, timed_out: bool = False) -> None:
+    def __init__(self, message: str, ran: bool, refused: bool = False, timed_out: bool = False,
+                 over_limit: bool = False) -> None:
         super().__init__(message)
         self.ran = ran
         self.refused = refused
         self.timed_out = timed_out
-        self.task_failure = refused or timed_out
+        self.over_limit = over_limit
+        self.task_failure = refused or timed_out or over_limit
 
 
 class MissingPackageError(MageLxdError):

@@ -26,9 +26,9 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 from .errors import ExecError, missing_package
@@ -37,9 +37,24 @@ from .remote import LxdApi, Remote, local_socket_path
 from .transport import ApiError, tls_socket, unix_socket
 
 STDIN_CHUNK = 256 * 1024
+# A file on stdin (a non-root user's put) goes in 1 MiB messages: a 50 MiB put took 1.42 s in
+# 256 KiB ones, 0.76 s so (bench/file_transfer.py, lab LXD under load).
+FILE_STDIN_CHUNK = 1024 * 1024
 RELAY_CHUNK = 64 * 1024
 # After the command ends, LXD flushes and closes the output websockets; this bounds that wait.
 DRAIN_SECONDS = 30.0
+# The most output (stdout and stderr together) a command may send: it is held in memory until the
+# task ends, and a runaway or hostile command must not exhaust the controller's. Option max_output.
+DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024
+# LXD sends output in io.Copy's 32 KiB writes; a larger frame is refused, and each stream buffers
+# at most MAX_QUEUE frames before it stops reading (our reader threads empty it as it fills).
+MAX_FRAME = 4 * 1024 * 1024
+MAX_QUEUE = 64
+# A wait for a command without command_timeout is made of bounded waits: a server that stops
+# answering is an error after this plus the remote's timeout, not a hang.
+WAIT_SLICE = 60
+# The longest the stop command (SIGTERM, grace, SIGKILL) may take.
+STOP_TIMEOUT = 30.0
 # The variable that marks every process of one command, so a timed-out command can be stopped.
 EXEC_ID_VARIABLE = "MAGE_LXD_EXEC_ID"
 # Seconds between SIGTERM and SIGKILL when stopping a timed-out command.
@@ -77,16 +92,19 @@ def require_websockets() -> None:
 
 @dataclass(frozen=True)
 class ExecRequest:
-    """One command: argv, environment, numeric ids, working directory, stdin bytes and how long
-    it may run (None: no limit of its own)."""
+    """One command: argv, environment, numeric ids, working directory, stdin (bytes, or a file
+    streamed in chunks), how long it may run (None: no limit of its own), how much output it may
+    send (None: no limit), and where its stdout goes when it is not kept (a file: fetch)."""
 
     argv: list[str]
     environment: Mapping[str, str]
     uid: int = 0
     gid: int = 0
     cwd: str | None = None
-    stdin: bytes = b""
+    stdin: bytes | IO[bytes] = b""
     timeout: float | None = None
+    max_output: int | None = DEFAULT_MAX_OUTPUT
+    stdout_sink: IO[bytes] | None = None
 
 
 def exec_body(request: ExecRequest, exec_id: str | None, terminal: bool = False) -> dict[str, Any]:
@@ -114,35 +132,167 @@ def run_exec(api: LxdApi, instance: str, request: ExecRequest) -> tuple[int, byt
     """Run `request` in `instance`; return (exit code, stdout, stderr).
 
     LXD's refusal of the exec request itself (instance stopped, missing) propagates as ApiError:
-    nothing ran. Anything later is an ExecError that says whether the command ran.
+    nothing ran. Anything later is an ExecError that says whether the command ran. command_timeout
+    counts from the moment the streams are connected, so stdin the command does not read is within
+    it; output is read while the command runs, up to `request.max_output`.
     """
+    return _run_exec(api, instance, request, stop_when_late=True)
+
+
+def _run_exec(api: LxdApi, instance: str, request: ExecRequest, stop_when_late: bool) -> tuple[int, bytes, bytes]:
     require_websockets()
-    exec_id = uuid.uuid4().hex if request.timeout else None
-    response = api.request("post", f"instances/{quote(instance, safe='')}/exec", json=exec_body(request, exec_id))
+    exec_id = uuid.uuid4().hex
+    response = api.request("post", f"instances/{quote(instance, safe='')}/exec", json=exec_body(request, exec_id),
+                           timeout=api.remote.timeout)
     streams: dict[str, ClientConnection] = {}
+    readers: list[OutputReader] = []
+    stopper: list[threading.Thread] = []
+    sender: StdinSender | None = None
+    budget = OutputBudget(request.max_output, lambda: stopper.append(
+        _started(threading.Thread(target=_stop_quietly, args=(api, instance, exec_id), daemon=True))))
     stage = "did not start (its streams could not be connected)"
     try:
         operation_url, secrets = exec_answer(response)
         for fd in ("1", "2", "0"):
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
                                       reads_output=fd != "0")  # stdin is only written to
-        stage = "started, but its result is unknown (the stream broke while sending its stdin)"
-        send_stdin(streams["0"], request.stdin)
+        started = time.monotonic()
+        readers = [OutputReader(streams["1"], budget, request.stdout_sink), OutputReader(streams["2"], budget)]
         stage = "started, but its result is unknown (waiting for it to finish failed)"
-        operation = wait_for_exec(api, operation_url, request.timeout)
+        sender = StdinSender(streams["0"], request.stdin)
+        left = None if request.timeout is None else request.timeout - (time.monotonic() - started)
+        operation = wait_for_exec(api, operation_url, left)
         if operation is None:
-            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
+            if not stop_when_late:
+                raise ExecError(f"did not finish within its limit of {request.timeout:g}s", ran=True, timed_out=True)
+            raise stopped_after_timeout(api, instance, exec_id, request.timeout or 0)
+        if budget.exceeded:
+            for thread in stopper:
+                thread.join(STOP_TIMEOUT)
+            raise output_exceeded(request.max_output or 0)
         check_operation(operation)
         stage = "ran, but its output could not be read"
-        stdout, stderr = drain(streams["1"]), drain(streams["2"])
+        deadline = time.monotonic() + DRAIN_SECONDS
+        stdout, stderr = (reader.result(deadline) for reader in readers)
+        if sender.error is not None:
+            raise sender.error  # our side of stdin failed: the command may have read only part of it
+        if budget.exceeded:  # went over in the last output it sent
+            raise output_exceeded(request.max_output or 0)
     except ExecError:
         raise
     except Exception as exc:  # every failure of the stream path says how far the command got
         raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=not stage.startswith("did not")) from exc
     finally:
+        if sender is not None:
+            sender.abandon()
         for stream in streams.values():
             stream.close()
     return int(operation["metadata"]["return"]), stdout, stderr
+
+
+def _started(thread: threading.Thread) -> threading.Thread:
+    thread.start()
+    return thread
+
+
+def output_exceeded(limit: int) -> ExecError:
+    """The error for a command stopped because its output went over `limit` bytes."""
+    return ExecError(f"sent more than {limit} bytes of output (max_output); it was stopped (SIGTERM to every "
+                     f"process of it, SIGKILL {STOP_GRACE:g}s later)", ran=True, over_limit=True)
+
+
+class OutputBudget:
+    """How much output one command may still send, shared by its output streams; the first time it
+    is exceeded, `on_exceeded` runs once (it stops the command)."""
+
+    def __init__(self, limit: int | None, on_exceeded: Callable[[], Any]) -> None:
+        self.limit = limit
+        self.used = 0
+        self.exceeded = False
+        self._on_exceeded = on_exceeded
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Count `size` more bytes; False when they are over the limit (and must be dropped)."""
+        with self._lock:
+            self.used += size
+            if self.limit is None or self.used <= self.limit:
+                return True
+            first, self.exceeded = not self.exceeded, True
+        if first:
+            self._on_exceeded()
+        return False
+
+
+class OutputReader:
+    """Reads one output stream in a thread of its own while the command runs: the command never
+    blocks on a full pipe, and what is kept is bounded by the budget (a sink, a local file, takes
+    stdout unbounded: it is not held in memory).
+
+    LXD 5.0 and Incus 6.0 end each output stream with an empty text message, then close it. A
+    stream that closes without it may have lost output, which is an error: silently short output
+    would be read as the command's whole answer (an empty stdout looks like success).
+    """
+
+    def __init__(self, stream: ClientConnection, budget: OutputBudget, sink: IO[bytes] | None = None) -> None:
+        self.stream = stream
+        self.budget = budget
+        self.sink = sink
+        self.chunks: list[bytes] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            # LXD ends each output stream with an empty text message, then closes it.
+            while message := self.stream.recv(decode=False):
+                if self.sink is not None:
+                    self.sink.write(message)
+                elif self.budget.take(len(message)):
+                    self.chunks.append(message)
+        except ConnectionClosed:
+            self.error = ConnectionError("LXD closed the output stream before its end-of-output message; "
+                                         "output may be missing")
+        except BaseException as exc:  # reported by result(), in the caller's thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self, deadline: float) -> bytes:
+        """The output, once the stream ended (by `deadline`, a time.monotonic() value)."""
+        if not self.done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"the output did not end within {DRAIN_SECONDS:g}s of the command's exit")
+        if self.error is not None:
+            raise self.error
+        return b"".join(self.chunks)
+
+
+class StdinSender:
+    """Streams stdin to the command from a thread of its own, so the wait for the command (and its
+    command_timeout) runs while stdin is sent: a command that never reads it cannot hang us."""
+
+    def __init__(self, stream: ClientConnection, payload: bytes | IO[bytes]) -> None:
+        self.stream = stream
+        self.payload = payload
+        self.error: BaseException | None = None
+        self.thread = _started(threading.Thread(target=self._send, daemon=True))
+
+    def _send(self) -> None:
+        try:
+            send_stdin(self.stream, self.payload)
+        except BaseException as exc:
+            self.error = exc
+
+    def abandon(self) -> None:
+        """Once the command is over: a send still blocked (the command never read) is cut off."""
+        self.thread.join(0.5)
+        if self.thread.is_alive():
+            try:
+                self.stream.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.thread.join(2)
 
 
 def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue: PasswordDialogue,
@@ -151,9 +301,9 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     (exit code, everything the terminal showed). A failed become stops the command (its terminal
     closes) and raises BecomeError; the password is never part of a message."""
     require_websockets()
-    exec_id = uuid.uuid4().hex if request.timeout else None
+    exec_id = uuid.uuid4().hex
     response = api.request("post", f"instances/{quote(instance, safe='')}/exec",
-                           json=exec_body(request, exec_id, terminal=True))
+                           json=exec_body(request, exec_id, terminal=True), timeout=api.remote.timeout)
     streams: dict[str, ClientConnection] = {}
     stage = "did not start (its terminal could not be connected)"
     try:
@@ -163,13 +313,17 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
                                       reads_output=fd == "0")
         stage = "started, but become did not finish (the terminal broke)"
-        output = answer_prompts(streams["0"], dialogue, become_timeout)
+        output = answer_prompts(streams["0"], dialogue, become_timeout, request.max_output)
         # When the command exits, LXD sends an empty message on the terminal and then waits for us
         # to close it before it ends the operation.
-        rest, finished = read_terminal(streams["0"], request.timeout)
+        rest, finished = read_terminal(streams["0"], request.timeout,
+                                       None if request.max_output is None else request.max_output - len(output))
         output += rest
+        if finished is None:
+            stop_command(api, instance, exec_id)
+            raise output_exceeded(request.max_output or 0)
         if not finished:
-            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
+            raise stopped_after_timeout(api, instance, exec_id, request.timeout or 0)
         streams["0"].close()
         streams["control"].close()
         stage = "started, but its result is unknown (waiting for it to finish failed)"
@@ -187,11 +341,16 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     return int(operation["metadata"]["return"]), output
 
 
-def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeout: float) -> bytes:
-    """Read the terminal until become reports success, typing the password when asked."""
+def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeout: float,
+                   max_output: int | None = DEFAULT_MAX_OUTPUT) -> bytes:
+    """Read the terminal until become reports success, typing the password when asked (at most
+    `max_output` bytes of it: a prompt is short)."""
     output = b""
     deadline = time.monotonic() + timeout
     while not dialogue.done(output):
+        if max_output is not None and len(output) > max_output:
+            raise BecomeError(f"more than {max_output} bytes on the terminal before become succeeded (max_output); "
+                              f"the terminal showed: {dialogue.shown(output[-2000:])}")
         try:
             message = terminal.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
             if not message:
@@ -240,9 +399,9 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
     if reads_output:
         sock = OutputSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
     # The socket is already connected (and TLS already checked), so the URI only names the path:
-    # ws:// keeps websockets from wrapping TLS a second time. Output is kept whole (max_queue None)
-    # by the connection's own thread, so stdout and stderr never block each other or stdin.
-    options: dict[str, Any] = {"sock": sock, "compression": None, "max_size": None, "max_queue": None,
+    # ws:// keeps websockets from wrapping TLS a second time. Each stream buffers at most MAX_QUEUE
+    # frames; our reader threads empty them while the command runs (OutputReader).
+    options: dict[str, Any] = {"sock": sock, "compression": None, "max_size": MAX_FRAME, "max_queue": MAX_QUEUE,
                                "open_timeout": remote.timeout, "ping_interval": None, "close_timeout": 2,
                                "user_agent_header": None, "logger": WEBSOCKET_LOG, **_PLAIN_CONNECTION}
     if not remote.is_https:
@@ -323,11 +482,16 @@ def _pass_on(source: socket.socket, target: socket.socket) -> bool:
     return True
 
 
-def send_stdin(stdin: ClientConnection, payload: bytes) -> None:
-    """Stream `payload` to the command, then LXD's end-of-file (an empty text message)."""
+def send_stdin(stdin: ClientConnection, payload: bytes | IO[bytes]) -> None:
+    """Stream `payload` (bytes, or a file read in chunks) to the command, then LXD's end-of-file
+    (an empty text message)."""
     try:
-        for start in range(0, len(payload), STDIN_CHUNK):
-            stdin.send(payload[start:start + STDIN_CHUNK])
+        if isinstance(payload, bytes):
+            for start in range(0, len(payload), STDIN_CHUNK):
+                stdin.send(payload[start:start + STDIN_CHUNK])
+        else:
+            while chunk := payload.read(FILE_STDIN_CHUNK):
+                stdin.send(chunk)
         stdin.send("")
     except ConnectionClosed:
         # The command exited (or closed its stdin) before reading all of it, e.g. 127 when python is
@@ -336,17 +500,17 @@ def send_stdin(stdin: ClientConnection, payload: bytes) -> None:
 
 
 def wait_for_exec(api: LxdApi, operation_url: str, timeout: float | None) -> dict[str, Any] | None:
-    """The finished exec operation, or None when it still runs after `timeout` seconds."""
-    if timeout is None:
-        return _waited(api, operation_url, None)
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
+    """The finished exec operation, or None when it still runs after `timeout` seconds (None: as
+    long as it runs, in waits of WAIT_SLICE seconds, each bounded)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return None
         # LXD's wait takes whole seconds.
-        seconds = max(1, int(left))
-        metadata = _waited(api, operation_url, seconds)
+        metadata = _waited(api, operation_url, max(1, min(WAIT_SLICE, int(left))))
         if metadata.get("status") != "Running":
             return metadata
-    return None
 
 
 def _waited(api: LxdApi, operation_url: str, seconds: int | None) -> dict[str, Any]:
@@ -371,28 +535,12 @@ def check_operation(operation: Mapping[str, Any]) -> None:
     raise ExecError(f"did not run: LXD refused it: {error}", ran=False, refused=refused)
 
 
-def drain(stream: ClientConnection) -> bytes:
-    """Everything LXD sent on an output stream, up to its end-of-output message (bounded by
-    DRAIN_SECONDS).
-
-    LXD 5.0 and Incus 6.0 end each output stream with an empty text message, then close it. A
-    stream that closes without it may have lost output, which is an error: silently short output
-    would be read as the command's whole answer (an empty stdout looks like success).
-    """
+def read_terminal(terminal: ClientConnection, seconds: float | None,
+                  max_output: int | None = None) -> tuple[bytes, bool | None]:
+    """What the terminal shows until LXD's end-of-output (an empty message); (output, ended):
+    ended is False after `seconds`, None once more than `max_output` bytes came."""
     chunks = []
-    deadline = time.monotonic() + DRAIN_SECONDS
-    try:
-        while message := stream.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False):
-            chunks.append(message)
-    except ConnectionClosed:
-        raise ConnectionError("LXD closed the output stream before its end-of-output message; "
-                              "output may be missing") from None
-    return b"".join(chunks)
-
-
-def read_terminal(terminal: ClientConnection, seconds: float | None) -> tuple[bytes, bool]:
-    """What the terminal shows until LXD's end-of-output (an empty message); (output, ended)."""
-    chunks = []
+    size = 0
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
         while True:
@@ -400,6 +548,9 @@ def read_terminal(terminal: ClientConnection, seconds: float | None) -> tuple[by
             message = terminal.recv(timeout=left, decode=False)
             if not message:
                 return b"".join(chunks), True
+            size += len(message)
+            if max_output is not None and size > max_output:
+                return b"".join(chunks), None
             chunks.append(message)
     except ConnectionClosed:
         return b"".join(chunks), True
@@ -425,10 +576,25 @@ def stopped_after_timeout(api: LxdApi, instance: str, exec_id: str | None, timeo
 
 
 def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
-    """Stop a timed-out command: every process carrying its exec id, as root, through one more exec.
+    """Stop a command: every process carrying its exec id, as root, through one more exec, itself
+    bounded (STOP_TIMEOUT, a little output): a stop that hangs is an ExecError, never a wait.
 
     LXD's exec control stream can only signal the first process, and it is no process group leader,
     so its children (sh -c, the module) would keep running.
     """
-    request = ExecRequest(argv=["/bin/sh", "-c", stop_script(exec_id)], environment={})
-    run_exec(api, instance, request)
+    request = ExecRequest(argv=["/bin/sh", "-c", stop_script(exec_id)], environment={}, timeout=STOP_TIMEOUT,
+                          max_output=64 * 1024)
+    try:
+        _run_exec(api, instance, request, stop_when_late=False)
+    except ExecError as exc:
+        raise ExecError(f"could not be stopped: the stop command {exc}; processes of it may still run. Fix: stop the processes with {EXEC_ID_VARIABLE}={exec_id} in their "
+                        "environment in the instance, and check its sh, tr, grep, kill and sleep", ran=True,
+                        timed_out=True) from exc
+
+
+def _stop_quietly(api: LxdApi, instance: str, exec_id: str) -> None:
+    # From a reader thread: the caller reports the limit that was hit, whatever the stop says.
+    try:
+        stop_command(api, instance, exec_id)
+    except Exception:  # noqa: BLE001 - reported as the limit that was hit
+        pass

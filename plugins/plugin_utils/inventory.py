@@ -15,6 +15,7 @@ from typing import Any
 
 from .cluster import member_name
 from .errors import OptionError
+from .masking import masked_config
 from .nics import addresses_by_family, attached_networks
 from .records import RecordError, decode_record
 from .remote import Remote
@@ -280,9 +281,10 @@ def describe_instance(
         "lxd_networks": attached_networks(instance),
         "lxd_ipv4": ipv4,
         "lxd_ipv6": ipv6,
-        "lxd_config": {
+        # Secret values (environment.*, cloud-init) are never exposed: the cache and --list would print them.
+        "lxd_config": masked_config({
             key: value for key, value in config.items() if not key.startswith(HIDDEN_CONFIG_PREFIXES)
-        },
+        }),
     }
     address, network = vouched_address(instance.get("addresses") or {}, options.preferred_address_family)
     variables["lxd_address"] = address

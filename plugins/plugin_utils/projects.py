@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import NotFoundError, OptionError, RemoteError
 from .instance_spec import InstanceSpec, parse_config, parse_devices
+from .masking import masked_diff
 from .provision import managed_record
 from .remote import LxdApi
 
@@ -103,9 +104,9 @@ class ProjectPlan:
                           "after": {"state": "present", "config": NEW_PROJECT_CONFIG}})
         for write in self.profiles:
             header = f"profile {write.name} (project {self.name})"
-            found.append({"before_header": header, "after_header": header,
-                          "before": _visible(write.current) if write.current is not None else {"state": "absent"},
-                          "after": _visible(write.wanted)})
+            before, after = masked_diff(_visible(write.current) if write.current is not None else {"state": "absent"},
+                                        _visible(write.wanted))
+            found.append({"before_header": header, "after_header": header, "before": before, "after": after})
         return found
 
 

@@ -22,6 +22,7 @@ from .channel import InstanceChannel
 from .cluster import check_reachable, check_target, listed_instance, member_name, placement_error
 from .errors import MageLxdError, NotFoundError, OptionError, RemoteError
 from .instance_spec import InstanceSpec
+from .masking import masked_diff
 from .nat import (
     BACKENDS,
     NatRule,
@@ -225,7 +226,14 @@ def _read_current(api: LxdApi, spec: InstanceSpec, where: str) -> tuple[dict[str
 
 
 def plan_instance(spec: InstanceSpec, facts: InstanceFacts) -> InstancePlan:
-    """The changes that bring the instance to `spec` (pure)."""
+    """The changes that bring the instance to `spec` (pure); its diff shows no secret value."""
+    plan = _plan_instance(spec, facts)
+    diff = plan.result.diff
+    diff["before"], diff["after"] = masked_diff(diff["before"], diff["after"])
+    return plan
+
+
+def _plan_instance(spec: InstanceSpec, facts: InstanceFacts) -> InstancePlan:
     current = facts.current
     result = InstanceResult(name=spec.name, project=spec.project, location=facts.location)
     result.diff["before"] = visible(current) | {"state": _state(current)} if current else {"state": "absent"}

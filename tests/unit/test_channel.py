@@ -61,3 +61,19 @@ def test_file_headers_speak_the_servers_own_dialect():
         "X-LXD-type": "file", "X-LXD-mode": "0600", "X-LXD-uid": "0", "X-LXD-gid": "0", "X-LXD-write": "overwrite"}
     # A directory is told by the type header of the server's own dialect.
     assert _channel_on(INCUS)._file_type({"X-Incus-type": "directory", "X-LXD-type": "file"}) == "directory"
+
+
+def test_each_limit_that_is_hit_names_the_option_that_raises_it():
+    from ansible_collections.mage.lxd.plugins.plugin_utils.channel import exec_error
+    from ansible_collections.mage.lxd.plugins.plugin_utils.errors import ExecError
+    from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import output_exceeded
+
+    over = exec_error("instance 'web1'", output_exceeded(1000))
+    assert over.task_failure and over.over_limit
+    assert str(over).startswith("instance 'web1': the command sent more than 1000 bytes of output (max_output)")
+    assert "Fix: raise max_output (ansible_mage_lxd_max_output)" in str(over)
+    late = exec_error("instance 'web1'", ExecError("did not finish within 3s", ran=True, timed_out=True))
+    assert "Fix: raise command_timeout (ansible_mage_lxd_command_timeout)" in str(late)
+    # A failure that says its own fix gets no second one.
+    stuck = exec_error("instance 'web1'", ExecError("could not be stopped. Fix: stop them", ran=True, timed_out=True))
+    assert str(stuck).count("Fix:") == 1 and str(stuck).endswith("Fix: stop them.")

@@ -7,12 +7,13 @@ import base64
 import hashlib
 import socket
 import threading
+import time
 
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import ExecError
 from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import (
-    EXEC_ID_VARIABLE, ExecRequest, check_operation, drain, exec_body, open_stream, stop_script,
+    EXEC_ID_VARIABLE, ExecRequest, OutputBudget, OutputReader, check_operation, exec_body, open_stream, stop_script,
 )
 from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import BecomeError, PasswordDialogue, after_success
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
@@ -109,8 +110,8 @@ def serve_frames_and_leave(listener: socket.socket, frames: bytes) -> None:
     conn.close()
 
 
-def drain_served(tmp_path, frames: bytes) -> bytes:
-    """drain() of an output stream whose server sends `frames` and leaves."""
+def drain_served(tmp_path, frames: bytes, budget: OutputBudget | None = None) -> bytes:
+    """What an OutputReader kept of an output stream whose server sends `frames` and leaves."""
     path = str(tmp_path / "lxd.socket")
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(path)
@@ -120,7 +121,8 @@ def drain_served(tmp_path, frames: bytes) -> bytes:
         stream = open_stream(Remote(url=f"unix:{path}", timeout=5), "/1.0/operations/x", "s", None,
                              reads_output=True)
         try:
-            return drain(stream)
+            reader = OutputReader(stream, budget or OutputBudget(None, lambda: None))
+            return reader.result(time.monotonic() + 10)
         finally:
             stream.close()
             server.join()
@@ -141,3 +143,19 @@ def test_output_that_arrives_with_a_ping_the_stream_can_no_longer_answer_is_kept
 def test_an_output_stream_that_ends_without_lxds_end_of_output_message_is_an_error(tmp_path):
     with pytest.raises(ConnectionError, match="output may be missing"):
         drain_served(tmp_path, ws_frame(BINARY, b"78"))
+
+
+def test_output_over_max_output_is_dropped_and_the_command_stopped_once(tmp_path):
+    stops = []
+    budget = OutputBudget(5, lambda: stops.append(1))
+    frames = ws_frame(BINARY, b"1234") + ws_frame(BINARY, b"5678") + ws_frame(BINARY, b"9") + ws_frame(TEXT, b"")
+    assert drain_served(tmp_path, frames, budget) == b"1234"
+    assert budget.exceeded and stops == [1]
+
+
+def test_stdout_and_stderr_share_one_budget():
+    stops = []
+    budget = OutputBudget(10, lambda: stops.append(1))
+    assert budget.take(6) and not budget.take(6) and not budget.take(1)
+    assert stops == [1] and budget.used == 13
+    assert OutputBudget(None, lambda: stops.append(2)).take(10**12) and stops == [1]
