@@ -369,8 +369,11 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
     ordered = sorted(hosts, key=lambda item: (not is_strict(item), str(item.get("project", "")), str(item["name"])))
     plan, claims, sites = ProxyPlan(proxy_name=proxy_name), {}, {}
     owners: dict[str, str] = {}
+    listed: set[str] = set()
     for host in ordered:
         strict_host = is_strict(host)
+        if wanted is not None and strict_host:
+            listed.add(key_of(host, wanted) or "")
         try:
             declaration = key_of(host, declared)
             if declaration is not None:
@@ -398,6 +401,12 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
         if routes and backend_address:
             plan.hosts.append(HostsEntry(address=backend_address.strip("[]"),
                                          name=hosts_file_name(host["name"], f"{_where(host)}: mage_lxd_instance")))
+    # A declared instance the proxy was not given (not in the inventory, stopped out of it, or in a
+    # project outside mageproxy_projects) would otherwise lose its routes without a word.
+    for key in sorted((wanted or set()) - listed):
+        plan.warnings.append(f"declared instance '{key}' is not among mageproxy's hosts (the inventory's "
+                             "lxd group in mageproxy_projects), so none of its routes is served. Fix: check that "
+                             "it exists and that its project is in mageproxy_projects, then rerun.")
     for site in sites.values():
         site.locations.sort(key=lambda item: (-len(item.path), item.path))
         _check_acme_paths(site)

@@ -261,3 +261,13 @@ def test_the_names_hash_fits_the_longest_name(longest, bucket):
     assert server_names_hash([f"n{index}.example.org" for index in range(500)])["max_size"] == 2048
     long_name = ".".join(["a" * 60] * 4)[:253].rstrip(".")
     assert plan_proxy([host("w", [{"name": long_name, "pass": 80}])]).names_hash["bucket_size"] == 512
+
+
+def test_a_declared_instance_the_proxy_was_not_given_is_named_not_skipped():
+    present = host("w1", [{"name": "a.example.org", "pass": 80}])
+    plan = plan_proxy([present], strict=["p/w1", "p/gone", "other"])
+    missing = [warning for warning in plan.warnings if "is not among mageproxy's hosts" in warning]
+    assert [warning.split("'")[1] for warning in missing] == ["other", "p/gone"]
+    assert all("Fix: " in warning for warning in missing)
+    assert [site.server_name for site in plan.sites] == ["a.example.org"]
+    assert not plan_proxy([present], strict=["p/w1"]).warnings
