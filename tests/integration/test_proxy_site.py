@@ -11,12 +11,13 @@ import textwrap
 
 import pytest
 
-from lxd_lab import REPO, ansible, create_project, delete_project, query, recap_changed
+from lxd_lab import REPO, ansible, create_project, delete_project, launch, lxc, project_name, query, recap_changed
 
 pytestmark = pytest.mark.integration
 
 PROJECT = "mage-test-px-site"
 PROXY = "px-site-proxy"
+TENANT = project_name("mage-test-px-site-tenant")
 
 
 @pytest.fixture
@@ -55,3 +56,23 @@ def test_site_then_teardown_use_one_project_for_mageproxy(inventory):
                    "-e", json.dumps({"teardown_mageproxy": True}), check=False)
     assert down.returncode == 0, down.stdout[-3000:]
     assert names() == []
+
+
+def test_a_tenants_instance_named_like_mageproxy_never_steers_what_mageproxy_publishes(inventory, lab):
+    # The tenant, who may only create instances in its own project, names one like the operator's
+    # mageproxy (no NIC: LXD refuses one name twice on a bridge) and publishes a route there. The
+    # operator reads both projects; its mageproxy does not exist yet, so the inventory's host of that
+    # name is the tenant's, with the tenant's lxd_project.
+    create_project(TENANT)
+    try:
+        lxc("profile", "device", "remove", "default", "eth0", "--project", TENANT)
+        launch(TENANT, PROXY, start=False)
+        launch(TENANT, "px-evil", config={"user.mage.proxy": '[{"name": "evil.px-site.test", "pass": 80}]'})
+        (inventory / "mage_lxd.yml").write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}, {TENANT}]\n")
+        run = ansible("ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "site.yml"), check=False)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert names() == ["px-site-a", PROXY]
+        sites = lxc("exec", PROXY, "--project", PROJECT, "--", "cat", "/etc/nginx/conf.d/mage-sites.conf").stdout
+        assert "a.px-site.test" in sites and "evil.px-site.test" not in sites, sites
+    finally:
+        delete_project(TENANT)
