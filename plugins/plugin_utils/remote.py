@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from .cli_config import find_cli_remote
 from .client_trust import ensure_client_pair, token_request
 from .errors import NotFoundError, OptionError, RemoteError
 from .transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
@@ -84,6 +85,8 @@ class Remote:
     timeout: float = DEFAULT_TIMEOUT
     # Used once, by a client the server does not trust yet; a secret, so never shown.
     trust_token: str | None = field(default=None, repr=False)
+    # The project a CLI remote names (`lxc remote add --project`); plugins use it when they name none.
+    project: str | None = None
 
     @property
     def is_https(self) -> bool:
@@ -121,7 +124,10 @@ def local_socket_path(url: str) -> str:
 
 
 def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remote:
-    """Validate one remote as written in YAML and return it; unknown keys are refused."""
+    """Validate one remote as written in YAML and return it; unknown keys are refused.
+
+    A remote with a name other than `local` and no url is the lxc or incus CLI remote of that name
+    (cli_config.py); the options given here win over the CLI's."""
     unknown = sorted(set(data) - REMOTE_KEYS)
     if unknown:
         raise OptionError(
@@ -145,6 +151,9 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         raise OptionError(f"{where} '{name}': timeout must be more than 0 seconds")
     validate_certs = parse_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs")
     given = {key: value for key, value in data.items() if value not in (None, "")}
+    if not url and name != "local":
+        given = {**find_cli_remote(name, where), **given}
+        url = str(given.get("url") or "")
     remote = Remote(
         name=name,
         url=url,
@@ -154,6 +163,7 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         validate_certs=validate_certs,
         timeout=timeout,
         trust_token=str(given["trust_token"]).strip() if given.get("trust_token") else None,
+        project=str(given["project"]) if given.get("project") else None,
     )
     _check_files(remote, where)
     return remote
