@@ -40,14 +40,20 @@ options:
     default: [{name: local}]
     suboptions:
       name:
-        description: Name of the remote in host variables, groups (O(group_by=remote)) and messages.
+        description:
+          - Name of the remote in host variables, groups (O(group_by=remote)) and messages.
+          - Without O(remotes[].url), a name other than C(local) is the C(lxc) or C(incus) command line client's
+            remote of that name (from C($LXD_CONF), C(~/.config/lxc), C(~/snap/lxd/common/config), then
+            C($INCUS_CONF), C(~/.config/incus)) - its address, pinned server certificate, client pair and project;
+            the keys given here win. Only C(lxd) and C(incus) protocol remotes serve the API.
         type: str
         default: local
       url:
         description:
           - C(https://HOST:PORT), or a unix socket as C(unix:/path) or C(/path).
           - Empty means the environment's C(MAGE_LXD_URL) (with C(MAGE_LXD_CLIENT_CERT),
-            C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT)) when it is set, as for the other plugins;
+            C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT), C(MAGE_LXD_TRUST_TOKEN)) when it is set, as for the
+            other plugins; else the CLI remote O(remotes[].name) names;
             else the local socket, the first that exists of LXD's (C(/var/lib/lxd/unix.socket), the
             snap's) and Incus's (C(/var/lib/incus/unix.socket)).
           - On a host that runs both, C(unix:/var/lib/incus/unix.socket) reads Incus.
@@ -70,13 +76,22 @@ options:
         description: Seconds to wait for each API answer.
         type: float
         default: 10
+      trust_token:
+        description:
+          - A trust token of the server (C(lxc config trust add --name NAME) on LXD, C(incus config trust add NAME)
+            on Incus). When the server does not trust the client certificate yet, it is added with the token
+            once; a trusted client never sends it. A token works once.
+          - A missing O(remotes[].client_cert) and O(remotes[].client_key) are generated at their paths first,
+            as the CLIs make them (EC P-384, self-signed; the key mode 0600).
+        type: str
+        version_added: 0.3.0
   projects:
     description:
       - LXD projects to read. C(*) reads all projects in one request where the server supports it.
       - An unknown project is an error, not an empty inventory.
+      - Default, for each remote, the project of its CLI remote (O(remotes[].name)), else C(default).
     type: list
     elements: str
-    default: [default]
   filters:
     description: Read only matching instances; status and type are filtered by the server when it can.
     type: dict
@@ -280,7 +295,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         api = LxdApi(remote, log=display.vvv)
         return take_snapshot(
             api,
-            projects=list(self.get_option("projects")),
+            projects=list(self.get_option("projects") or [remote.project or "default"]),
             filters=SnapshotFilters(
                 statuses=tuple(filters.get("status") or ()),
                 types=tuple(filters.get("type") or ()),
