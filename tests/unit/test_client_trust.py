@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.client_trust import ensure_client_pair, token_request
-from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, remote_from_mapping
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError, RemoteError
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote, remote_from_mapping
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -99,3 +99,69 @@ def test_a_token_lets_the_client_pair_be_missing_but_needs_its_paths(tmp_path):
     with pytest.raises(OptionError, match="remote 'new': trust_token needs client_cert and client_key.*Fix:"):
         remote_from_mapping({"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "T"})
     assert Remote().trust_token is None
+
+
+class _Answer:
+    def __init__(self, status: int, body: dict) -> None:
+        self.status_code, self.body = status, body
+        self.headers = {"Content-Type": "application/json"}
+        self.text = str(body)
+
+    def json(self) -> dict:
+        return self.body
+
+    def close(self) -> None:
+        return None
+
+
+class _Server:
+    """Answers GET /1.0 from a list, in order (the last one repeats), and records every request."""
+
+    def __init__(self, hosts: list[dict], post: tuple[int, dict] = (200, {"type": "sync", "metadata": {}})) -> None:
+        self.hosts, self.post, self.sent = hosts, post, []
+
+    def request(self, method: str, url: str, params=None, **kwargs):
+        self.sent.append((method, url.split("/1.0", 1)[1] or "/", kwargs.get("json")))
+        if method == "post":
+            return _Answer(*self.post)
+        return _Answer(200, {"type": "sync", "metadata": self.hosts.pop(0) if len(self.hosts) > 1 else self.hosts[0]})
+
+
+# What GET /1.0 tells an untrusted client of LXD 5.0.2 (no environment) and a trusted one.
+UNTRUSTED = {"auth": "untrusted", "api_extensions": ["certificate_token"]}
+TRUSTED = {"auth": "trusted", "api_extensions": ["certificate_token"], "environment": {"server": "lxd"}}
+REFUSED = (403, {"type": "error", "error": "not authorized", "error_code": 403})
+
+
+def _remote(tmp_path, token="tok") -> Remote:
+    cert, key = tmp_path / "c.crt", tmp_path / "c.key"
+    ensure_client_pair(str(cert), str(key), "test")
+    return Remote(name="new", url="https://h:8443", client_cert=str(cert), client_key=str(key), trust_token=token)
+
+
+def test_a_trusted_client_never_sends_its_token(tmp_path):
+    server = _Server([TRUSTED])
+    LxdApi(_remote(tmp_path), session=server)
+    assert [(method, path) for method, path, _ in server.sent] == [("get", "/")]
+
+
+def test_an_untrusted_client_adds_itself_once_then_goes_on(tmp_path):
+    server = _Server([UNTRUSTED, TRUSTED])
+    api = LxdApi(_remote(tmp_path), session=server)
+    assert server.sent == [("get", "/", None), ("post", "/certificates", {"type": "client", "password": "tok"}),
+                           ("get", "/", None)]
+    assert api.host_info["auth"] == "trusted"
+
+
+def test_a_refused_token_names_the_remote_the_option_and_the_fix(tmp_path):
+    with pytest.raises(RemoteError) as error:
+        LxdApi(_remote(tmp_path), session=_Server([UNTRUSTED], post=REFUSED))
+    message = str(error.value)
+    assert message.startswith("LXD remote 'new' (https://h:8443): option trust_token: the server refused the token")
+    assert "(not authorized)" in message and "Fix: on the server run 'lxc config trust add --name NAME'" in message
+
+
+def test_a_token_another_controller_spent_for_the_same_pair_is_no_error(tmp_path):
+    # Refused, but the server trusts the pair now: the other controller added it a moment before.
+    api = LxdApi(_remote(tmp_path), session=_Server([UNTRUSTED, TRUSTED], post=REFUSED))
+    assert api.host_info["auth"] == "trusted"
