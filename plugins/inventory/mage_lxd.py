@@ -34,7 +34,8 @@ options:
     description:
       - The LXD servers to read. The default is the local unix socket.
       - Certificate verification is on by default; an HTTPS remote needs a client certificate the
-        server trusts and, for LXD's self-signed certificate, O(remotes[].server_cert).
+        server trusts (or a O(remotes[].trust_token) that makes it trusted) and, for LXD's self-signed
+        certificate, O(remotes[].server_cert).
     type: list
     elements: dict
     default: [{name: local}]
@@ -165,6 +166,22 @@ options:
 EXAMPLES = r"""
 # inventory/mage_lxd.yml: the local LXD, default project
 plugin: mage.lxd.mage_lxd
+
+# A server this controller has never talked to: the client pair is generated and trusted with a
+# token from `lxc config trust add --name ctl1` (Incus: `incus config trust add ctl1`)
+plugin: mage.lxd.mage_lxd
+remotes:
+  - name: new
+    url: https://lxd.example.org:8443
+    server_cert: ~/.config/mage-lxd/new-server.crt
+    client_cert: ~/.config/mage-lxd/client.crt
+    client_key: ~/.config/mage-lxd/client.key
+    trust_token: eyJjbGllbnRfbmFtZSI6ImN0bDEi...
+
+# A remote of the lxc or incus client (`lxc remote add prod https://...`), in its own project
+plugin: mage.lxd.mage_lxd
+remotes:
+  - name: prod
 
 # Every project of a remote LXD over HTTPS, running containers only, extra groups
 plugin: mage.lxd.mage_lxd
