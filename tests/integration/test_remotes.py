@@ -134,6 +134,34 @@ def test_the_trusted_controller_pings_and_creates_an_instance_without_spending_t
     assert "trem2" in instance_names(PROJECT)
 
 
+def test_the_connection_and_the_lookup_take_a_token_on_first_use_too(lab_project, tmp_path):
+    # The connection's host variables, then the lookup's environment: each a new controller.
+    token = new_token(PREFIX + "conn")
+    static = tmp_path / "hosts.yml"
+    static.write_text(textwrap.dedent(f"""\
+        all:
+          hosts:
+            trem1:
+              ansible_connection: mage.lxd.mage_lxd
+              ansible_mage_lxd_url: {URL}
+              ansible_mage_lxd_project: {PROJECT}
+              ansible_mage_lxd_server_cert: {SERVER_CERT}
+              ansible_mage_lxd_client_cert: {tmp_path}/conn/client.crt
+              ansible_mage_lxd_client_key: {tmp_path}/conn/client.key
+              ansible_mage_lxd_trust_token: "{token}"
+        """))
+    ping = ansible("ansible", "-i", str(static), "trem1", "-m", "ansible.builtin.ping", check=False)
+    assert ping.returncode == 0 and '"ping": "pong"' in ping.stdout, one_line(ping)
+    assert trusted_names()[PREFIX + "conn"] == fingerprint(tmp_path / "conn" / "client.crt")
+    env = {"MAGE_LXD_URL": URL, "MAGE_LXD_SERVER_CERT": SERVER_CERT, "MAGE_LXD_TRUST_TOKEN": new_token(PREFIX + "env"),
+           "MAGE_LXD_CLIENT_CERT": f"{tmp_path}/env/client.crt", "MAGE_LXD_CLIENT_KEY": f"{tmp_path}/env/client.key"}
+    looked_up = ansible("ansible", "-i", "localhost,", "localhost", "-c", "local", "-m", "ansible.builtin.debug",
+                        "-a", f"msg={{{{ lookup('mage.lxd.mage_lxd', 'trem1', key='status', project='{PROJECT}') }}}}",
+                        env=env, check=False)
+    assert looked_up.returncode == 0 and '"msg": "running"' in looked_up.stdout, one_line(looked_up)
+    assert trusted_names()[PREFIX + "env"] == fingerprint(tmp_path / "env" / "client.crt")
+
+
 @pytest.mark.parametrize("which", ["spent", "wrong"])
 def test_a_spent_or_wrong_token_fails_clearly_and_trusts_nothing(trusted_controller, tmp_path, which):
     token = trusted_controller["token"] if which == "spent" else "bm90IGEgdG9rZW4="
