@@ -9,6 +9,7 @@ every request is logged and every failure becomes a `RemoteError` naming the rem
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ from .values import parse_bool
 # the first one that exists is used, so a host with both talks to LXD unless a url says otherwise.
 LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket", "/var/lib/incus/unix.socket")
 DEFAULT_TIMEOUT = 10.0
+# Seconds between the looks at our trust after a refused token (about 3 s in all).
+TRUST_RECHECKS = (0.0, 0.2, 0.4, 0.8, 1.6)
 # What a plugin's options or a task's arguments say about the remote (its name is option `remote`).
 REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout", "trust_token")
 REMOTE_KEYS = frozenset({"name", *REMOTE_OPTIONS})
@@ -286,11 +289,14 @@ class LxdApi:
                                                                         incus=self.kind is INCUS))
             except ApiError as exc:
                 refused = exc
-        with self._errors("connect"):
-            self.host_info = self.request("get", "").json().get("metadata") or {}
-        if self.host_info.get("auth") == "trusted":
-            # Another controller with the same pair may have spent the token a moment before us.
-            return
+        # Refused: another controller with the same pair may have spent the token a moment before us,
+        # and its add may not be visible yet (two at once on LXD 5.0.2), so trust is looked for briefly.
+        for pause in (0.0,) if refused is None else TRUST_RECHECKS:
+            time.sleep(pause)
+            with self._errors("connect"):
+                self.host_info = self.request("get", "").json().get("metadata") or {}
+            if self.host_info.get("auth") == "trusted":
+                return
         cli = self.kind.cli
         add = f"{cli} config trust add --name NAME" if self.kind is LXD else f"{cli} config trust add NAME"
         answer = _api_message(refused) if refused else "it answered, but still does not trust the certificate"

@@ -92,6 +92,24 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     return " ".join((result.stdout + result.stderr).split())
 
 
+def ping(tmp_path: Path, host: str, variables: dict[str, str], env: dict[str, str] | None = None) -> None:
+    """`ansible -m ping` of one host of a static inventory, reached by the mage_lxd connection with
+    `variables`; fails the test with Ansible's own words unless it answers pong."""
+    static = tmp_path / "hosts.yml"
+    static.write_text(json.dumps({"all": {"hosts": {host: {"ansible_connection": "mage.lxd.mage_lxd", **variables}}}}))
+    result = ansible("ansible", "-i", str(static), host, "-m", "ansible.builtin.ping", env=env, check=False)
+    assert result.returncode == 0 and '"ping": "pong"' in result.stdout, one_line(result)
+
+
+def lookup_status(instance: str, env: dict[str, str], **options: str) -> None:
+    """The lookup of `instance`'s status, from a task on localhost; it must be running."""
+    arguments = "".join(f", {key}='{value}'" for key, value in options.items())
+    result = ansible("ansible", "-i", "localhost,", "localhost", "-c", "local", "-m", "ansible.builtin.debug", "-a",
+                     f"msg={{{{ lookup('mage.lxd.mage_lxd', '{instance}', key='status'{arguments}) }}}}",
+                     env=env, check=False)
+    assert result.returncode == 0 and '"msg": "running"' in result.stdout, one_line(result)
+
+
 @pytest.fixture(scope="module")
 def trusted_controller(lab_project, tmp_path_factory):
     """A new controller whose first `ansible-inventory` trusts it with a token."""
@@ -121,10 +139,9 @@ def test_a_token_trusts_a_new_controller_and_the_inventory_lists_its_instances(t
 
 def test_the_trusted_controller_pings_and_creates_an_instance_without_spending_the_token_again(trusted_controller):
     # The inventory still carries the spent token: a trusted client never sends it, else this fails.
-    ping = ansible("ansible", "-i", str(trusted_controller["inventory"]), "trem1", "-m", "ansible.builtin.ping",
-                   check=False)
-    assert ping.returncode == 0, one_line(ping)
-    assert '"ping": "pong"' in ping.stdout
+    pinged = ansible("ansible", "-i", str(trusted_controller["inventory"]), "trem1", "-m", "ansible.builtin.ping",
+                     check=False)
+    assert pinged.returncode == 0 and '"ping": "pong"' in pinged.stdout, one_line(pinged)
     created = run_module("mage.lxd.mage_lxd_instance", {
         "name": "trem2", "image": PYTHON_IMAGE, "project": PROJECT, "url": URL, "server_cert": SERVER_CERT,
         "client_cert": str(trusted_controller["cert"]), "client_key": str(trusted_controller["key"]),
@@ -136,29 +153,15 @@ def test_the_trusted_controller_pings_and_creates_an_instance_without_spending_t
 
 def test_the_connection_and_the_lookup_take_a_token_on_first_use_too(lab_project, tmp_path):
     # The connection's host variables, then the lookup's environment: each a new controller.
-    token = new_token(PREFIX + "conn")
-    static = tmp_path / "hosts.yml"
-    static.write_text(textwrap.dedent(f"""\
-        all:
-          hosts:
-            trem1:
-              ansible_connection: mage.lxd.mage_lxd
-              ansible_mage_lxd_url: {URL}
-              ansible_mage_lxd_project: {PROJECT}
-              ansible_mage_lxd_server_cert: {SERVER_CERT}
-              ansible_mage_lxd_client_cert: {tmp_path}/conn/client.crt
-              ansible_mage_lxd_client_key: {tmp_path}/conn/client.key
-              ansible_mage_lxd_trust_token: "{token}"
-        """))
-    ping = ansible("ansible", "-i", str(static), "trem1", "-m", "ansible.builtin.ping", check=False)
-    assert ping.returncode == 0 and '"ping": "pong"' in ping.stdout, one_line(ping)
+    ping(tmp_path, "trem1", {
+        "ansible_mage_lxd_url": URL, "ansible_mage_lxd_project": PROJECT, "ansible_mage_lxd_server_cert": SERVER_CERT,
+        "ansible_mage_lxd_client_cert": f"{tmp_path}/conn/client.crt",
+        "ansible_mage_lxd_client_key": f"{tmp_path}/conn/client.key",
+        "ansible_mage_lxd_trust_token": new_token(PREFIX + "conn")})
     assert trusted_names()[PREFIX + "conn"] == fingerprint(tmp_path / "conn" / "client.crt")
     env = {"MAGE_LXD_URL": URL, "MAGE_LXD_SERVER_CERT": SERVER_CERT, "MAGE_LXD_TRUST_TOKEN": new_token(PREFIX + "env"),
            "MAGE_LXD_CLIENT_CERT": f"{tmp_path}/env/client.crt", "MAGE_LXD_CLIENT_KEY": f"{tmp_path}/env/client.key"}
-    looked_up = ansible("ansible", "-i", "localhost,", "localhost", "-c", "local", "-m", "ansible.builtin.debug",
-                        "-a", f"msg={{{{ lookup('mage.lxd.mage_lxd', 'trem1', key='status', project='{PROJECT}') }}}}",
-                        env=env, check=False)
-    assert looked_up.returncode == 0 and '"msg": "running"' in looked_up.stdout, one_line(looked_up)
+    lookup_status("trem1", env, project=PROJECT)
     assert trusted_names()[PREFIX + "env"] == fingerprint(tmp_path / "env" / "client.crt")
 
 
@@ -238,21 +241,8 @@ def test_the_inventory_reads_a_remote_the_cli_added(cli_remote, tmp_path):
 
 
 def test_connection_lookup_and_instance_action_read_the_cli_remote(cli_remote, tmp_path):
-    static = tmp_path / "hosts.yml"
-    static.write_text(textwrap.dedent(f"""\
-        all:
-          hosts:
-            trem3:
-              ansible_connection: mage.lxd.mage_lxd
-              ansible_mage_lxd_remote: {cli_remote['name']}
-        """))
-    ping = ansible("ansible", "-i", str(static), "trem3", "-m", "ansible.builtin.ping", env=cli_remote["env"],
-                   check=False)
-    assert ping.returncode == 0 and '"ping": "pong"' in ping.stdout, one_line(ping)
-    looked_up = ansible("ansible", "-i", "localhost,", "localhost", "-c", "local", "-m", "ansible.builtin.debug",
-                        "-a", f"msg={{{{ lookup('mage.lxd.mage_lxd', 'trem3', key='status', remote='tremcli') }}}}",
-                        env=cli_remote["env"], check=False)
-    assert looked_up.returncode == 0 and '"msg": "running"' in looked_up.stdout, one_line(looked_up)
+    ping(tmp_path, "trem3", {"ansible_mage_lxd_remote": cli_remote["name"]}, env=cli_remote["env"])
+    lookup_status("trem3", cli_remote["env"], remote=cli_remote["name"])
     playbook = tmp_path / "create.yml"
     playbook.write_text(textwrap.dedent("""\
         - hosts: localhost
