@@ -167,22 +167,6 @@ EXAMPLES = r"""
 # inventory/mage_lxd.yml: the local LXD, default project
 plugin: mage.lxd.mage_lxd
 
-# A server this controller has never talked to: the client pair is generated and trusted with a
-# token from `lxc config trust add --name ctl1` (Incus: `incus config trust add ctl1`)
-plugin: mage.lxd.mage_lxd
-remotes:
-  - name: new
-    url: https://lxd.example.org:8443
-    server_cert: ~/.config/mage-lxd/new-server.crt
-    client_cert: ~/.config/mage-lxd/client.crt
-    client_key: ~/.config/mage-lxd/client.key
-    trust_token: eyJjbGllbnRfbmFtZSI6ImN0bDEi...
-
-# A remote of the lxc or incus client (`lxc remote add prod https://...`), in its own project
-plugin: mage.lxd.mage_lxd
-remotes:
-  - name: prod
-
 # Every project of a remote LXD over HTTPS, running containers only, extra groups
 plugin: mage.lxd.mage_lxd
 remotes:
@@ -204,6 +188,22 @@ compose:
 cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/mage-lxd
+
+# A server this controller has never talked to: the client pair is generated and trusted with a
+# token from `lxc config trust add --name ctl1` (Incus: `incus config trust add ctl1`)
+plugin: mage.lxd.mage_lxd
+remotes:
+  - name: new
+    url: https://lxd.example.org:8443
+    server_cert: ~/.config/mage-lxd/new-server.crt
+    client_cert: ~/.config/mage-lxd/client.crt
+    client_key: ~/.config/mage-lxd/client.key
+    trust_token: eyJjbGllbnRfbmFtZSI6ImN0bDEi...
+
+# A remote of the lxc or incus client (`lxc remote add prod https://...`), in its own project
+plugin: mage.lxd.mage_lxd
+remotes:
+  - name: prod
 """
 
 import os
