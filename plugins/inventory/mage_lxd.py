@@ -249,7 +249,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostname_format=self.get_option("hostname_format"),
                 preferred_address_family=self.get_option("preferred_address_family"),
                 set_ansible_host=self.get_option("set_ansible_host"),
-                projects=tuple(self.get_option("projects")),
+                projects=tuple(self.get_option("projects") or dict.fromkeys(_default_project(remote) for remote in remotes)),
             )
             snapshots = self._cached_snapshots(path, remotes, cache)
             plan = plan_inventory(snapshots, {remote.name: remote for remote in remotes}, options)
@@ -312,7 +312,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         api = LxdApi(remote, log=display.vvv)
         return take_snapshot(
             api,
-            projects=list(self.get_option("projects") or [remote.project or "default"]),
+            projects=list(self.get_option("projects") or [_default_project(remote)]),
             filters=SnapshotFilters(
                 statuses=tuple(filters.get("status") or ()),
                 types=tuple(filters.get("type") or ()),
@@ -337,3 +337,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)
+
+
+def _default_project(remote):
+    # Without the projects option, each remote's CLI project (lxc remote add --project), else default.
+    return remote.project or "default"
