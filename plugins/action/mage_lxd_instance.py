@@ -52,6 +52,9 @@ class ActionModule(ActionBase):
         with raised_as(AnsibleActionFail):
             args = validated(argument_spec(self._options()), dict(self._task.args), "mage_lxd_instance")
             remote = remote_from_task_args(args, where="mage_lxd_instance remote")
+            if args.get("project") is None and remote.project:
+                # The CLI remote's project is the task's default, as an explicit project would be.
+                args["project"] = remote.project
             specs = self._specs(args)
             options = BatchOptions(
                 profiles=parse_profiles(args.get("project_profiles")),

@@ -165,7 +165,7 @@ class Connection(ConnectionBase):
                 remote = remote_from_options(self.get_option, where="mage_lxd connection remote")
                 self._channel = InstanceChannel.connect(
                     remote,
-                    project=self.get_option("project"),
+                    project=self.get_option("project") or remote.project or "default",
                     instance=self.get_option("instance") or self._play_context.remote_addr,
                     command_timeout=self.get_option("command_timeout") or None,
                     log=display.vvv,

@@ -10,6 +10,12 @@ options:
   remote:
     description:
       - Name of the LXD remote, as the inventory's O(mage.lxd.mage_lxd#inventory:remotes[].name); used in messages.
+      - Without O(url), a name other than C(local) is the C(lxc) or C(incus) command line client's remote of that
+        name, read from its C(config.yml) (C($LXD_CONF), C(~/.config/lxc), C(~/snap/lxd/common/config), then
+        C($INCUS_CONF), C(~/.config/incus)) - its address, the server certificate C(lxc remote add) pinned
+        (C(servercerts/NAME.crt)), the client pair (C(client.crt), C(client.key)) and its project. Options given
+        here (and the C(MAGE_LXD_*) environment variables) win over the client's values. Only C(lxd) and C(incus)
+        protocol remotes serve the API; C(simplestreams) image servers are refused.
     type: str
     default: local
     vars:
@@ -51,6 +57,20 @@ options:
     vars:
       - name: mage_lxd_server_cert
       - name: ansible_mage_lxd_server_cert
+  trust_token:
+    description:
+      - A trust token of the server (C(lxc config trust add --name NAME) on LXD, C(incus config trust add NAME) on
+        Incus). A client whose certificate the server does not trust yet adds it with the token once, then goes
+        on; a client that is trusted already never sends it. A token works once.
+      - A missing O(client_cert) and O(client_key) are generated at their paths first, as the CLIs make them
+        (EC P-384, self-signed; the key mode 0600, new directories 0700).
+    type: str
+    version_added: 0.3.0
+    env:
+      - name: MAGE_LXD_TRUST_TOKEN
+    vars:
+      - name: mage_lxd_trust_token
+      - name: ansible_mage_lxd_trust_token
   validate_certs:
     description: Verify the server's TLS certificate. Only a throwaway lab should turn this off.
     type: bool
@@ -59,9 +79,10 @@ options:
       - name: mage_lxd_validate_certs
       - name: ansible_mage_lxd_validate_certs
   project:
-    description: The LXD project of the instance.
+    description:
+      - The LXD project of the instance.
+      - Default the project of the CLI remote O(remote) names, else C(default).
     type: str
-    default: default
     vars:
       - name: mage_lxd_project
       - name: ansible_mage_lxd_project

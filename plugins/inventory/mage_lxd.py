@@ -34,20 +34,27 @@ options:
     description:
       - The LXD servers to read. The default is the local unix socket.
       - Certificate verification is on by default; an HTTPS remote needs a client certificate the
-        server trusts and, for LXD's self-signed certificate, O(remotes[].server_cert).
+        server trusts (or a O(remotes[].trust_token) that makes it trusted) and, for LXD's self-signed
+        certificate, O(remotes[].server_cert).
     type: list
     elements: dict
     default: [{name: local}]
     suboptions:
       name:
-        description: Name of the remote in host variables, groups (O(group_by=remote)) and messages.
+        description:
+          - Name of the remote in host variables, groups (O(group_by=remote)) and messages.
+          - Without O(remotes[].url), a name other than C(local) is the C(lxc) or C(incus) command line client's
+            remote of that name (from C($LXD_CONF), C(~/.config/lxc), C(~/snap/lxd/common/config), then
+            C($INCUS_CONF), C(~/.config/incus)) - its address, pinned server certificate, client pair and project;
+            the keys given here win. Only C(lxd) and C(incus) protocol remotes serve the API.
         type: str
         default: local
       url:
         description:
           - C(https://HOST:PORT), or a unix socket as C(unix:/path) or C(/path).
           - Empty means the environment's C(MAGE_LXD_URL) (with C(MAGE_LXD_CLIENT_CERT),
-            C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT)) when it is set, as for the other plugins;
+            C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT), C(MAGE_LXD_TRUST_TOKEN)) when it is set, as for the
+            other plugins; else the CLI remote O(remotes[].name) names;
             else the local socket, the first that exists of LXD's (C(/var/lib/lxd/unix.socket), the
             snap's) and Incus's (C(/var/lib/incus/unix.socket)).
           - On a host that runs both, C(unix:/var/lib/incus/unix.socket) reads Incus.
@@ -70,13 +77,22 @@ options:
         description: Seconds to wait for each API answer.
         type: float
         default: 10
+      trust_token:
+        description:
+          - A trust token of the server (C(lxc config trust add --name NAME) on LXD, C(incus config trust add NAME)
+            on Incus). When the server does not trust the client certificate yet, it is added with the token
+            once; a trusted client never sends it. A token works once.
+          - A missing O(remotes[].client_cert) and O(remotes[].client_key) are generated at their paths first,
+            as the CLIs make them (EC P-384, self-signed; the key mode 0600).
+        type: str
+        version_added: 0.3.0
   projects:
     description:
       - LXD projects to read. C(*) reads all projects in one request where the server supports it.
       - An unknown project is an error, not an empty inventory.
+      - Default, for each remote, the project of its CLI remote (O(remotes[].name)), else C(default).
     type: list
     elements: str
-    default: [default]
   filters:
     description: Read only matching instances; status and type are filtered by the server when it can.
     type: dict
@@ -172,6 +188,22 @@ compose:
 cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/mage-lxd
+
+# A server this controller has never talked to: the client pair is generated and trusted with a
+# token from `lxc config trust add --name ctl1` (Incus: `incus config trust add ctl1`)
+plugin: mage.lxd.mage_lxd
+remotes:
+  - name: new
+    url: https://lxd.example.org:8443
+    server_cert: ~/.config/mage-lxd/new-server.crt
+    client_cert: ~/.config/mage-lxd/client.crt
+    client_key: ~/.config/mage-lxd/client.key
+    trust_token: eyJjbGllbnRfbmFtZSI6ImN0bDEi...
+
+# A remote of the lxc or incus client (`lxc remote add prod https://...`), in its own project
+plugin: mage.lxd.mage_lxd
+remotes:
+  - name: prod
 """
 
 import os
@@ -217,7 +249,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 hostname_format=self.get_option("hostname_format"),
                 preferred_address_family=self.get_option("preferred_address_family"),
                 set_ansible_host=self.get_option("set_ansible_host"),
-                projects=tuple(self.get_option("projects")),
+                projects=tuple(self.get_option("projects") or dict.fromkeys(_default_project(remote) for remote in remotes)),
             )
             snapshots = self._cached_snapshots(path, remotes, cache)
             plan = plan_inventory(snapshots, {remote.name: remote for remote in remotes}, options)
@@ -280,7 +312,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         api = LxdApi(remote, log=display.vvv)
         return take_snapshot(
             api,
-            projects=list(self.get_option("projects")),
+            projects=list(self.get_option("projects") or [_default_project(remote)]),
             filters=SnapshotFilters(
                 statuses=tuple(filters.get("status") or ()),
                 types=tuple(filters.get("type") or ()),
@@ -305,3 +337,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)
+
+
+def _default_project(remote):
+    # Without the projects option, each remote's CLI project (lxc remote add --project), else default.
+    return remote.project or "default"

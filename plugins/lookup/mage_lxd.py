@@ -177,9 +177,9 @@ class LookupModule(LookupBase):
         self.set_options(var_options=variables, direct=kwargs)
         key = self.get_option("key")
         default = kwargs.get("default", NO_DEFAULT)
-        project = self.get_option("project")
         with raised_as(AnsibleLookupError):
             remote = remote_from_options(self.get_option, where="mage_lxd lookup remote")
+            project = self.get_option("project") or remote.project or "default"
             snapshot = take_snapshot(LxdApi(remote, log=display.vvv), [project])
             described = []
             for item in snapshot["instances"]:

@@ -35,7 +35,8 @@ description:
   - Supports check mode (the plan, nothing is changed) and diff mode (config, devices, profiles, state).
   - Runs on the controller (an action plugin); the task needs no connection to the instance.
   - Without O(url), the LXD server comes from the environment of the controller, C(MAGE_LXD_URL),
-    C(MAGE_LXD_CLIENT_CERT), C(MAGE_LXD_CLIENT_KEY) and C(MAGE_LXD_SERVER_CERT), else the local socket.
+    C(MAGE_LXD_CLIENT_CERT), C(MAGE_LXD_CLIENT_KEY), C(MAGE_LXD_SERVER_CERT) and C(MAGE_LXD_TRUST_TOKEN), else
+    the C(lxc) or C(incus) client's remote O(remote) names, else the local socket.
 version_added: "0.2.0"
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:

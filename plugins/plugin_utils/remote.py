@@ -9,11 +9,14 @@ every request is logged and every failure becomes a `RemoteError` naming the rem
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from .cli_config import find_cli_remote
+from .client_trust import ensure_client_pair, token_request
 from .errors import NotFoundError, OptionError, RemoteError
 from .transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
 from .values import parse_bool
@@ -22,14 +25,16 @@ from .values import parse_bool
 # the first one that exists is used, so a host with both talks to LXD unless a url says otherwise.
 LOCAL_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket", "/var/lib/incus/unix.socket")
 DEFAULT_TIMEOUT = 10.0
+# Seconds between the looks at our trust after a refused token (about 3 s in all).
+TRUST_RECHECKS = (0.0, 0.2, 0.4, 0.8, 1.6)
 # What a plugin's options or a task's arguments say about the remote (its name is option `remote`).
-REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout")
+REMOTE_OPTIONS = ("url", "client_cert", "client_key", "server_cert", "validate_certs", "timeout", "trust_token")
 REMOTE_KEYS = frozenset({"name", *REMOTE_OPTIONS})
 # The environment variables the connection and lookup read (doc_fragments/mage_lxd.py); the
 # instance action reads them too when its task leaves the option out, so one `export` points
 # site.yml, its role and proxy.yml at a remote LXD or cluster.
 REMOTE_ENV = {"url": "MAGE_LXD_URL", "client_cert": "MAGE_LXD_CLIENT_CERT", "client_key": "MAGE_LXD_CLIENT_KEY",
-              "server_cert": "MAGE_LXD_SERVER_CERT"}
+              "server_cert": "MAGE_LXD_SERVER_CERT", "trust_token": "MAGE_LXD_TRUST_TOKEN"}
 
 Log = Callable[[str], None]
 
@@ -81,6 +86,10 @@ class Remote:
     server_cert: str | None = None
     validate_certs: bool = True
     timeout: float = DEFAULT_TIMEOUT
+    # Used once, by a client the server does not trust yet; a secret, so never shown.
+    trust_token: str | None = field(default=None, repr=False)
+    # The project a CLI remote names (`lxc remote add --project`); plugins use it when they name none.
+    project: str | None = None
 
     @property
     def is_https(self) -> bool:
@@ -118,7 +127,10 @@ def local_socket_path(url: str) -> str:
 
 
 def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remote:
-    """Validate one remote as written in YAML and return it; unknown keys are refused."""
+    """Validate one remote as written in YAML and return it; unknown keys are refused.
+
+    A remote with a name other than `local` and no url is the lxc or incus CLI remote of that name
+    (cli_config.py); the options given here win over the CLI's."""
     unknown = sorted(set(data) - REMOTE_KEYS)
     if unknown:
         raise OptionError(
@@ -140,14 +152,21 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         raise OptionError(f"{where} '{name}': timeout '{timeout}' is not a number of seconds") from None
     if timeout <= 0:
         raise OptionError(f"{where} '{name}': timeout must be more than 0 seconds")
+    validate_certs = parse_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs")
+    given = {key: value for key, value in data.items() if value not in (None, "")}
+    if not url and name != "local":
+        given = {**find_cli_remote(name, where), **given}
+        url = str(given.get("url") or "")
     remote = Remote(
         name=name,
         url=url,
-        client_cert=_optional_path(data.get("client_cert")),
-        client_key=_optional_path(data.get("client_key")),
-        server_cert=_optional_path(data.get("server_cert")),
-        validate_certs=parse_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs"),
+        client_cert=_optional_path(given.get("client_cert")),
+        client_key=_optional_path(given.get("client_key")),
+        server_cert=_optional_path(given.get("server_cert")),
+        validate_certs=validate_certs,
         timeout=timeout,
+        trust_token=str(given["trust_token"]).strip() if given.get("trust_token") else None,
+        project=str(given["project"]) if given.get("project") else None,
     )
     _check_files(remote, where)
     return remote
@@ -190,15 +209,22 @@ def _optional_path(value: Any) -> str | None:
 def _check_files(remote: Remote, where: str) -> None:
     if bool(remote.client_cert) != bool(remote.client_key):
         raise OptionError(f"{where} '{remote.name}': client_cert and client_key go together; give both")
+    # With a token, a missing client pair is generated at first connect (client_trust.py).
+    generated = ("client_cert", "client_key") if remote.trust_token and remote.is_https else ()
     for option in ("client_cert", "client_key", "server_cert"):
         path = getattr(remote, option)
-        if path and not os.path.isfile(path):
+        if path and option not in generated and not os.path.isfile(path):
             raise OptionError(f"{where} '{remote.name}': {option} file '{path}' does not exist")
+    if remote.is_https and not remote.client_cert and remote.trust_token:
+        raise OptionError(
+            f"{where} '{remote.name}': trust_token needs client_cert and client_key, the paths of the client "
+            "pair the token makes trusted. Fix: set both (a missing pair is generated there)."
+        )
     if remote.is_https and not remote.client_cert:
         raise OptionError(
             f"{where} '{remote.name}': an HTTPS remote needs client_cert and client_key "
             "(a certificate the server trusts: 'lxc config trust add CERT' on LXD, "
-            "'incus config trust add-certificate CERT' on Incus)"
+            "'incus config trust add-certificate CERT' on Incus; or give trust_token)"
         )
 
 
@@ -228,6 +254,11 @@ class LxdApi:
 
     def __post_init__(self) -> None:
         endpoint = self._endpoint()
+        if self.remote.is_https and self.remote.trust_token and self.remote.client_cert:
+            if ensure_client_pair(self.remote.client_cert, self.remote.client_key or "",
+                                  f"{self.remote.describe_as()}: client_cert"):
+                self.log(f"mage_lxd: {self.remote.name}: generated the client pair {self.remote.client_cert}, "
+                         f"{self.remote.client_key}")
         if self.session is None:
             self.session = ApiSession(self.remote, endpoint)
         self.base = f"{self.remote.url.rstrip('/') if self.remote.is_https else UNIX_BASE}/1.0"
@@ -236,6 +267,8 @@ class LxdApi:
         self.log(f"mage_lxd: connecting to {self.remote.describe_as()}")
         with self._errors("connect"):
             self.host_info = self.request("get", "").json().get("metadata") or {}
+        if self.remote.is_https and self.host_info.get("auth") != "trusted" and self.remote.trust_token:
+            self._trust_with_token()
         if self.remote.is_https and self.host_info.get("auth") != "trusted":
             add = "config trust add" if self.kind is LXD else "config trust add-certificate"
             raise RemoteError(
@@ -244,6 +277,37 @@ class LxdApi:
                 f"'{self.kind.cli} {add} {os.path.basename(self.remote.client_cert or 'client.crt')}' "
                 "(or add a trust token), then retry."
             )
+
+    def _trust_with_token(self) -> None:
+        # Only a client the server does not trust yet gets here: a trusted one never sends the token.
+        self.log(f"mage_lxd: {self.remote.name}: POST /1.0/certificates (adding {self.remote.client_cert} "
+                 "with the trust token)")
+        refused: ApiError | None = None
+        with self._errors("POST /1.0/certificates"):
+            try:
+                self.request("post", "certificates", json=token_request(self.remote.trust_token or "", self.host_info,
+                                                                        incus=self.kind is INCUS))
+            except ApiError as exc:
+                refused = exc
+        # Refused: another controller with the same pair may have spent the token a moment before us,
+        # and its add may not be visible yet (two at once on LXD 5.0.2), so trust is looked for briefly.
+        for pause in (0.0,) if refused is None else TRUST_RECHECKS:
+            time.sleep(pause)
+            with self._errors("connect"):
+                self.host_info = self.request("get", "").json().get("metadata") or {}
+            if self.host_info.get("auth") == "trusted":
+                return
+        cli = self.kind.cli
+        add = f"{cli} config trust add --name NAME" if self.kind is LXD else f"{cli} config trust add NAME"
+        answer = _api_message(refused) if refused else "it answered, but still does not trust the certificate"
+        raise RemoteError(
+            f"{self.describe()}: option trust_token: the server refused the token for the client certificate "
+            f"'{self.remote.client_cert}' ({answer}); a token works once, and expires or is revoked "
+            f"('{cli} config trust list-tokens' shows the valid ones). Fix: on the server run '{add}', "
+            "set trust_token to the token it prints, and retry; or trust the certificate with "
+            f"'{cli} config trust add{'-certificate' if self.kind is INCUS else ''} "
+            f"{os.path.basename(self.remote.client_cert or 'client.crt')}'."
+        )
 
     @property
     def kind(self) -> ServerKind:

@@ -220,7 +220,7 @@ def test_examples_name_modules_lookups_filters_connections_and_plugins_by_fqcn(p
 
 def test_the_inventory_and_connection_examples_name_the_plugins_as_users_write_them():
     inventory = examples(ROOT / "plugins" / "inventory" / "mage_lxd.py")
-    assert [document["plugin"] for document in inventory] == ["mage.lxd.mage_lxd"] * 2
+    assert [document["plugin"] for document in inventory] == ["mage.lxd.mage_lxd"] * 4
     assert inventory[1]["remotes"][0]["name"] == "prod", "the second file is read whole"
     connection = examples(ROOT / "plugins" / "connection" / "mage_lxd.py")
     assert values_of(connection, "ansible_connection") == ["mage.lxd.mage_lxd"]
