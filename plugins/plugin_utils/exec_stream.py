@@ -587,7 +587,8 @@ def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
     try:
         _run_exec(api, instance, request, stop_when_late=False)
     except ExecError as exc:
-        raise ExecError(f"could not be stopped: the stop command {exc}; processes of it may still run. Fix: stop the processes with {EXEC_ID_VARIABLE}={exec_id} in their "
+        raise ExecError(f"could not be stopped: the stop command {exc}; processes of it may still run. "
+                        f"Fix: stop the processes with {EXEC_ID_VARIABLE}={exec_id} in their "
                         "environment in the instance, and check its sh, tr, grep, kill and sleep", ran=True,
                         timed_out=True) from exc
 

@@ -17,8 +17,8 @@ def test_a_record_repeating_a_declared_route_warns_and_never_refuses_the_batch()
 
 def test_a_record_claiming_a_longer_path_of_a_declared_name_is_warned_about():
     login = {**SHOP, "path": "/login"}
-    assert route_check([("owner", [SHOP])], [("tenant", [login])])[1][0].startswith("instance 'tenant': proxy[0] "
-                                                                                     "shop.example.org/login")
+    warning = route_check([("owner", [SHOP])], [("tenant", [login])])[1][0]
+    assert warning.startswith("instance 'tenant': proxy[0] shop.example.org/login")
 
 
 def test_declared_routes_that_clash_with_each_other_still_refuse_the_batch():

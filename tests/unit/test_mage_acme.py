@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "mageproxy" / "files" / "mage-acme.sh"
-SHELLS = [shell for shell in ("sh", "bash") if subprocess.run(["sh", "-c", f"command -v {shell}"],
-                                                               capture_output=True).returncode == 0]
+SHELLS = [shell for shell in ("sh", "bash")
+          if subprocess.run(["sh", "-c", f"command -v {shell}"], capture_output=True, check=False).returncode == 0]
 
 LEGO = """#!/bin/sh
 # Issues or renews: a new pair for the -d name under --path, each time it is called.
