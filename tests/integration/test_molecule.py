@@ -87,12 +87,24 @@ def finished(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, output
 
 
+# Molecule's step lines: `INFO     [default > converge] Executing` (no terminal), or with `➜` on one.
+STEP_LINE = re.compile(r"^\w+\s+(?:\[[^\]>]+ > (\w+)\]|\S+ ➜ (\w+):) Executing$", re.MULTILINE)
+
+
 def step(output: str, name: str) -> str:
     """The output of one step of the sequence (its last run: destroy runs twice)."""
-    parts = re.split(r"^\S*\s*\S+ ➜ (\w+): Executing$", output, flags=re.MULTILINE)
-    found = [text for action, text in zip(parts[1::2], parts[2::2]) if action == name]
+    starts = [(match.group(1) or match.group(2), match.end()) for match in STEP_LINE.finditer(output)]
+    ends = [start for _, start in starts[1:]] + [len(output)]
+    found = [output[start:end] for (action, start), end in zip(starts, ends) if action == name]
     assert found, f"no {name} step in:\n{output[-6000:]}"
     return found[-1]
+
+
+def executed(output: str, name: str) -> str:
+    """How a step ended, as Molecule's summary says (Successful, Failed, ...)."""
+    found = re.findall(rf"> {name}: Executed: (\w+)|➜ {name}: Executed: (\w+)", output)
+    assert found, f"no {name} step in:\n{output[-6000:]}"
+    return "".join(found[-1])
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -128,8 +140,9 @@ def test_two_runs_at_once_pass_in_projects_of_their_own_and_leave_nothing(author
     elapsed = time.monotonic() - started
     for code, output in results:
         assert code == 0, output[-8000:]
-        assert "idempotence: Executed: Successful" in output, output[-8000:]
-        assert all(counts["changed"] == 0 for counts in recap(step(output, "idempotence")).values()), output[-8000:]
+        assert executed(output, "idempotence") == "Successful", output[-8000:]
+        idempotence = recap(step(output, "idempotence"))
+        assert idempotence and all(counts["changed"] == 0 for counts in idempotence.values()), output[-8000:]
         assert recap(step(output, "verify"))["web"]["failed"] == 0
     projects = [run_projects(step(output, "create")) for _, output in results]
     # One project per run, not the same one: the two `web` instances never met.
@@ -142,9 +155,10 @@ def test_a_failed_converge_is_destroyed_with_its_project(author, lab, clean_serv
     started = time.monotonic()
     code, output = finished(molecule(author, role_copy(author, "web-broken"), "test", "-s", "broken"))
     assert code != 0, output[-8000:]
-    assert "converge: Executed: Failed" in output, output[-8000:]
+    assert executed(output, "converge") == "Failed", output[-8000:]
     assert "nginx" in step(output, "converge")
-    assert "destroy: Executed: Successful" in output.split("converge: Executed: Failed", 1)[1], output[-8000:]
+    assert executed(output, "destroy") == "Successful", output[-8000:]
+    assert recap(step(output, "destroy"))["localhost"]["failed"] == 0, output[-8000:]
     assert len(run_projects(step(output, "create"))) == 1, output[-8000:]
     assert left_on_server() == {}
     print(f"molecule test of the broken scenario on {TITLE}: {time.monotonic() - started:.0f} s")
@@ -154,7 +168,7 @@ def test_the_role_and_its_playbooks_are_documented(author):
     shown = subprocess.run(["ansible-doc", "-t", "role", "mage.lxd.molecule"], env=author, capture_output=True,
                            text=True, check=False)
     assert shown.returncode == 0, shown.stderr
-    assert "ENTRY POINT: create" in shown.stdout and "ENTRY POINT: destroy" in shown.stdout, shown.stdout
+    assert "ENTRY POINT: *create*" in shown.stdout and "ENTRY POINT: *destroy*" in shown.stdout, shown.stdout
     shown = subprocess.run(["ansible-doc", "mage.lxd.mage_lxd_project"], env=author, capture_output=True, text=True,
                            check=False)
     assert shown.returncode == 0 and "state" in shown.stdout, shown.stderr
