@@ -24,7 +24,8 @@ from lxd_lab import REPO, TITLE, delete_project, project_name, query
 
 pytestmark = pytest.mark.integration
 
-PREFIX = project_name("mage-test-mol-")
+# This session's own prefix: what the test lists and cleans up is never another run's project.
+PREFIX = project_name(f"mage-test-mol-{os.getpid()}-")
 SAMPLE = REPO / "tests" / "molecule" / "web"
 # One molecule test may wait behind other runs on the server (mage_lxd_instance's lock).
 TIMEOUT = 900
