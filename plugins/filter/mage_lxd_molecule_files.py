@@ -7,11 +7,11 @@ short_description: What Molecule and Ansible read about the instances a Molecule
 description:
   - Used by the role C(mage.lxd.molecule) (its C(create) entry point); see C(ansible-doc -t role mage.lxd.molecule).
   - Takes the C(instances) results of mage.lxd.mage_lxd_instance and returns Molecule's instance config
-    (C(instance), C(address), C(connection) - mage.lxd.mage_lxd -, C(project), C(cli)) and an inventory
-    (each host's C(ansible_connection), C(mage_lxd_instance) and C(mage_lxd_project)) for the file
-    written beside Molecule's own inventory.
+    (C(instance), the platform's name; C(address); C(connection), mage.lxd.mage_lxd; C(instance_name),
+    C(project) and C(cli) for C(login_cmd_template)) and an inventory (each host's C(ansible_connection),
+    C(mage_lxd_instance) and C(mage_lxd_project)) for the file written beside Molecule's own inventory.
 version_added: "0.3.0"
-positional: cli
+positional: cli, hosts
 options:
   _input:
     description: The C(instances) of a mage_lxd_instance result.
@@ -22,11 +22,15 @@ options:
     description: The server's command line client (C(lxc) or C(incus)), for C(login_cmd_template).
     type: str
     required: true
+  hosts:
+    description: Instance name to platform name (C(hosts) of the mage_lxd_molecule_plan filter).
+    type: dict
+    required: true
 author: mage-lxd developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
-files: "{{ created.instances | mage.lxd.mage_lxd_molecule_files('lxc') }}"
+files: "{{ created.instances | mage.lxd.mage_lxd_molecule_files('lxc', plan.hosts) }}"
 """
 
 RETURN = r"""
@@ -49,10 +53,10 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.molecule import molecule_
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 
 
-def mage_lxd_molecule_files(results, cli):
+def mage_lxd_molecule_files(results, cli, hosts):
     """The instance config and inventory (see DOCUMENTATION)."""
     with raised_as(AnsibleFilterError):
-        return molecule_files(results, str(cli))
+        return molecule_files(results, str(cli), {str(key): str(value) for key, value in dict(hosts).items()})
 
 
 class FilterModule:

@@ -10,6 +10,9 @@ description:
     63 characters), or keeps O(recorded). Each platform keeps the keys that describe an instance (C(name),
     C(image), C(image_server), C(profiles), C(config), C(devices), C(mounts), C(type), C(target),
     C(ephemeral), C(project)) and goes in the run's project unless it names its own.
+  - The instance is named C(PLATFORM-SUFFIX) (the project's suffix); the inventory host keeps the
+    platform's name. LXD refuses two instances of one name on one bridge, whatever their projects, and
+    parallel runs share the bridge.
   - A platform without a name, or two with the same name, fail naming them.
 version_added: "0.3.0"
 positional: prefix, scenario, suffix, recorded
@@ -54,6 +57,9 @@ _value:
       description: The O(mage.lxd.mage_lxd_instance#module:instances) entries.
       type: list
       elements: dict
+    hosts:
+      description: Instance name to platform name (the inventory host).
+      type: dict
     record:
       description: What destroy reads (C(project), and C(name) and C(project) of each instance).
       type: dict

@@ -21,18 +21,20 @@ def test_each_run_gets_a_project_and_platforms_keep_only_instance_keys():
     plan = plan_run(PLATFORMS, "molecule-", "default", "0badcafe")
     assert plan["project"] == "molecule-default-0badcafe"
     assert plan["instances"] == [
-        {"name": "web", "image": "mage/debian-12", "image_server": "", "config": {"limits.memory": "512MiB"},
+        {"name": "web-0badcafe", "image": "mage/debian-12", "image_server": "", "config": {"limits.memory": "512MiB"},
          "project": "molecule-default-0badcafe"},
-        {"name": "db", "image": "mage/debian-12", "profiles": ["default"], "project": "shared"},
+        {"name": "db-0badcafe", "image": "mage/debian-12", "profiles": ["default"], "project": "shared"},
     ]
+    assert plan["hosts"] == {"web-0badcafe": "web", "db-0badcafe": "db"}
     assert plan["record"] == {"project": "molecule-default-0badcafe",
-                              "instances": [{"name": "web", "project": "molecule-default-0badcafe"},
-                                            {"name": "db", "project": "shared"}]}
+                              "instances": [{"name": "web-0badcafe", "project": "molecule-default-0badcafe"},
+                                            {"name": "db-0badcafe", "project": "shared"}]}
 
 
-def test_a_recorded_project_is_kept():
-    assert plan_run(PLATFORMS, "molecule-", "default", "11111111", recorded="molecule-default-0badcafe")[
-        "project"] == "molecule-default-0badcafe"
+def test_a_recorded_project_is_kept_with_its_instance_names():
+    plan = plan_run(PLATFORMS, "molecule-", "default", "11111111", recorded="molecule-default-0badcafe")
+    assert plan["project"] == "molecule-default-0badcafe"
+    assert [entry["name"] for entry in plan["instances"]] == ["web-0badcafe", "db-0badcafe"]
 
 
 def test_a_scenario_name_is_made_fit_for_lxd_and_the_name_stays_short():
@@ -50,12 +52,13 @@ def test_bad_platforms_are_named(platforms, words):
 
 
 def test_molecule_reads_the_address_and_the_connection_reads_instance_and_project():
-    results = [{"name": "web", "project": "p1", "address": "10.187.32.9"}]
-    files = molecule_files(results, "incus")
+    results = [{"name": "web-0badcafe", "project": "p1", "address": "10.187.32.9"}]
+    files = molecule_files(results, "incus", {"web-0badcafe": "web"})
     assert files["instance_config"] == [{"instance": "web", "address": "10.187.32.9", "connection": "mage.lxd.mage_lxd",
-                                         "project": "p1", "cli": "incus"}]
+                                         "instance_name": "web-0badcafe", "project": "p1", "cli": "incus"}]
     assert files["inventory"] == {"all": {"hosts": {"web": {"ansible_connection": "mage.lxd.mage_lxd",
-                                                            "mage_lxd_instance": "web", "mage_lxd_project": "p1"}}}}
+                                                            "mage_lxd_instance": "web-0badcafe",
+                                                            "mage_lxd_project": "p1"}}}}
 
 
 def test_a_project_is_emptied_in_the_order_lxd_needs():
