@@ -142,12 +142,13 @@ def test_git_and_tarball_installs_are_the_whole_collection_and_the_same(controll
                  "plugins/action/mage_lxd_instance.py", "plugins/modules/mage_lxd_instance.py",
                  "plugins/filter/mage_lxd.py", "plugins/doc_fragments/mage_lxd.py", "plugins/plugin_utils/remote.py",
                  "roles/provisioning/tasks/main.yml", "roles/mageproxy/tasks/main.yml", "playbooks/site.yml",
+                 "roles/molecule/meta/argument_specs.yml", "playbooks/molecule_create.yml",
                  "templates/mageproxy/mage-sites.conf.j2", "requirements.txt", "meta/runtime.yml",
                  "meta/execution-environment.yml", "tests/unit/test_remote.py"):
         assert path in from_git, path
     leaked = [path for path in from_git if path.split("/")[0] in (
         "lab", "bench", "demo", "collection", "inventory", "inventory_plugins", "library", ".ci")
-        or path.startswith(("tests/integration/", "roles/mage.lxd-provisioning/"))]
+        or path.startswith(("tests/integration/", "tests/molecule/", "roles/mage.lxd-provisioning/"))]
     assert not leaked, leaked
     assert not [path for path in controller.collection().rglob("*") if path.is_symlink()]
 
