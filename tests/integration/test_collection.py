@@ -142,12 +142,13 @@ def test_git_and_tarball_installs_are_the_whole_collection_and_the_same(controll
                  "plugins/action/mage_lxd_instance.py", "plugins/modules/mage_lxd_instance.py",
                  "plugins/filter/mage_lxd.py", "plugins/doc_fragments/mage_lxd.py", "plugins/plugin_utils/remote.py",
                  "roles/provisioning/tasks/main.yml", "roles/mageproxy/tasks/main.yml", "playbooks/site.yml",
+                 "roles/molecule/meta/argument_specs.yml", "playbooks/molecule_create.yml",
                  "templates/mageproxy/mage-sites.conf.j2", "requirements.txt", "meta/runtime.yml",
                  "meta/execution-environment.yml", "tests/unit/test_remote.py"):
         assert path in from_git, path
     leaked = [path for path in from_git if path.split("/")[0] in (
         "lab", "bench", "demo", "collection", "inventory", "inventory_plugins", "library", ".ci")
-        or path.startswith(("tests/integration/", "roles/mage.lxd-provisioning/"))]
+        or path.startswith(("tests/integration/", "tests/molecule/", "roles/mage.lxd-provisioning/"))]
     assert not leaked, leaked
     assert not [path for path in controller.collection().rglob("*") if path.is_symlink()]
 
@@ -284,8 +285,8 @@ def installed_plugins(collection: Path) -> list[tuple[str, str]]:
 @pytest.mark.lxd_only(reason=SERVER_INDEPENDENT)
 def test_ansible_doc_renders_every_plugin(controller):
     plugins = installed_plugins(controller.collection())
-    # inventory, connection, lookup, two modules (actions), two filters
-    assert len(plugins) == 7, plugins
+    # inventory, connection, lookup, three modules (actions), four filters
+    assert len(plugins) == 10, plugins
     for kind, fqcn in plugins:
         result = controller.run("ansible-doc", "-t", kind, fqcn, cwd=controller.root, check=False)
         assert result.returncode == 0 and fqcn.upper() in result.stdout.upper(), result.stderr
