@@ -110,3 +110,10 @@ def test_the_short_names_keep_working_in_the_checkout(tmp_path):
     result = ansible("ansible-playbook", "--syntax-check", str(playbook), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     # (test_ansible_doc_renders loads every plugin by its short name.)
+
+
+def test_test_files_have_unique_basenames():
+    # pytest imports test files by their basename (rootdir-relative, no packages): two files of one
+    # name stop the collection of the whole suite.
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py") if "output" not in path.parts]
+    assert len(names) == len(set(names)), sorted({name for name in names if names.count(name) > 1})
