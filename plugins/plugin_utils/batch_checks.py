@@ -84,7 +84,7 @@ def route_check(declared: list[tuple[str, Any]], existing: list[tuple[str, Any]]
         return [str(exc)], []
     hosts += [{"name": name, "routes": routes} for name, routes in existing]
     try:
-        plan = plan_proxy(hosts, strict=[name for name, _ in declared])
+        plan = plan_proxy(hosts, strict=[name for name, _routes in declared])
     except (OptionError, RecursionError):
         return [], []  # a record alone cannot refuse the batch; the proxy play names it
     return [], [warning for warning in plan.warnings if "declared instance" in warning]

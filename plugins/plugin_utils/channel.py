@@ -223,7 +223,7 @@ class InstanceChannel:
                              timeout=self.remote.timeout)
 
     def _as_user(self, user: ExecUser, what: str, remote_path: str, script: list[str], **kwargs: Any) -> None:
-        code, _, err = self.exec(["/bin/sh", "-c", *script], user=user, **kwargs)
+        code, _out, err = self.exec(["/bin/sh", "-c", *script], user=user, **kwargs)
         if code != 0:
             error = RemoteError(
                 f"{self.describe()}: {what} {remote_path} as user '{user.name}' failed (exit {code}: "

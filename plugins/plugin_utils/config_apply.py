@@ -307,7 +307,7 @@ def _isolate(channel: InstanceChannel, commands: ServiceCommands, sections: Sect
     and tested, nothing is reloaded), leave them out of `wanted` (updated in place, and on disk)
     and return them; re-raise `failure` when the text without any section fails too (a foreign
     file, say), so nothing of ours is to blame."""
-    labels = [label for label, _ in split_sections(full) if label]
+    labels = [label for label, _text in split_sections(full) if label]
 
     def passes(kept: list[str]) -> str | None:
         text = without_sections(full, set(labels) - set(kept))

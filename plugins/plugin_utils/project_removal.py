@@ -80,7 +80,7 @@ def plan_removal(contents: ProjectContents) -> ProjectRemoval:
     check_project_name(contents.name, "mage_lxd_project name")
     removal = ProjectRemoval(name=contents.name, project=contents.exists)
     removal.stop = [name for name, status in contents.instances if status != "Stopped"]
-    removal.instances = [name for name, _ in contents.instances]
+    removal.instances = [name for name, *_rest in contents.instances]
     # LXD deletes a project's default profile with the project, and refuses to delete it before.
     removal.profiles = [name for name in contents.profiles if name != "default"]
     removal.images = list(contents.images)

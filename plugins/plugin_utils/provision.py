@@ -24,7 +24,6 @@ from .errors import MageLxdError, NotFoundError, OptionError, RemoteError
 from .instance_spec import InstanceSpec
 from .masking import masked_diff
 from .nat import (
-    BACKENDS,
     NatRule,
     check_listen_by_member,
     check_nat,

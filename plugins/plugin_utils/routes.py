@@ -391,7 +391,7 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
         except OptionError as error:
             if strict_host:
                 raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
-            said, _, fix = str(error).partition(" Fix: ")
+            said, _sep, fix = str(error).partition(" Fix: ")
             plan.warnings.append(f"{said} Its routes are left out of mageproxy; the others are served. "
                                  f"{'Fix: ' + fix if fix else FIX_ROUTE}")
             continue

@@ -22,13 +22,13 @@ def test_a_record_claiming_a_longer_path_of_a_declared_name_is_warned_about():
 
 
 def test_declared_routes_that_clash_with_each_other_still_refuse_the_batch():
-    refusals, _ = route_check([("a1", [SHOP]), ("a2", [SHOP])], [])
+    refusals = route_check([("a1", [SHOP]), ("a2", [SHOP])], [])[0]
     assert len(refusals) == 1 and "instance 'a2': proxy[0] shop.example.org/ is already routed by instance 'a1'" in refusals[0]
 
 
 def test_records_of_any_shape_never_refuse_the_batch():
     deep: list = []
-    for _ in range(5000):
+    for _level in range(5000):
         deep = [deep]
     for record in ([{"name": deep, "pass": 80}], {"not": "a list"}, [SHOP, SHOP], [None]):
         assert route_check([("owner", [{**SHOP, "name": "own.example.org"}])], [("tenant", record)])[0] == []

@@ -12,7 +12,7 @@ CONF = "/etc/nginx/conf.d/mage-sites.conf"
 
 
 def labels(conf: bytes) -> list[str]:
-    return [label for label, _ in split_sections(conf) if label]
+    return [label for label, _text in split_sections(conf) if label]
 
 
 def text(*sites: str) -> str:
@@ -66,8 +66,8 @@ def apply(service: Service, conf: str) -> object:
 
 def test_sections_split_and_leave_out_by_label():
     parts = split_sections(text("a.org", "b.org").encode())
-    assert [label for label, _ in parts] == ["", "a.org", "", "b.org", ""][:len(parts)]
-    assert b"".join(chunk for _, chunk in parts) == text("a.org", "b.org").encode()
+    assert [label for label, _chunk in parts] == ["", "a.org", "", "b.org", ""][:len(parts)]
+    assert b"".join(chunk for _label, chunk in parts) == text("a.org", "b.org").encode()
     assert labels(without_sections(text("a.org", "b.org").encode(), {"a.org"})) == ["b.org"]
 
 

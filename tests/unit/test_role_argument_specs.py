@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.mage.lxd.tests.unit.collection_info import collection_info
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "roles"
@@ -134,7 +135,7 @@ def test_the_mageproxy_entry_points_cover_what_their_tasks_use():
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_meta_main_agrees_with_meta_runtime(role):
     requires = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())["requires_ansible"]
-    galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+    galaxy = collection_info()
     info = yaml.safe_load((ROLES / role / "meta" / "main.yml").read_text())["galaxy_info"]
     assert requires == f">={info['min_ansible_version']}.0"
     assert info["namespace"] == galaxy["namespace"] and [info["license"]] == galaxy["license"]

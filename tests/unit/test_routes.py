@@ -244,12 +244,13 @@ def test_declared_routes_that_clash_with_a_record_warn_and_the_record_is_left_ou
 
 def test_a_record_nested_too_deeply_leaves_only_that_instance_out():
     deep: list = []
-    for _ in range(5000):
+    for _level in range(5000):
         deep = [deep]
     plan = plan_proxy([host("deep", [{"name": deep, "pass": 80}]), host("w", [{"name": "w.example.org", "pass": 80}])],
                       strict=["p/w"])
     assert [site.server_name for site in plan.sites] == ["w.example.org"]
-    assert plan.warnings[0].startswith("instance 'deep' in project 'p': user.mage.proxy is nested too deeply")
+    # Python 3.11 stops at its recursion limit, 3.13 reaches the name check: either way only 'deep' is out.
+    assert plan.warnings[0].startswith("instance 'deep'") and "left out of mageproxy" in plan.warnings[0]
 
 
 @pytest.mark.parametrize(("longest", "bucket"), [(10, 64), (46, 64), (47, 128), (110, 128), (111, 256), (253, 512)])

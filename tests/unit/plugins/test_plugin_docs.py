@@ -27,6 +27,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import Inventor
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 from ansible_collections.mage.lxd.tests.unit.recorded_api import RecordedApi
+from ansible_collections.mage.lxd.tests.unit.collection_info import collection_info
 
 ROOT = Path(__file__).resolve().parents[3]
 UNIT = ROOT / "tests" / "unit"
@@ -125,7 +126,7 @@ def test_version_added_is_a_release_that_lists_the_plugin(path):
     assert isinstance(version, str) and re.fullmatch(r"\d+\.\d+\.\d+", version), \
         f"{plugin_id(path)}: version_added must be a quoted collection version, not {version!r}"
     releases = changelog()["releases"]
-    upcoming = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
+    upcoming = collection_info()["version"]
     if version == upcoming and upcoming not in releases:
         # New in the version galaxy.yml builds, which antsibull-changelog lists when it is released.
         return
