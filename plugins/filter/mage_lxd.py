@@ -8,6 +8,9 @@ description:
   - Takes C(hostvars) and the hosts to publish, and returns what the C(templates/mageproxy) templates
     render. Each host contributes its C(lxd_mage.proxy) routes, its C(lxd_address), C(lxd_status) and
     C(lxd_project) (stopped instances are left out of upstreams).
+  - An undeclared instance whose C(lxd_address_network) is empty (its address is on a NIC of an unmanaged
+    network, so only the instance vouches for it) is left out with a warning: mageproxy never sends an
+    instance's own record's routes to an address root inside the instance chose.
   - Only hosts in O(projects) are published, so a proxy serves its own project's routes unless it is
     given more; the same host name in two projects then never meets in one proxy.
   - Every value that reaches a file is checked by allow-list first, also the names and addresses read
@@ -182,6 +185,8 @@ def mage_lxd_sites(hostvars, hosts, projects=None, strict=None, proxy="", declar
             "project": project,
             "status": str(host.get("lxd_status", "")),
             "address": str(host.get("lxd_address", "")),
+            # None for a host no mage_lxd inventory made (no network to vouch for its address).
+            "address_network": None if "lxd_address_network" not in host else str(host["lxd_address_network"]),
             "routes": (host.get("lxd_mage") or {}).get("proxy") or [],
         })
     with raised_as(AnsibleFilterError):

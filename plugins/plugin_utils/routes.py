@@ -348,7 +348,9 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
     set site options (tls, redirect_https, hsts, htpasswd), nor serve any path of a server name a
     declared instance serves; a bad value, a clash or either of those leaves it out whole, with a
     warning naming it and the route, so the others still go live. Undeclared instances are planned
-    after the declared ones, so they never displace a declared route. Stopped instances (or ones
+    after the declared ones, so they never displace a declared route. An undeclared instance whose
+    address only it vouches for (`address_network` "": a NIC on an unmanaged network) is left out
+    too. Stopped instances (or ones
     without an address) are left out of upstreams; a location without backends answers 503.
     `proxy_name`, the proxy's own name for its /etc/hosts, is checked like an instance name.
     """
@@ -381,6 +383,7 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
             routes, backend_address = _host_routes(host)
             if not strict_host:
                 _check_undeclared(routes, owners)
+                _check_vouched(host, backend_address)
             _claim(routes, claims, sites, host, backend_address)
         except RecursionError:
             error = OptionError(f"{_where(host)}: user.mage.proxy is nested too deeply to be routes")
@@ -457,6 +460,19 @@ def _check_undeclared(routes: list[Route], owners: Mapping[str, str]) -> None:
         if owner:
             raise OptionError(f"{where}: {route.server_name} is served by {owner}; an undeclared instance may "
                               f"serve no path of it. {FIX_UNDECLARED}")
+
+
+def _check_vouched(host: Mapping[str, Any], address: str) -> None:
+    """Refuse an undeclared instance's upstream that only the instance itself vouches for.
+
+    `address_network` is the managed network whose subnet holds the address ("" when it sits on a
+    NIC of an unmanaged network, where root inside chooses it freely: the host's LAN neighbour,
+    say). A host without the key (a static inventory's) is the operator's own declaration."""
+    if address and host.get("address_network") == "":
+        raise OptionError(f"{_where(host)}: its address {address.strip('[]')} is on a NIC of an unmanaged network, "
+                          "which only the instance itself vouches for, so an undeclared instance's routes are "
+                          "never sent there. Fix: attach the instance to a managed network, or declare it in "
+                          "lxd_provisioning_inventory (or mageproxy_strict_instances), then rerun.")
 
 
 def _check_acme_paths(site: Site) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import (REPO, ansible, create_project, delete_project, launch, lxc, project_name, recap_changed,
+from lxd_lab import (ON_INCUS, REPO, ansible, create_project, delete_project, launch, lxc, project_name, recap_changed,
                      wait_for_leases)
 
 pytestmark = pytest.mark.integration
@@ -138,6 +138,33 @@ def test_an_undeclared_record_takes_no_path_of_a_declared_site(site, claim):
     # Left out whole: its own plain route too, until the record is fixed.
     assert served(site, "own.tr.test")[0] == 503
     everyone_else_is_served(site)
+
+
+def test_an_undeclared_upstream_on_a_nic_of_an_unmanaged_network_is_left_out(site):
+    """A tenant's own instance whose only NIC is on a host bridge LXD does not manage: root inside
+    picks its address (here the host's own address on that bridge), which nothing vouches for."""
+    bridge, loner = ("mage-itrum0" if ON_INCUS else "mage-trum0"), "tr-loner"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "192.0.2.1/24", "dev", bridge], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        launch(PROJECT, loner, start=False,
+               config={"user.mage.proxy": json.dumps([{"name": "loner.tr.test", "path": "/", "pass": 8080}])})
+        lxc("config", "device", "add", loner, "eth0", "nic", "nictype=bridged", f"parent={bridge}", "name=eth0",
+            "--project", PROJECT)
+        lxc("start", loner, "--project", PROJECT)
+        lxc("exec", loner, "--project", PROJECT, "--", "ip", "addr", "add", "192.0.2.1/24", "dev", "eth0")
+        result = playbook(site["inventory"], "proxy.yml")
+        assert result.returncode == 0, result.stdout[-3000:]
+        said = warnings(result)
+        assert f"instance '{loner}' in project '{PROJECT}': its address 192.0.2.1 is on a NIC of an unmanaged " \
+               "network" in said, said
+        sites = lxc("exec", PROXY, "--project", PROJECT, "--", "cat", "/etc/nginx/conf.d/mage-sites.conf").stdout
+        assert "loner.tr.test" not in sites and "192.0.2.1" not in sites
+        everyone_else_is_served(site)
+    finally:
+        lxc("delete", "--force", loner, "--project", PROJECT, check=False)
+        subprocess.run(["ip", "link", "del", bridge], check=False)
 
 
 @pytest.mark.parametrize("route", [

@@ -272,3 +272,23 @@ def test_a_declared_instance_the_proxy_was_not_given_is_named_not_skipped():
     assert all("Fix: " in warning for warning in missing)
     assert [site.server_name for site in plan.sites] == ["a.example.org"]
     assert not plan_proxy([present], strict=["p/w1"]).warnings
+
+
+@pytest.mark.parametrize(("declared", "network", "served"), [
+    (False, "", False),          # undeclared, address on a NIC of an unmanaged network: left out
+    (False, "mage0", True),      # undeclared, LXD's managed network vouches for it
+    (False, None, True),         # a host no mage_lxd inventory made (static): the operator's own
+    (True, "", True),            # declared: the operator chose the instance and its NIC
+])
+def test_an_undeclared_upstream_only_the_instance_vouches_for_is_left_out(declared, network, served):
+    tenant = host("loner", [{"name": "loner.example.org", "pass": 80}], address="192.0.2.77") | \
+        {"address_network": network}
+    plan = plan_proxy([tenant, OWNER], strict=["p/owner"] + (["p/loner"] if declared else []))
+    assert ("loner.example.org" in {site.server_name for site in plan.sites}) is served
+    assert ("loner" in [entry.name for entry in plan.hosts]) is served
+    if not served:
+        assert plan.warnings == ["instance 'loner' in project 'p': its address 192.0.2.77 is on a NIC of an unmanaged "
+                                 "network, which only the instance itself vouches for, so an undeclared instance's "
+                                 "routes are never sent there. Its routes are left out of mageproxy; the others are "
+                                 "served. Fix: attach the instance to a managed network, or declare it in "
+                                 "lxd_provisioning_inventory (or mageproxy_strict_instances), then rerun."]
