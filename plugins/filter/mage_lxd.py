@@ -9,7 +9,7 @@ description:
     render. Each host contributes its C(lxd_mage.proxy) routes, its C(lxd_address), C(lxd_status) and
     C(lxd_project) (stopped instances are left out of upstreams).
   - An undeclared instance whose C(lxd_address_network) is empty (its address is on a NIC of an unmanaged
-    network, so only the instance vouches for it) is left out with a warning: mageproxy never sends an
+    network, so only the instance vouches for it) is left out with a warning; mageproxy never sends an
     instance's own record's routes to an address root inside the instance chose.
   - Only hosts in O(projects) are published, so a proxy serves its own project's routes unless it is
     given more; the same host name in two projects then never meets in one proxy.
