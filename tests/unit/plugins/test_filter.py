@@ -27,3 +27,19 @@ def test_a_hostile_server_name_is_refused_naming_the_instance():
     hostile = {"name": "x.example.org; location /pwn { return 200 owned; } #", "pass": 80}
     with pytest.raises(AnsibleFilterError, match="instance 'web1'.*proxy\\[0\\]\\.name"):
         SITES({"web1": host([hostile])}, ["web1"])
+
+
+def test_a_host_renamed_for_a_clash_keeps_its_declared_routes_under_its_instance_name():
+    # The inventory names the operator's `web` `ops.web` when a tenant's project also has a `web`
+    # (README, "Trust model": two instances are never one host): mageproxy reads the instance's name.
+    operator = host([{"name": "shop.example.org", "pass": 8080}]) | {
+        "mage_lxd_instance": "web", "mage_lxd_project": "ops", "lxd_address_network": "mage0"}
+    tenant = host([{"name": "shop.example.org", "path": "/login", "pass": 8080}], address="10.0.0.6") | {
+        "mage_lxd_instance": "web", "mage_lxd_project": "tenant", "lxd_address_network": "mage0"}
+    plan = SITES({"ops.web": operator, "tenant.web": tenant}, ["ops.web", "tenant.web"], None, ["ops/web"])
+    assert [(site["server_name"], [location["path"] for location in site["locations"]]) for site in plan["sites"]] == \
+        [("shop.example.org", ["/"])]
+    assert plan["sites"][0]["locations"][0]["backends"] == [{"instance": "web", "address": "10.0.0.5", "port": 8080}]
+    assert plan["hosts"] == [{"address": "10.0.0.5", "name": "web"}]
+    assert len(plan["warnings"]) == 1 and plan["warnings"][0].startswith(
+        "instance 'web': proxy[0] shop.example.org/login: shop.example.org is served by declared instance 'web'")
