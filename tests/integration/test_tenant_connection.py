@@ -242,7 +242,7 @@ def test_output_beyond_max_output_stops_the_command_and_fails_the_task(inventory
     assert small["stdout"].count("a") == 300000
 
 
-SECRETS = ("env-Secret-4711", "cloud-Secret-0815", "vendor-Secret-2342")
+SECRETS = ("env-Secret-4711", "cloud-Secret-0815", "vendor-Secret-2342", "profile-Secret-1703")
 
 
 def test_diff_and_vvv_show_that_a_secret_changed_never_its_value(lab, tmp_path):
@@ -266,6 +266,10 @@ def test_diff_and_vvv_show_that_a_secret_changed_never_its_value(lab, tmp_path):
                         project: {BATCH_PROJECT}
                         image: mage/busybox
                         state: stopped
+                        project_profiles:
+                          - name: secrets
+                            config:
+                              environment.api_token: "{SECRETS[3]}-{round_}"
                         config:
                           environment.db_password: "{SECRETS[0]}-{round_}"
                           user.user-data: "#cloud-config\\npassword: {SECRETS[1]}-{round_}"
@@ -279,12 +283,15 @@ def test_diff_and_vvv_show_that_a_secret_changed_never_its_value(lab, tmp_path):
         for text in outputs:
             for secret in SECRETS:
                 assert secret not in text, text[-3000:]
-        # The second run's diff says each secret changed; the inventory that each is set.
+        # The second run's diff says each secret changed, in a profile too; the inventory that each is set.
         assert outputs[1].count("(secret, not shown; changed)") >= 3, outputs[1][-3000:]
+        assert '"environment.api_token": "(secret, not shown; changed)"' in outputs[1], outputs[1][-3000:]
         assert "(secret, not shown)" in outputs[2]
         # What LXD holds is the declared value.
         config = json.loads(lxc("query", f"/1.0/instances/secrets1?project={BATCH_PROJECT}").stdout)["config"]
         assert config["environment.db_password"] == f"{SECRETS[0]}-new"
+        profile = json.loads(lxc("query", f"/1.0/profiles/secrets?project={BATCH_PROJECT}").stdout)["config"]
+        assert profile["environment.api_token"] == f"{SECRETS[3]}-new"
     finally:
         delete_project(BATCH_PROJECT)
 

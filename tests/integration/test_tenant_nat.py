@@ -160,7 +160,7 @@ def test_docker0_and_a_dummy_with_the_neighbours_address_do_not_move_nat_or_the_
     assert inventory_address(tmp_path, "state") == tenant
 
 
-def test_an_address_outside_the_network_is_refused_for_that_instance_and_the_batch_goes_on(clean, victim):
+def test_an_address_outside_the_network_is_refused_for_that_instance_and_the_batch_goes_on(clean, victim, tmp_path):
     serve("tenant")
     # Root inside the tenant gives up its lease and puts the metadata address on eth0.
     in_container("tenant", "kill -USR2 $(pidof udhcpc); sleep 1; kill $(pidof udhcpc); ip addr flush dev eth0; "
@@ -185,6 +185,8 @@ def test_an_address_outside_the_network_is_refused_for_that_instance_and_the_bat
     assert nat_points_at("forward", "tenant") == []
     assert nat_points_at("forward", "victim") == [victim]
     assert answer_becomes("victim", EXTPORT + 1) == "victim"
+    # Nor is it the inventory's address (and so no mageproxy upstream), whatever the source.
+    assert inventory_address(tmp_path, "leases") == inventory_address(tmp_path, "state") == ""
     run_module("mage_lxd_instance", {**BASE, "name": "victim", "nat": []}, project=PROJECT)
 
 
