@@ -43,7 +43,21 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                     time.sleep(ahead)
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.address_string()} {format % args}\n")
+        # The client's User-Agent names the daemon (LXD 5.0.2, Incus 6.0.4): tests count their own pulls.
+        agent = self.headers.get("User-Agent", "-") if getattr(self, "headers", None) else "-"
+        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.address_string()} {format % args} "
+                         f"[{agent}]\n")
+        sys.stderr.flush()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """Threads per request; a failed handshake is one log line, not a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {client_address[0]} error: {error}\n")
         sys.stderr.flush()
 
 
@@ -57,12 +71,11 @@ def main() -> None:
     args = parser.parse_args()
     host, port = args.address.rsplit(":", 1)
     Handler.rate = args.rate
-    server = http.server.ThreadingHTTPServer((host, int(port)), functools.partial(Handler, directory=args.root))
+    server = Server((host, int(port)), functools.partial(Handler, directory=args.root))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
     # The handshake happens in the request's own thread: a stalled client blocks no other.
     server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-    server.daemon_threads = True
     server.serve_forever()
 
 
