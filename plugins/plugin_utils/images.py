@@ -134,8 +134,8 @@ def parse_image(value: Any, image_server: str | None, where: str) -> ImageSource
             raise OptionError(f"{where}: image.server_cert needs image.server. Fix: give the server's URL.")
         return ImageSource(alias=alias, server=server, protocol=_protocol(protocol), server_cert=cert)
     if not isinstance(value, str):
-        raise OptionError(f"{where}: image must be an alias (debian/12), REMOTE:ALIAS (images:debian/12) or "
-                          f"{{alias, server, protocol}}, not {type(value).__name__}")
+        raise OptionError(f"{where}: image is a {type(value).__name__}, not an alias. Fix: quote it, and write an "
+                          "alias (debian/12), REMOTE:ALIAS (images:debian/12) or {alias, server, protocol}.")
     if value.startswith(("https://", "http://")):
         raise OptionError(f"{where}: image '{value}' is a URL. Fix: write image: {{alias: ALIAS, server: URL}}.")
     remote, colon, alias = value.partition(":")
