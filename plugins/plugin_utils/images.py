@@ -292,7 +292,7 @@ def _preference(image: Mapping[str, Any]) -> tuple[Any, ...]:
             props.get("architecture", ""), score)
 
 
-# (method, URL) -> the decoded JSON answer; raises OSError, ssl.SSLError or ValueError.
+# (URL, its server) -> the decoded JSON answer; raises FileNotFoundError (404), OSError, ssl.SSLError or ValueError.
 Fetch = Callable[[str, ImageServer], Any]
 
 

@@ -141,6 +141,20 @@ def test_a_misspelt_alias_refuses_the_batch_before_any_write(images):
     assert lxc("project", "show", NEW_PROJECT, check=False).returncode != 0
 
 
+@pytest.mark.parametrize(("pin", "words"), [
+    (None, "TLS verification failed"),
+    # The daemon under test's own certificate is not the other daemon's.
+    ("/var/lib/incus/server.crt" if ON_INCUS else "/var/lib/lxd/server.crt", "is not the pinned server_cert"),
+])
+def test_an_image_server_whose_certificate_is_not_trusted_refuses_the_batch(images, pin, words):
+    source = {"alias": PUBLIC_ALIAS, "server": OTHER_URL, "protocol": "lxd", **({"server_cert": pin} if pin else {})}
+    result = run_module("mage.lxd.mage_lxd_instance", {**BASE, "name": "img-untrusted", "image": source},
+                        project=PROJECT)
+    assert "status" not in result and "msg" in result, result
+    assert "instance 'img-untrusted'" in result["msg"] and OTHER_URL in result["msg"] and words in result["msg"]
+    assert "img-untrusted" not in instance_names(PROJECT)
+
+
 def test_an_unreachable_image_server_refuses_the_batch_naming_it(images):
     dead = "https://127.0.0.1:1"
     result = run_module("mage.lxd.mage_lxd_instance", {**BASE, "name": "img-dead",
