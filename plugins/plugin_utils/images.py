@@ -19,6 +19,7 @@ the server's native architecture, `A/ARCH` the image of that architecture; the n
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 import threading
@@ -126,7 +127,7 @@ def parse_image(value: Any, image_server: str | None, where: str) -> ImageSource
             raise OptionError(f"{where}: image.protocol '{protocol}' is not one of {', '.join(PROTOCOLS)}. Fix: "
                               "simplestreams for an image index, lxd (or incus) for an LXD or Incus server.")
         server = str(value.get("server") or "")
-        cert = str(value.get("server_cert") or "")
+        cert = os.path.expanduser(str(value.get("server_cert") or ""))
         if server and not _https_url(server):
             raise OptionError(f"{where}: image.server '{server}' is not an https:// URL with a host. Fix: give the "
                               "image server's URL (https://images.example.org), or leave server out for a local alias.")
