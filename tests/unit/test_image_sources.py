@@ -279,3 +279,71 @@ def test_the_first_instance_of_each_download_leads_it_and_the_others_follow():
     assert {key: plan.spec.name for key, plan in leaders.items()} == {
         ("default", "f22c"): "b", ("default", "6d91"): "c", ("shop", "f22c"): "e"}
     assert set(gates) == set(leaders) and not any(gate.is_set() for gate in gates.values())
+
+
+class FakeLxd:
+    """The reads _image_source makes of the instance's server: aliases, images, projects."""
+
+    def __init__(self, kind="lxd", have=(), aliases=(), own_images=False):
+        from ansible_collections.mage.lxd.plugins.plugin_utils.remote import INCUS, LXD, Remote
+        self.kind = INCUS if kind == "incus" else LXD
+        self.remote = Remote()
+        self.host_info = {"environment": {"architectures": X86}}
+        self.have = set(have)
+        self.aliases = set(aliases)
+        self.own_images = own_images
+        self.requests = []
+
+    def describe(self):
+        return "LXD remote 'local'"
+
+    def get(self, path, params=None):
+        from ansible_collections.mage.lxd.plugins.plugin_utils.errors import NotFoundError
+        self.requests.append(path)
+        if path.startswith("images/aliases/") and path.removeprefix("images/aliases/") in self.aliases:
+            return {"target": "local-fp"}
+        if path.startswith("images/") and path.removeprefix("images/") in self.have:
+            return {"fingerprint": path.removeprefix("images/")}
+        if path.startswith("projects/"):
+            return {"config": {"features.images": "true" if self.own_images else "false"}}
+        raise NotFoundError(path)
+
+
+def _source(api, image, project="default", new_project=False, answers=LAB_ANSWERS):
+    from ansible_collections.mage.lxd.plugins.plugin_utils.provision import _image_source
+    spec = parse_spec({"name": "web1", "image": image, "project": project, "image_server": LAB.url})
+    resolver = ImageResolver(api.kind.cli.replace("lxc", "lxd"), X86, fetch=FakeServer(answers))
+    return _image_source(api, spec, WHERE, resolver, new_project)
+
+
+def test_a_local_alias_wins_for_the_shorthand_and_no_image_server_is_read():
+    api = FakeLxd(aliases={"debian/12/amd64"})
+    assert _source(api, "debian/12/amd64", answers={}) == ({"type": "image", "alias": "debian/12/amd64"}, None)
+
+
+def test_an_alias_to_download_is_pulled_by_alias_with_its_planned_fingerprint():
+    api = FakeLxd()
+    source, pull = _source(api, "debian/12/amd64", project="shop")
+    assert source == {"type": "image", "mode": "pull", "server": LAB.url, "protocol": "simplestreams",
+                      "alias": "debian/12/amd64"}
+    assert pull == ImagePull("new-ct", "default", "debian/12/amd64", LAB.url)
+    # A project with images of its own keeps its downloads apart; a new project uses the default's.
+    assert _source(FakeLxd(own_images=True), "debian/12", project="shop")[1].store == "shop"
+    assert _source(FakeLxd(own_images=True), "debian/12", project="shop", new_project=True)[1].store == "default"
+
+
+def test_an_image_the_server_has_is_used_by_fingerprint_and_nothing_is_pulled():
+    assert _source(FakeLxd(have={"new-ct"}), "debian/12") == ({"type": "image", "fingerprint": "new-ct"}, None)
+
+
+def test_a_named_server_is_asked_even_when_a_local_alias_has_that_name(tmp_path):
+    api = FakeLxd(kind="incus", aliases={"mage-public/busybox"})
+    cert = tmp_path / "server.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    server = "https://10.0.0.1:8443"
+    answers = {f"{server}/1.0/images/aliases/mage-public%2Fbusybox": {"metadata": {"target": "8014", "type": "container"}}}
+    source, pull = _source(api, {"alias": "mage-public/busybox", "server": server, "protocol": "lxd",
+                                 "server_cert": str(cert)}, answers=answers)
+    # Incus names the image API protocol 'incus'; LXD is given the pinned certificate too.
+    assert source["protocol"] == "incus" and source["certificate"] == cert.read_text()
+    assert pull.fingerprint == "8014" and not any(path.startswith("images/aliases/") for path in api.requests)
