@@ -13,8 +13,10 @@
 # (virtual machines only; this lab runs containers).
 # The lab's own tools: mmdebstrap and busybox-static build the images, curl checks pages,
 # util-linux gives nsenter/unshare to the cluster lab, pebble is the ACME test server the mageproxy
-# tests issue certificates from.
-MAGE_LAB_PACKAGES=(lxd dnsmasq-base iproute2 nftables iptables mmdebstrap busybox-static curl util-linux pebble)
+# tests issue certificates from; openssl and ca-certificates make the image server's CA and put it in the
+# host's CA store (lab/image_server.sh).
+MAGE_LAB_PACKAGES=(lxd dnsmasq-base iproute2 nftables iptables mmdebstrap busybox-static curl util-linux pebble
+  openssl ca-certificates)
 
 lab_install_missing_packages() {
   local missing=() pkg

@@ -71,6 +71,8 @@ ensure_https_on_loopback() {
 
 lab_install_missing_packages
 raise_inotify_limit
+# The image server's CA goes into the host's CA store before the daemons start (they read it once).
+"$here/image_server.sh" trust
 start_daemon
 ensure_storage_and_network
 ensure_https_on_loopback
@@ -78,3 +80,5 @@ ensure_https_on_loopback
 log "LXD $(lxc query /1.0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["environment"]["server_version"])') is ready"
 # Incus beside LXD, for the tests on both servers; MAGE_LAB_INCUS=no leaves Incus out.
 [ "${MAGE_LAB_INCUS:-yes}" = no ] || "$here/incus.sh"
+# The image servers the image tests pull from (a simplestreams server, public images on both daemons).
+"$here/image_server.sh"

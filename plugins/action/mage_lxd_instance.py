@@ -64,6 +64,8 @@ class ActionModule(ActionBase):
                 check_mode=bool(self._task.check_mode),
                 forks=args.get("forks", 4),
                 operation_timeout=args.get("operation_timeout", 300.0),
+                # At default verbosity: a pull can take minutes, and the user should see it move.
+                progress=display.display,
             )
             batch = converge_batch(remote, specs, options, log=display.vvv)
         for warning in batch.warnings:

@@ -66,17 +66,41 @@ options:
     default: started
   image:
     description:
-      - A local alias (C(mage/debian-12)), the seed's shorthand (C(ubuntu/xenial/amd64), a local alias or
-        else the same alias on O(image_server)), or C({alias, server, protocol}).
-      - Needed to create the instance. A changed image is reported as a warning; the instance is only
+      - Where a new instance's image comes from, as the C(lxc) and C(incus) clients name it.
+      - A local alias (C(mage/debian-12)), or the seed's shorthand (C(debian/12/amd64)) - a local alias of that name
+        if there is one, else that alias on O(image_server).
+      - C(REMOTE:ALIAS) - C(images:debian/12) (the server kind's own C(images:) remote, see O(image_server)),
+        C(ubuntu:24.04) (LXD only, U(https://cloud-images.ubuntu.com/releases); also C(ubuntu-daily:),
+        C(ubuntu-minimal:), C(ubuntu-minimal-daily:)), C(local:ALIAS), or a remote of the user's C(lxc) or C(incus)
+        client (its C(config.yml), with its pinned certificate in C(servercerts/)).
+      - "C({alias, server, protocol, server_cert}) - C(server) an https:// URL, C(protocol) V(simplestreams) (the
+        default) or V(lxd) (an LXD or Incus server's public images; V(incus) is the same), C(server_cert) the path of
+        the server's certificate to pin (LXD is given it too); without C(server), a local alias."
+      - An alias on an image server is resolved while the batch is planned, before any write - on the
+        simplestreams index (C(streams/v1/index.json)) or with C(GET /1.0/images/aliases/NAME) - for the instance's
+        type and the server's architecture, by the rules LXD and Incus use (C(ALIAS) names the server's native
+        architecture, C(ALIAS/ARCH) another). An alias the image server does not have, or a server that cannot be
+        read or fails the TLS check, refuses the whole batch with a message naming the instance, the alias and the
+        server. TLS is checked against the controller's CA store (or the pinned C(server_cert)); the LXD host
+        checks the server against its own CA store, so both must trust the server's CA.
+      - An image already on the server (by fingerprint) is used as it is and nothing is downloaded. An image to
+        download is pulled once per batch - by the creation of the first instance that needs it; the others
+        wait for it and are then created from the pulled image by its fingerprint. While LXD downloads it,
+        its progress (C(download_progress), percent and speed) is shown at default verbosity, a line per change,
+        about once a second; nothing is shown for an image the server already has.
+      - Needed to create the instance. A changed local alias is reported as a warning; the instance is only
         recreated with O(rebuild=true).
     type: raw
   image_server:
     description:
-      - Image server for the shorthand form of O(image) when it is not a local alias.
+      - The image server of the seed's shorthand and of bare aliases that are not local aliases.
+      - V(images) (the default) is the server kind's C(images:) remote - U(https://images.lxd.canonical.com) on
+        LXD, U(https://images.linuxcontainers.org) on Incus (which no longer serves LXD) - both simplestreams.
+      - Also an https:// URL of a simplestreams server, or another remote name (V(ubuntu), a remote of the
+        C(lxc) or C(incus) client).
       - An empty string means local aliases only (nothing is ever pulled).
     type: str
-    default: https://images.linuxcontainers.org
+    default: images
   rebuild:
     description: Recreate the instance when its image differs from O(image) (its root disk is lost).
     type: bool
@@ -312,7 +336,8 @@ project:
 actions:
   description:
     - What was done to the instance (or would be, in check mode), in order. Empty when nothing changed.
-    - C(created), C(rebuilt (image changed)), C(reconfigured), C(unfrozen), C(started), C(restarted),
+    - C(created), C(pulled image 'ALIAS' (FINGERPRINT) from SERVER) (this instance's creation downloaded the
+      image), C(rebuilt (image changed)), C(reconfigured), C(unfrozen), C(started), C(restarted),
       C(stopped), C(frozen), C(deleted), C(installed python with TOOL), C(BACKEND NAT updated).
   returned: with O(name), unless the instance failed
   type: list

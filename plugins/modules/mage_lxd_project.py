@@ -21,7 +21,8 @@ description:
   - Runs on the controller (an action plugin); it shares mage_lxd_instance's lock, so runs on the same
     server from this controller never interleave.
   - Without O(url), the server comes from C(MAGE_LXD_URL) (and its certificates' variables), else the
-    local socket.
+    C(lxc) or C(incus) client's remote O(remote) names (its C(config.yml) - URL, pinned server certificate,
+    client pair; explicit options win), else the local socket.
 version_added: "0.3.0"
 author: mage-lxd developers (!UNKNOWN)
 extends_documentation_fragment:

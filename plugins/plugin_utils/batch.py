@@ -12,8 +12,9 @@ import hashlib
 import os
 import stat
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,12 +29,13 @@ from .batch_checks import (
     spec_unsafe_settings,
     unsafe_settings,
 )
-from .errors import MageLxdError, OptionError, RemoteError
+from .errors import MageLxdError, NotFoundError, OptionError, RemoteError
+from .images import ImageResolver
 from .instance_spec import InstanceSpec
 from .nat import StaleRule, plan_stale_nat, read_owners, read_published, remove_stale_nat
 from .nics import managed_networks
 from .projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
-from .provision import InstancePlan, apply_instance, plan_instance, read_facts
+from .provision import InstancePlan, apply_instance, image_resolver, plan_instance, read_facts
 from .remote import Log, LxdApi, Remote, _no_log, local_socket_path
 
 
@@ -49,6 +51,8 @@ class BatchOptions:
     check_mode: bool = False
     forks: int = 4
     operation_timeout: float = 300.0
+    # Where image download progress lines go while the batch runs.
+    progress: Log = _no_log
 
 
 @dataclass
@@ -85,7 +89,7 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
         def writer_for(spec: InstanceSpec) -> LxdApi:
             return LxdApi(remote, log=log, project=spec.project, timeout=timeout)
 
-        plans, failures = _plan_instances(specs, new, reader_for, options.forks)
+        plans, failures = _plan_instances(specs, new, reader_for, options.forks, image_resolver(api))
         warnings = _check(api, specs, plans, new, options)
         stale, problems = _stale_nat(api)
         warnings += [("check mode: would remove " if options.check_mode else "removed ") + item.describe()
@@ -95,7 +99,7 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
             warnings += remove_stale_nat(api, stale)
             for project in projects:
                 apply_project_plan(api, project)
-            failures |= _apply_instances(plans, writer_for, options.forks)
+            failures |= _apply_instances(plans, writer_for, options.forks, options.progress)
     instances = [failures.get(_key(spec)) or plans[_key(spec)].result.as_dict() for spec in specs]
     return BatchResult([plan.as_dict() | {"diff": plan.diffs()} for plan in projects], instances, warnings,
                        [item.as_dict() for item in stale])
@@ -126,12 +130,15 @@ def _failure(spec: InstanceSpec, exc: Exception) -> dict[str, Any]:
 
 
 def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, forks: int,
+                    images: ImageResolver | None = None,
                     ) -> tuple[dict[str, InstancePlan], dict[str, dict[str, Any]]]:
     """Read and plan every instance. An unreachable one becomes a failure entry; a declaration that
-    cannot work (OptionError) refuses the batch, with every such refusal named at once."""
+    cannot work (OptionError: an image alias its server does not have, too) refuses the batch, with
+    every such refusal named at once."""
     def read(spec: InstanceSpec) -> InstancePlan | Exception:
         try:
-            return plan_instance(spec, read_facts(api_for(spec), spec, new_project=spec.project in new))
+            return plan_instance(spec, read_facts(api_for(spec), spec, new_project=spec.project in new,
+                                                  images=images))
         except MageLxdError as exc:
             return exc
 
@@ -181,19 +188,57 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
     return warnings
 
 
-def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int) -> dict[str, dict[str, Any]]:
+def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int,
+                     progress: Log = _no_log) -> dict[str, dict[str, Any]]:
+    """Apply every plan, a bounded number at once. Instances that need the same image download share
+    it: the first one's creation pulls it (showing LXD's progress), the others wait for that, then
+    are created from the image on the server (pull_gates)."""
+    leaders, gates = pull_gates(plans.values())
+
     def apply(plan: InstancePlan) -> dict[str, Any] | None:
+        pull = plan.facts.pull
         try:
-            apply_instance(api_for(plan.spec), plan)
+            if pull is not None and leaders[pull.key] is not plan:
+                gates[pull.key].wait()
+                _use_pulled_image(api_for(plan.spec), plan)
+            apply_instance(api_for(plan.spec), plan, progress)
         except MageLxdError as exc:
             # Part of a plan with writes may have been applied before the failure: say it may have changed.
             return _failure(plan.spec, exc) | {"changed": plan.result.changed}
+        finally:
+            if pull is not None and leaders[pull.key] is plan:
+                gates[pull.key].set()
         return None
 
     # Each instance's LXD operations wait on the server; a bounded pool runs them side by side.
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(plans) or 1))) as pool:
         outcomes = list(pool.map(apply, plans.values()))
     return {key: outcome for key, outcome in zip(plans, outcomes) if outcome is not None}
+
+
+def pull_gates(plans: Iterable[InstancePlan]) -> tuple[dict[tuple[str, str], InstancePlan],
+                                                       dict[tuple[str, str], threading.Event]]:
+    """For each image download of the batch (ImagePull.key), the plan that does it (the first in
+    order) and the event set once its creation has ended. The pool starts plans in order, so a
+    leader is always running before one of its followers waits."""
+    leaders: dict[tuple[str, str], InstancePlan] = {}
+    for plan in plans:
+        if plan.facts.pull is not None:
+            leaders.setdefault(plan.facts.pull.key, plan)
+    return leaders, {key: threading.Event() for key in leaders}
+
+
+def _use_pulled_image(api: LxdApi, plan: InstancePlan) -> None:
+    # The image the first instance pulled is now on the server: no second download, nor a second
+    # look at the image server. If it is not there (that pull failed), this one pulls it itself.
+    pull = plan.facts.pull
+    if pull is None or plan.create is None:
+        return
+    try:
+        api.get(f"images/{pull.fingerprint}")
+    except NotFoundError:
+        return
+    plan.create["source"] = {"type": "image", "fingerprint": pull.fingerprint}
 
 
 LOCK_WAIT_SECONDS = 600

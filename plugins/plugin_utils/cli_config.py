@@ -95,10 +95,37 @@ def remote_options(name: str, entry: Mapping[str, Any], config: CliConfig, where
     return options
 
 
+def image_remote_options(name: str, entry: Mapping[str, Any], config: CliConfig, where: str,
+                         exists: Callable[[str], bool] = os.path.isfile) -> dict[str, Any]:
+    """The image server (url, protocol, pinned server certificate) the CLI remote `name` is, for
+    image sources such as `NAME:debian/12`: a simplestreams remote, or an LXD/Incus one whose
+    public images LXD pulls."""
+    label = f"{where}: image remote '{name}'"
+    protocol = str(entry.get("protocol") or "lxd")
+    addr = str(entry.get("addr") or "")
+    if protocol not in (*API_PROTOCOLS, "simplestreams") or not addr.startswith("https://"):
+        raise OptionError(
+            f"{label}: {config.cli} remote '{name}' in {config.path} ({protocol}, {addr or 'no addr'}) is not an "
+            "image server LXD can pull from: that needs an https:// simplestreams, lxd or incus remote. Fix: name "
+            "another remote, or give image: {alias, server, protocol}.")
+    options: dict[str, Any] = {"url": addr, "protocol": protocol}
+    server_cert = os.path.join(config.directory, "servercerts", f"{name}.crt")
+    if exists(server_cert):
+        options["server_cert"] = server_cert
+    return options
+
+
+def find_cli_image_remote(name: str, where: str, environ: Mapping[str, str] | None = None,
+                          home: str | None = None) -> dict[str, Any]:
+    """The image server of the first lxc or incus CLI remote called `name` (image_remote_options)."""
+    return find_cli_remote(name, where, environ, home, convert=image_remote_options)
+
+
 def find_cli_remote(name: str, where: str, environ: Mapping[str, str] | None = None,
-                    home: str | None = None) -> dict[str, Any]:
+                    home: str | None = None, convert: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """The remote options of the first lxc or incus CLI remote called `name`
     (cli_config_dirs order); a name found nowhere is refused with the files that were read."""
+    convert = convert or remote_options
     environ = os.environ if environ is None else environ
     configs = cli_config_dirs(environ, home or os.path.expanduser("~"))
     read: list[str] = []
@@ -117,7 +144,7 @@ def find_cli_remote(name: str, where: str, environ: Mapping[str, str] | None = N
             entry = remotes[name]
             if not isinstance(entry, Mapping):
                 raise OptionError(f"{where} '{name}': its entry in {config.path} is not a mapping. Fix: repair it.")
-            return remote_options(name, entry, config, where)
+            return convert(name, entry, config, where)
     absent = [config.path for config in configs if config.path not in read]
     raise OptionError(
         f"{where} '{name}': no url is given and no lxc or incus remote is named '{name}' (read: "

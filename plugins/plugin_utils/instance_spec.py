@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import OptionError
+from .images import ImageSource, parse_image
 from .nat import BACKENDS, DEFAULT_BACKEND, NatRule
 from .routes import parse_route
 from .values import parse_bool
@@ -21,8 +22,8 @@ STATES = ("started", "stopped", "restarted", "absent", "frozen")
 TYPES = ("container", "virtual-machine")
 ADDRESS_WAITS = ("inet", "inet6", "none")
 PROTOCOLS = ("tcp", "udp")
-IMAGE_PROTOCOLS = ("simplestreams", "lxd")
-DEFAULT_IMAGE_SERVER = "https://images.linuxcontainers.org"
+# The `images:` remote of the server kind: LXD's images.lxd.canonical.com, or Incus's images.linuxcontainers.org.
+DEFAULT_IMAGE_SERVER = "images"
 # Config keys LXD owns, and ours, which the plugin writes itself.
 RESERVED_CONFIG_PREFIXES = ("volatile.", "user.mage.")
 _INSTANCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
@@ -33,19 +34,6 @@ _MOUNT = re.compile(r"^(/[^:]*):(/[^:]*)(?::(ro|rw))?$")
 # A cluster member name, or `@name` for a cluster group (LXD's own name rules, no spaces or slashes).
 _TARGET = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """Where an instance's image comes from: a local alias, or an alias on an image server."""
-
-    alias: str
-    server: str = ""
-    protocol: str = "simplestreams"
-
-    def describe(self) -> str:
-        """The image as messages name it."""
-        return f"'{self.alias}'" + (f" on {self.server} ({self.protocol})" if self.server else " (local)")
 
 
 @dataclass(frozen=True)
@@ -97,7 +85,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     return InstanceSpec(
         name=name,
         state=state,
-        image=parse_image(data.get("image"), str(data.get("image_server", DEFAULT_IMAGE_SERVER) or ""), where),
+        image=parse_image(data.get("image"), _image_server(data.get("image_server", DEFAULT_IMAGE_SERVER)), where),
         type=_choice(data.get("type", "container"), TYPES, f"{where}: type"),
         profiles=tuple(str(p) for p in data["profiles"]) if data.get("profiles") is not None else None,
         config=parse_config(data.get("config") or {}, where),
@@ -115,6 +103,11 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     )
 
 
+def _image_server(value: Any) -> str | None:
+    # None (YAML null, an unset role variable) means the default, as leaving it out does.
+    return DEFAULT_IMAGE_SERVER if value is None else str(value)
+
+
 def parse_devices(raw: Any, where: str) -> dict[str, dict[str, str]]:
     """LXD devices as LXD stores them (string values); names starting with 'mage-' are ours."""
     if not isinstance(raw, Mapping):
@@ -124,23 +117,6 @@ def parse_devices(raw: Any, where: str) -> dict[str, dict[str, str]]:
         if not _DEVICE_NAME.fullmatch(device) or device.startswith("mage-"):
             raise OptionError(f"{where}: device name '{device}' is not valid (letters, digits, '-_.'; 'mage-' is reserved)")
     return devices
-
-
-def parse_image(value: Any, default_server: str, where: str) -> ImageSource | None:
-    """A local alias, the seed's 'os/release/arch' shorthand, or {alias, server, protocol}."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, Mapping):
-        alias = str(value.get("alias") or "")
-        server = str(value.get("server") or "")
-        protocol = _choice(value.get("protocol", "simplestreams"), IMAGE_PROTOCOLS, f"{where}: image.protocol")
-        if not alias:
-            raise OptionError(f"{where}: image needs an alias (image: {{alias: debian/12, server: URL}})")
-        if server and not server.startswith("https://"):
-            raise OptionError(f"{where}: image.server '{server}' must be an https:// URL")
-        return ImageSource(alias=alias, server=server, protocol=protocol)
-    # A bare string is looked up locally first, then on the default server (see instance_apply).
-    return ImageSource(alias=str(value), server=default_server if default_server else "")
 
 
 def parse_config(config: Mapping[str, Any], where: str) -> dict[str, str]:

@@ -19,8 +19,10 @@ from typing import Any
 
 from .bootstrap import find_python, install_python
 from .channel import InstanceChannel
+from .cli_config import find_cli_image_remote
 from .cluster import check_reachable, check_target, listed_instance, member_name, placement_error
 from .errors import MageLxdError, NotFoundError, OptionError, RemoteError
+from .images import ImageResolver, certificate_text, protocol_for, server_for
 from .instance_spec import InstanceSpec
 from .masking import masked_diff
 from .nat import (
@@ -35,7 +37,7 @@ from .nat import (
 )
 from .nics import NicView, addresses_by_family, flat, managed_networks, nic_addresses
 from .records import decode_record
-from .remote import LxdApi
+from .remote import INCUS, Log, LxdApi, _no_log
 
 MANAGED_KEY = "user.mage.managed"
 NAT_KEY = "user.mage.nat"
@@ -167,6 +169,28 @@ class InstanceFacts:
     # Where a new (or rebuilt) instance's image comes from; None when nothing is created.
     image_source: Mapping[str, str] | None = None
     image_differs: bool = False
+    # The image LXD must download for it (not yet on the server); None for a local or cached one.
+    pull: ImagePull | None = None
+
+
+@dataclass(frozen=True)
+class ImagePull:
+    """An image a new instance needs that its server does not have yet: pulled once per batch."""
+
+    fingerprint: str
+    # The project whose images it goes into ('default' unless the project has features.images).
+    store: str
+    alias: str
+    server: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Instances with the same key share one download."""
+        return (self.store, self.fingerprint)
+
+    def describe(self) -> str:
+        """The pull as messages name it."""
+        return f"image '{self.alias}' ({self.fingerprint[:12]}) from {self.server}"
 
 
 @dataclass
@@ -187,12 +211,15 @@ def describe(spec: InstanceSpec) -> str:
     return f"instance '{spec.name}' in project '{spec.project}'"
 
 
-def read_facts(api: LxdApi, spec: InstanceSpec, new_project: bool = False) -> InstanceFacts:
+def read_facts(api: LxdApi, spec: InstanceSpec, new_project: bool = False,
+               images: ImageResolver | None = None) -> InstanceFacts:
     """Everything planning needs from LXD, read without writing. OptionError: the declaration cannot
     work (the batch is refused); RemoteError: this instance cannot be reached.
 
     For an instance of a project this run creates, `api` acts in the default project, whose images
-    the new project uses; the instance does not exist yet."""
+    the new project uses; the instance does not exist yet. A new instance's image is resolved now,
+    on its image server too (`images`, shared by the batch): an alias the server does not have, or
+    a server that cannot be read, refuses the batch."""
     where = describe(spec)
     check_nat(api, spec.nat, where)
     current, etag = (None, "") if new_project else _read_current(api, spec, where)
@@ -204,11 +231,18 @@ def read_facts(api: LxdApi, spec: InstanceSpec, new_project: bool = False) -> In
         check_listen_by_member(api, spec.nat, where, placed if current is None else None)
         listen = resolve_listen_addresses(api, spec.nat, where, placed)
     image_differs = current is not None and spec.state != "absent" and _image_differs(api, spec, current)
-    image_source = None
+    image_source, pull = None, None
     if spec.state != "absent" and (current is None or (spec.rebuild and image_differs)):
         check_target(api, spec.target, where)
-        image_source = _image_source(api, spec, where)
-    return InstanceFacts(current, etag, location, listen, image_source, image_differs)
+        image_source, pull = _image_source(api, spec, where, images or image_resolver(api), new_project)
+    return InstanceFacts(current, etag, location, listen, image_source, image_differs, pull)
+
+
+def image_resolver(api: LxdApi) -> ImageResolver:
+    """A resolver for the image servers of instances on `api`'s server (its kind and architectures)."""
+    architectures = [str(arch) for arch in api.host_info.get("environment", {}).get("architectures") or []]
+    return ImageResolver(kind="incus" if api.kind is INCUS else "lxd", architectures=architectures,
+                         timeout=api.remote.timeout)
 
 
 def _read_current(api: LxdApi, spec: InstanceSpec, where: str) -> tuple[dict[str, Any] | None, str]:
@@ -287,9 +321,10 @@ def _kept_as_is(spec: InstanceSpec, facts: InstanceFacts) -> list[str]:
     return warnings
 
 
-def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
+def apply_instance(api: LxdApi, plan: InstancePlan, progress: Log = _no_log) -> InstanceResult:
     """Carry out one instance's plan (the executor). A new instance that cannot be started or
-    published is removed again, so a failed run leaves no half-made instance behind."""
+    published is removed again, so a failed run leaves no half-made instance behind. While LXD
+    downloads the instance's image, `progress` gets its download progress lines."""
     spec, result = plan.spec, plan.result
     path = f"instances/{spec.name}"
     current, etag = plan.facts.current, plan.facts.etag
@@ -304,7 +339,7 @@ def apply_instance(api: LxdApi, plan: InstancePlan) -> InstanceResult:
         _delete(api, path, current)
     if plan.create is not None:
         try:
-            current, etag = _create(api, plan)
+            current, etag = _create(api, plan, progress)
         except MageLxdError as exc:
             raise RemoteError(f"{exc}{_REBUILD_LOSS if plan.delete else ''}") from exc
     elif plan.update is not None and current is not None:
@@ -396,10 +431,10 @@ def _remove_new(api: LxdApi, plan: InstancePlan, error: MageLxdError) -> None:
     raise RemoteError(f"{error} {describe(spec)} did not exist before this run and was removed again.") from error
 
 
-def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False) -> InstanceResult:
+def converge(api: LxdApi, spec: InstanceSpec, check_mode: bool = False, progress: Log = _no_log) -> InstanceResult:
     """Read, plan and (unless in check mode) apply one instance. Raises MageLxdError naming it."""
     plan = plan_instance(spec, read_facts(api, spec))
-    return plan.result if check_mode else apply_instance(api, plan)
+    return plan.result if check_mode else apply_instance(api, plan, progress)
 
 
 def _put_definition(api: LxdApi, path: str, current: Mapping[str, Any], wanted: Mapping[str, Any], etag: str) -> None:
@@ -430,24 +465,37 @@ def _target_state(state: str) -> str:
     return "started" if state == "restarted" else state
 
 
-def _create(api: LxdApi, plan: InstancePlan) -> tuple[dict[str, Any], str]:
+def _create(api: LxdApi, plan: InstancePlan, progress: Log = _no_log) -> tuple[dict[str, Any], str]:
     """POST the instance and read it back; on a cluster, complete per-member NAT once LXD placed it
-    (its addresses then also go into the plan's facts, for the NAT published after the start)."""
+    (its addresses then also go into the plan's facts, for the NAT published after the start).
+    When LXD downloads the image, its download progress goes to `progress` as it changes."""
     spec, body, result = plan.spec, plan.create or {}, plan.result
     where = describe(spec)
     path = f"instances/{spec.name}"
     params = {"target": spec.target} if spec.target else None
+    pull = plan.facts.pull if (body.get("source") or {}).get("mode") == "pull" else None
+    shown: list[str] = []
+
+    def watch(metadata: Mapping[str, Any]) -> None:
+        line = str(metadata.get("download_progress") or "")
+        if line and (not shown or shown[-1] != line):
+            shown.append(line)
+            progress(f"{where}: pulling {pull.describe() if pull else 'its image'}: {line}")
+
     try:
-        api.post("instances", body, params)
+        api.post_watched("instances", body, params, watch)
+        if pull is not None:
+            result.actions.insert(result.actions.index("created") + 1 if "created" in result.actions else 0,
+                                  f"pulled {pull.describe()}")
     except RemoteError as exc:
         if spec.target:
             raise placement_error(api, spec.target, where, exc) from exc
         source = body.get("source") or {}
-        if source.get("server") and ("image" in str(exc).lower() or "connect" in str(exc).lower()):
+        if source.get("server"):
             raise RemoteError(
-                f"{where}: image {spec.image.describe() if spec.image else ''} was not found: looked in the local "
-                f"aliases of project '{spec.project}' on {api.describe()} and on "
-                f"{source['server']} ({exc})"
+                f"{where}: LXD could not pull image {spec.image.describe() if spec.image else ''} from "
+                f"{source['server']} ({exc}). Nothing was made. Fix: check that the LXD host reaches the server "
+                "and trusts its certificate (its CA store, as the controller's)."
             ) from exc
         raise RemoteError(f"{where}: creating it failed: {exc}. Nothing was made.") from exc
     current, etag = _read(api, path)
@@ -464,18 +512,44 @@ def _create(api: LxdApi, plan: InstancePlan) -> tuple[dict[str, Any], str]:
     return current or {}, etag
 
 
-def _image_source(api: LxdApi, spec: InstanceSpec, where: str) -> dict[str, str]:
+def _image_source(api: LxdApi, spec: InstanceSpec, where: str, images: ImageResolver,
+                  new_project: bool) -> tuple[dict[str, str], ImagePull | None]:
     image = spec.image
     if image is None:
         raise OptionError(f"{where} does not exist; give 'image' to create it")
-    if _local_alias(api, image.alias):
-        return {"type": "image", "alias": image.alias}
-    if not image.server:
+    if (image.local_first or not image.is_remote) and _local_alias(api, image.alias):
+        return {"type": "image", "alias": image.alias}, None
+    if not image.is_remote:
         raise OptionError(
             f"{where}: image '{image.alias}' is not a local alias in project '{spec.project}' on "
             f"{api.describe()}. Fix: import it, or give image: {{alias: ..., server: https://...}}"
         )
-    return {"type": "image", "mode": "pull", "server": image.server, "protocol": image.protocol, "alias": image.alias}
+    kind = "incus" if api.kind is INCUS else "lxd"
+    server = server_for(image, kind, where, find_cli_image_remote)
+    found = images.resolve(server, image.alias, spec.type, where)
+    if _has_image(api, found.fingerprint):
+        # Already on the server (pulled before, or imported): nothing is downloaded.
+        return {"type": "image", "fingerprint": found.fingerprint}, None
+    source = {"type": "image", "mode": "pull", "server": server.url, "protocol": protocol_for(kind, server.protocol),
+              "alias": image.alias}
+    if server.server_cert:
+        source["certificate"] = certificate_text(server.server_cert, where)
+    store = "default" if new_project else _image_store(api, spec.project)
+    return source, ImagePull(found.fingerprint, store, image.alias, server.url)
+
+
+def _has_image(api: LxdApi, fingerprint: str) -> bool:
+    try:
+        api.get(f"images/{fingerprint}")
+    except NotFoundError:
+        return False
+    return True
+
+
+def _image_store(api: LxdApi, project: str) -> str:
+    # A project without features.images keeps its images in the default project.
+    config = (api.get(f"projects/{project}") or {}).get("config") or {}
+    return project if config.get("features.images") == "true" else "default"
 
 
 def _local_alias(api: LxdApi, alias: str) -> dict[str, Any] | None:
@@ -487,7 +561,7 @@ def _local_alias(api: LxdApi, alias: str) -> dict[str, Any] | None:
 
 def _image_differs(api: LxdApi, spec: InstanceSpec, current: Mapping[str, Any]) -> bool:
     # Only a local alias can be compared without reaching an image server.
-    if spec.image is None:
+    if spec.image is None or (spec.image.is_remote and not spec.image.local_first):
         return False
     alias = _local_alias(api, spec.image.alias)
     base = (current.get("config") or {}).get("volatile.base_image", "")

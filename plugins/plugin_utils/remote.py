@@ -376,6 +376,36 @@ class LxdApi:
         """POST /1.0/<path>; waits for the operation when LXD answers with one."""
         return self._write("post", path, body, params)
 
+    def post_watched(self, path: str, body: Any, params: Mapping[str, str] | None,
+                     watch: Callable[[Mapping[str, Any]], None], interval: int = 1) -> Any:
+        """POST /1.0/<path> like post(), handing the operation's metadata to `watch` about every
+        `interval` seconds while it runs (an image download's progress, say)."""
+        what = f"POST /1.0/{path}"
+        self.log(f"mage_lxd: {self.remote.name}: {what}" + (f" {dict(params)}" if params else ""))
+        read_timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
+        deadline = time.monotonic() + (read_timeout or float("inf"))
+        with self._errors(what):
+            data = self.request("post", path, params, json=body).json()
+            if data.get("type") != "async":
+                return data.get("metadata")
+            while True:
+                try:
+                    operation = self.wait_operation(data["operation"], seconds=interval)
+                except ApiError as exc:
+                    # Incus answers a wait that timed out with "context deadline exceeded"; LXD with the
+                    # operation as it is. The operation itself says how far it got.
+                    if "deadline exceeded" not in str(exc).lower():
+                        raise
+                    operation = self.request("get", f"operations/{quote(_operation_id(data['operation']), safe='')}").json().get(
+                        "metadata") or {}
+                if operation.get("status") not in ("Running", "Pending"):
+                    if operation.get("status") == "Failure":
+                        raise ApiError(400, str(operation.get("err") or "the operation failed"))
+                    return operation.get("metadata")
+                watch(operation.get("metadata") or {})
+                if time.monotonic() > deadline:
+                    raise TransportError("timeout", TimeoutError(f"{what} still runs after {read_timeout:g}s"))
+
     def put(self, path: str, body: Any, params: Mapping[str, str] | None = None,
             etag: str | None = None) -> Any:
         """PUT /1.0/<path> (If-Match `etag` when given); waits for the operation when there is one."""
@@ -413,8 +443,7 @@ class LxdApi:
         "Running"). A failed operation raises ApiError with LXD's own `err` text; Incus answers a
         failed operation's wait with an error answer (HTTP 200, type "error"), which request()
         raises as the same."""
-        # LXD may append a query (`?project=...`, `?target=...`) to the operation's URL.
-        operation_id = urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]
+        operation_id = _operation_id(operation_url)
         params = {"timeout": str(seconds)} if seconds is not None else None
         # A bounded wait leaves LXD room to answer; an unbounded one has this client's own timeout
         # (the batch's operation_timeout, none for the connection).
@@ -469,6 +498,11 @@ class _ErrorMapper:
         if isinstance(exc, ApiError):
             raise RemoteError(f"{where}: {self.what} failed: {_api_message(exc)}") from exc
         return False
+
+
+def _operation_id(operation_url: str) -> str:
+    # LXD may append a query (`?project=...`, `?target=...`) to the operation's URL.
+    return urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -336,7 +336,10 @@ def tls_socket(remote: Remote, host: str, port: int, timeout: float | None) -> s
 
 def check_pinned(remote: Remote, peer_der: bytes | None) -> None:
     """Refuse a server whose certificate is not the pinned server_cert."""
-    if peer_der is None or hashlib.sha256(peer_der).digest() != pinned_sha256(remote.server_cert or ""):
-        raise ssl.SSLCertVerificationError(
-            f"the server's certificate is not the pinned server_cert '{remote.server_cert}'"
-        )
+    check_pinned_sha256(remote.server_cert or "", peer_der)
+
+
+def check_pinned_sha256(server_cert: str, peer_der: bytes | None) -> None:
+    """Refuse a peer certificate (DER) that is not the one in the PEM file `server_cert`."""
+    if peer_der is None or hashlib.sha256(peer_der).digest() != pinned_sha256(server_cert):
+        raise ssl.SSLCertVerificationError(f"the server's certificate is not the pinned server_cert '{server_cert}'")

@@ -128,3 +128,19 @@ def test_a_cli_remote_with_a_socket_address_is_the_socket(no_cli, monkeypatch):
                                           "  there: {addr: 'unix://'}\n")
     assert remote_from_mapping({"name": "here"}).url == "unix:///var/lib/incus/unix.socket"
     assert remote_from_mapping({"name": "there"}).url == ""
+
+
+def test_a_cli_remote_names_an_image_server_for_image_sources(no_cli, monkeypatch):
+    from ansible_collections.mage.lxd.plugins.plugin_utils.cli_config import find_cli_image_remote
+
+    directory = cli_dir(no_cli, "lxc-5.0.2", "tremx")
+    monkeypatch.setenv("LXD_CONF", str(directory))
+    # The simplestreams remote the client wrote, and an LXD server with its pinned certificate.
+    assert find_cli_image_remote("images", "instance 'w'") == {
+        "url": "https://images.linuxcontainers.org", "protocol": "simplestreams"}
+    assert find_cli_image_remote("tremx", "instance 'w'") == {
+        "url": "https://127.0.0.1:18443", "protocol": "lxd", "server_cert": str(directory / "servercerts" / "tremx.crt")}
+    with pytest.raises(OptionError, match=r"image remote 'local': lxc remote 'local' .* is not an image server"):
+        find_cli_image_remote("local", "instance 'w'")
+    with pytest.raises(OptionError, match="no lxc or incus remote is named 'nowhere'"):
+        find_cli_image_remote("nowhere", "instance 'w'")

@@ -22,7 +22,8 @@ def test_the_seeds_entries_parse_once_its_defects_are_fixed():
     spec = parse_spec({"name": "ubu-test-1", "image": "ubuntu/xenial/amd64",
                        "nat": [{"extif": "enp3s0", "intif": "lxdbr0", "extport": 8080, "intport": 8080}],
                        "proxy": [{"name": "ubu1.vaizard.xyz", "path": "/postgres/", "pass": 8080}]})
-    assert spec.image == ImageSource(alias="ubuntu/xenial/amd64", server=DEFAULT_IMAGE_SERVER)
+    # A local alias of that name first, else the same alias on the server kind's `images:` remote.
+    assert spec.image == ImageSource(alias="ubuntu/xenial/amd64", remote=DEFAULT_IMAGE_SERVER, local_first=True)
     assert spec.nat[0].backend == "proxy" and spec.nat[0].proto == "tcp"
     assert spec.proxy[0]["name"] == "ubu1.vaizard.xyz"
 
