@@ -339,7 +339,9 @@ def test_ansible_test_sanity(name, sanity_runs):
     # Every test each ansible-core has: the newest's rules are the strictest, and the oldest
     # still checks what the newest dropped (the Python 2 era boilerplate of module files).
     output = sanity_runs[name].communicate(timeout=1500)[0]
-    assert sanity_runs[name].returncode == 0, output[-8000:]
+    # The findings first: pip's install logs make up most of the output's tail.
+    findings = "\n".join(line for line in output.splitlines() if line.startswith("ERROR"))
+    assert sanity_runs[name].returncode == 0, findings + "\n...\n" + output[-4000:]
     ran = set(re.findall(r'Running sanity test "([\w-]+)"', output))
     assert len(ran) >= 20 and {"validate-modules", "import", "pylint", "ansible-doc", "compile"} <= ran, ran
     if name == "oldest":

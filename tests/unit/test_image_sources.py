@@ -96,8 +96,8 @@ X86 = ["x86_64", "i686"]
     ("debian/12/amd64", "images", ImageSource("debian/12/amd64", remote="images", local_first=True)),
     ("debian/12/amd64", None, ImageSource("debian/12/amd64", remote="images", local_first=True)),
     ("debian/12/amd64", "", ImageSource("debian/12/amd64")),
-    ("debian/12", "https://images.example.org", ImageSource("debian/12", server="https://images.example.org",
-                                                             local_first=True)),
+    ("debian/12", "https://images.example.org",
+     ImageSource("debian/12", server="https://images.example.org", local_first=True)),
     ("debian/12", "ubuntu:", ImageSource("debian/12", remote="ubuntu", local_first=True)),
     ({"alias": "debian/12", "server": "https://i.example.org/", "protocol": "simplestreams"}, "",
      ImageSource("debian/12", server="https://i.example.org/")),
@@ -309,10 +309,10 @@ class FakeLxd:
         raise NotFoundError(path)
 
 
-def _source(api, image, project="default", new_project=False, answers=LAB_ANSWERS):
+def _source(api, image, project="default", new_project=False, answers=None):
     from ansible_collections.mage.lxd.plugins.plugin_utils.provision import _image_source
     spec = parse_spec({"name": "web1", "image": image, "project": project, "image_server": LAB.url})
-    resolver = ImageResolver(api.kind.cli.replace("lxc", "lxd"), X86, fetch=FakeServer(answers))
+    resolver = ImageResolver(api.kind.cli.replace("lxc", "lxd"), X86, fetch=FakeServer(LAB_ANSWERS if answers is None else answers))
     return _image_source(api, spec, WHERE, resolver, new_project)
 
 
