@@ -125,8 +125,8 @@ def _key(spec: InstanceSpec) -> str:
     return spec.name + "/" + spec.project
 
 
-def _failure(spec: InstanceSpec, exc: Exception) -> dict[str, Any]:
-    return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
+def _failure(spec: InstanceSpec, exc: MageLxdError) -> dict[str, Any]:
+    return {"name": spec.name, "project": spec.project, "failed": True, "msg": exc.render()}
 
 
 def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, forks: int,
@@ -135,7 +135,7 @@ def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, 
     """Read and plan every instance. An unreachable one becomes a failure entry; a declaration that
     cannot work (OptionError: an image alias its server does not have, too) refuses the batch, with
     every such refusal named at once."""
-    def read(spec: InstanceSpec) -> InstancePlan | Exception:
+    def read(spec: InstanceSpec) -> InstancePlan | MageLxdError:
         try:
             return plan_instance(spec, read_facts(api_for(spec), spec, new_project=spec.project in new,
                                                   images=images))
@@ -149,7 +149,7 @@ def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, 
         raise OptionError(" ".join(refusals) + " Nothing was changed.")
     plans = {_key(spec): outcome for spec, outcome in zip(specs, outcomes) if isinstance(outcome, InstancePlan)}
     failures = {_key(spec): _failure(spec, outcome) for spec, outcome in zip(specs, outcomes)
-                if isinstance(outcome, Exception)}
+                if isinstance(outcome, MageLxdError)}
     return plans, failures
 
 

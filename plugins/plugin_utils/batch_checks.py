@@ -87,7 +87,7 @@ def route_check(declared: list[tuple[str, Any]], existing: list[tuple[str, Any]]
         plan = plan_proxy(hosts, strict=[name for name, _routes in declared])
     except (OptionError, RecursionError):
         return [], []  # a record alone cannot refuse the batch; the proxy play names it
-    return [], [warning for warning in plan.warnings if "declared instance" in warning]
+    return [], plan.displaced
 
 
 def host_port_refusals(plans: Iterable[InstancePlan]) -> list[str]:
@@ -190,7 +190,8 @@ def _refused_by_lxd(api: LxdApi, project: str, config: Mapping[str, str], device
     try:
         api.post("profiles", body, {"project": project})
     except RemoteError as exc:
-        return str(exc).split("failed: ", 1)[-1]
+        # LXD's own words when it answered; the whole message when it could not be asked.
+        return exc.cause if exc.status not in (None, 404) else str(exc)
     try:
         api.delete(f"profiles/{name}", {"project": project})
     except MageLxdError:

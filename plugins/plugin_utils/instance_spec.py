@@ -95,7 +95,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         ephemeral=parse_bool(data.get("ephemeral", False), f"{where}: ephemeral"),
         nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or DEFAULT_BACKEND)
                   for index, entry in enumerate(data.get("nat") or [])),
-        proxy=tuple(check_route_entry(entry, index, where) for index, entry in enumerate(data.get("proxy") or [])),
+        proxy=tuple(check_route_entry(entry, index, name) for index, entry in enumerate(data.get("proxy") or [])),
         bootstrap=parse_bool(data.get("bootstrap", True), f"{where}: bootstrap"),
         wait_for_address=_choice(data.get("wait_for_address", "inet"), ADDRESS_WAITS, f"{where}: wait_for_address"),
         address_timeout=_positive(data.get("address_timeout", 60), f"{where}: address_timeout"),
@@ -160,13 +160,14 @@ def mount_devices(mounts: list[Any], where: str) -> dict[str, dict[str, str]]:
     return devices
 
 
-def check_route_entry(entry: Any, index: int, where: str) -> Mapping[str, Any]:
-    """A proxy route, validated as mageproxy will (a mount string under `proxy`, as in the seed, is
-    refused with a pointer to `mounts`); recorded as declared."""
+def check_route_entry(entry: Any, index: int, instance: str) -> Mapping[str, Any]:
+    """A proxy route of `instance`, validated as mageproxy will (a mount string under `proxy`, as in
+    the seed, is refused with a pointer to `mounts`); recorded as declared."""
     if isinstance(entry, str):
         hint = " It looks like a mount: put it under 'mounts'." if _MOUNT.fullmatch(entry) else ""
-        raise OptionError(f"{where}: proxy[{index}] is the string '{entry}', not a route {{name, path, pass}}.{hint}")
-    parse_route(where.removeprefix("instance '").removesuffix("'"), index, entry)
+        raise OptionError(f"instance '{instance}': proxy[{index}] is the string '{entry}', not a route "
+                          f"{{name, path, pass}}.{hint}")
+    parse_route(instance, index, entry)
     return dict(entry)
 
 

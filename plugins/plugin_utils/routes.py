@@ -41,8 +41,10 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?")
 # An LXD instance name (and so a name in mageproxy's /etc/hosts).
 _INSTANCE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-FIX_ROUTE = "Fix: correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
-FIX_UNDECLARED = ("Fix: declare the instance and its routes in lxd_provisioning_inventory (or name it in "
+FIX_ROUTE = "correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
+# OptionError.reasons of an undeclared route on a name a declared instance serves.
+SERVED_BY_DECLARED = "served by a declared instance"
+FIX_UNDECLARED = ("declare the instance and its routes in lxd_provisioning_inventory (or name it in "
                   "mageproxy_strict_instances), or remove that route from its user.mage.proxy, then rerun.")
 # mageproxy's own check asks for a name in the reserved .invalid domain (RFC 2606) and expects the
 # catch-all's 503: a site there would answer it instead.
@@ -215,16 +217,16 @@ def upstream_address(value: Any, what: str) -> str:
             raise ValueError(value)
         address = ipaddress.ip_address(value)
     except ValueError:
-        raise OptionError(f"{what}: {value!r} is not an IP address. Fix: check the instance's network "
-                          "in LXD (lxc list), then rerun.") from None
+        raise OptionError(f"{what}: {value!r} is not an IP address.",
+                          fix="check the instance's network in LXD (lxc list), then rerun.") from None
     return f"[{address}]" if address.version == 6 else str(address)
 
 
 def hosts_file_name(value: Any, what: str) -> str:
     """An instance name fit for a line of /etc/hosts (an LXD instance name: letters, digits, '-')."""
     if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
-        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-'). "
-                          "Fix: correct that name (an instance name), then rerun.")
+        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-').",
+                          fix="correct that name (an instance name), then rerun.")
     return value
 
 
@@ -302,6 +304,8 @@ class ProxyPlan:
     sites: list[Site] = field(default_factory=list)
     hosts: list[HostsEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The warnings of undeclared instances left out for serving a name a declared instance serves.
+    displaced: list[str] = field(default_factory=list)
     proxy_name: str = ""
     # The few sites that need files beyond the config (TLS, htpasswd): what mage_lxd_proxy_files
     # reads, so a playbook need not pass every site around again (costly with 500 of them).
@@ -389,14 +393,15 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
             error = OptionError(f"{_where(host)}: user.mage.proxy is nested too deeply to be routes")
             if strict_host:
                 raise error from None
-            plan.warnings.append(f"{error}. Its routes are left out of mageproxy; the others are served. {FIX_ROUTE}")
+            plan.warnings.append(f"{error}. Its routes are left out of mageproxy; the others are served. Fix: {FIX_ROUTE}")
             continue
         except OptionError as error:
             if strict_host:
-                raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
-            said, _sep, fix = str(error).partition(" Fix: ")
-            plan.warnings.append(f"{said} Its routes are left out of mageproxy; the others are served. "
-                                 f"{'Fix: ' + fix if fix else FIX_ROUTE}")
+                raise OptionError(error.head(), fix=error.fix or FIX_ROUTE) from None
+            plan.warnings.append(f"{error.head()} Its routes are left out of mageproxy; the others are served. "
+                                 f"Fix: {error.fix or FIX_ROUTE}")
+            if SERVED_BY_DECLARED in error.reasons:
+                plan.displaced.append(plan.warnings[-1])
             continue
         if strict_host:
             for index, route in enumerate(routes):
@@ -454,12 +459,12 @@ def _check_undeclared(routes: list[Route], owners: Mapping[str, str]) -> None:
         options = route.site_options()
         if options:
             raise OptionError(f"{where}: {', '.join(options)} may only come from a declaration (they change the "
-                              "whole site or name a file on mageproxy), not from an instance's own record. "
-                              f"{FIX_UNDECLARED}")
+                              "whole site or name a file on mageproxy), not from an instance's own record.",
+                              fix=FIX_UNDECLARED)
         owner = next((f"{who} ({owned})" for owned, who in owners.items() if _covers_name(owned, route.server_name)), "")
         if owner:
             raise OptionError(f"{where}: {route.server_name} is served by {owner}; an undeclared instance may "
-                              f"serve no path of it. {FIX_UNDECLARED}")
+                              "serve no path of it.", fix=FIX_UNDECLARED, reasons={SERVED_BY_DECLARED})
 
 
 def _check_vouched(host: Mapping[str, Any], address: str) -> None:
@@ -483,7 +488,7 @@ def _check_acme_paths(site: Site) -> None:
         if location.path.startswith(ACME_CHALLENGE):
             raise OptionError(f"{location.declared_at} {site.server_name}{location.path}: {ACME_CHALLENGE} is where "
                               f"mageproxy answers the ACME challenge of {site.server_name} (tls: acme); choose "
-                              f"another path. {FIX_ROUTE}")
+                              "another path.", fix=FIX_ROUTE)
 
 
 def _where(host: Mapping[str, Any]) -> str:
