@@ -34,7 +34,7 @@ from urllib.parse import quote, urlparse
 from .errors import ExecError, missing_package
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import LxdApi, Remote, local_socket_path
-from .transport import ARGUMENTS_TOO_LONG, DEADLINE, ApiError, classify_answer, tls_socket, unix_socket
+from .transport import ARGUMENTS_TOO_LONG, DEADLINE, DEFAULT_HTTPS_PORT, ApiError, classify_answer, tls_socket, unix_socket
 
 STDIN_CHUNK = 256 * 1024
 # A file on stdin (a non-root user's put) goes in 1 MiB messages: a 50 MiB put took 1.42 s in
@@ -384,7 +384,7 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         path += f"&project={quote(project)}"
     if remote.is_https:
         parsed = urlparse(remote.url)
-        host, port = parsed.hostname or "", parsed.port or 8443
+        host, port = parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT
         tls = tls_socket(remote, host, port, remote.timeout)
         tls.settimeout(None)  # a quiet command must not time its streams out
         sock = tls_relay(tls)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import OptionError
 from .tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
+from .values import parse_bool, parse_port
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
@@ -111,7 +112,7 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     if not _SIZE.fullmatch(size):
         raise OptionError(f"{where}.client_max_body_size: '{size}' is not a size such as 10m, 512k or 1g")
     source, cert, key = _parse_tls(raw.get("tls"), name, f"{where}.tls")
-    redirect = _flag(raw.get("redirect_https", False), f"{where}.redirect_https")
+    redirect = parse_bool(raw.get("redirect_https", False), f"{where}.redirect_https")
     if redirect and not source:
         raise OptionError(f"{where}.redirect_https needs tls")
     hsts = _hsts(raw.get("hsts", False), f"{where}.hsts")
@@ -120,14 +121,14 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     htpasswd, htpasswd_set = _htpasswd(raw.get("htpasswd"), f"{where}.htpasswd")
     return Route(
         instance=instance, server_name=name, path=path, port=port, scheme=scheme, prefix=prefix,
-        strip_prefix=_flag(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
+        strip_prefix=parse_bool(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
         client_max_body_size=size.lower(),
-        websockets=_flag(raw.get("websockets", True), f"{where}.websockets"),
+        websockets=parse_bool(raw.get("websockets", True), f"{where}.websockets"),
         tls_cert=cert, tls_key=key, redirect_https=redirect, tls_source=source, hsts=hsts,
         htpasswd=htpasswd, htpasswd_set=htpasswd_set,
         allow=_networks(raw.get("allow"), f"{where}.allow"),
         deny=_networks(raw.get("deny"), f"{where}.deny"),
-        balance=_flag(raw.get("balance", False), f"{where}.balance"),
+        balance=parse_bool(raw.get("balance", False), f"{where}.balance"),
     )
 
 
@@ -176,12 +177,6 @@ def _htpasswd(value: Any, what: str) -> tuple[str, str]:
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise OptionError(f"{what}: '{value}' must be a non-empty string")
-    return value
-
-
-def _flag(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise OptionError(f"{what}: '{value}' must be true or false")
     return value
 
 
@@ -235,17 +230,11 @@ def _parse_pass(value: Any, what: str) -> tuple[str, int, str]:
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
     # ASCII digits only: str.isdigit() and int() also take digits of other scripts.
     if isinstance(value, int) or (isinstance(value, str) and _PORT.fullmatch(value)):
-        return "http", _port(int(value), what), "/"
+        return "http", parse_port(value, what), "/"
     match = _PASS_URL.fullmatch(str(value)) if isinstance(value, str) else None
     if not match:
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
-    return match.group(1), _port(int(match.group(2)), what), match.group(3) or "/"
-
-
-def _port(port: int, what: str) -> int:
-    if not 1 <= port <= 65535:
-        raise OptionError(f"{what}: port {port} is out of range (1-65535)")
-    return port
+    return match.group(1), parse_port(match.group(2), what), match.group(3) or "/"
 
 
 @dataclass

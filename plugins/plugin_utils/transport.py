@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 # The base URL of the unix socket's session: the host name is never resolved.
 UNIX_BASE = "http://unix.socket"
 PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
+# The port of an https:// url that names none (LXD's and Incus's own).
+DEFAULT_HTTPS_PORT = 8443
 # Bytes per read and write when a body is streamed (files).
 BLOCK_SIZE = 1024 * 1024
 Timeout = float | tuple[float | None, float | None] | None
@@ -187,7 +189,7 @@ class _UnixConnection(http.client.HTTPConnection):
 class _TlsConnection(http.client.HTTPConnection):
     def __init__(self, remote: Remote, timeout: float | None) -> None:
         parsed = urlparse(remote.url)
-        super().__init__(parsed.hostname or "", parsed.port or 8443, timeout=timeout, blocksize=BLOCK_SIZE)
+        super().__init__(parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT, timeout=timeout, blocksize=BLOCK_SIZE)
         self.remote = remote
 
     def connect(self) -> None:
