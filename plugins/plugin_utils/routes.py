@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import OptionError
 from .tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
-from .values import parse_bool, parse_port
+from .values import parse_bool, parse_port, read_address
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
@@ -207,13 +207,10 @@ def _networks(value: Any, what: str) -> tuple[str, ...]:
 
 def upstream_address(value: Any, what: str) -> str:
     """An address read from LXD as nginx's `server` takes it (IPv6 in brackets), checked by allow-list."""
-    try:
-        if not isinstance(value, str) or not _IP_TEXT.fullmatch(value) or "/" in value:
-            raise ValueError(value)
-        address = ipaddress.ip_address(value)
-    except ValueError:
+    address = read_address(value)
+    if address is None:
         raise OptionError(f"{what}: {value!r} is not an IP address.",
-                          fix="check the instance's network in LXD (lxc list), then rerun.") from None
+                          fix="check the instance's network in LXD (lxc list), then rerun.")
     return f"[{address}]" if address.version == 6 else str(address)
 
 

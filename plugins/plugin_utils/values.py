@@ -18,6 +18,8 @@ TRUE_WORDS = frozenset({"y", "yes", "on", "1", "true", "t", "1.0"})
 FALSE_WORDS = frozenset({"n", "no", "off", "0", "false", "f", "0.0"})
 # ASCII digits only: int() and str.isdigit() also take the digits of other scripts.
 _ASCII_PORT = re.compile(r"[0-9]+")
+# What an IP address is written with; ipaddress alone also takes IPv6 scope ids ('fe80::1%x;allow all;#').
+_ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,45}")
 
 
 def read_bool(value: Any) -> bool | None:
@@ -62,13 +64,20 @@ def parse_ipv4(value: Any, what: str) -> str:
     return text
 
 
+def read_address(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IPv4 or IPv6 address by allow-list (no scope id, no prefix), or None (the one address rule)."""
+    if not isinstance(text, str) or not _ADDRESS_TEXT.fullmatch(text):
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def address_family(address: str) -> socket.AddressFamily:
     """AF_INET6 for an IPv6 address (brackets allowed), else AF_INET (IPv4, empty, or no address)."""
-    try:
-        version = ipaddress.ip_address(address.strip("[]")).version
-    except ValueError:
-        return socket.AF_INET
-    return socket.AF_INET6 if version == 6 else socket.AF_INET
+    found = read_address(address.strip("[]"))
+    return socket.AF_INET6 if found is not None and found.version == 6 else socket.AF_INET
 
 
 def parse_choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
