@@ -1,13 +1,11 @@
 """LXD's exec over websockets, with stdin of any size, TLS checked like the API, and every failure
 saying whether the command ran.
 
-The websockets are the maintained `websockets` library's synchronous client. ws4py, which pylxd
-uses and this module used before, answers pings from inside `connect()`: when LXD had already
-closed a short command's stdin stream, that raised BrokenPipeError outside any handler, and its
-reader threads died on a socket set to None (1.8 % of execs from 4 threads). `websockets` runs
-each connection's I/O, pings and close handshake in its own thread and reports a stream LXD closed
-as ConnectionClosed. An output stream ends with LXD's end-of-output message; closed before it,
-output may be missing, and that is an error.
+The websockets are the `websockets` library's synchronous client (the README says why this one):
+it runs each connection's I/O, pings and close handshake in its own thread and reports a stream
+LXD closed as ConnectionClosed, also when LXD closes a short command's stdin stream before we are
+done with it. An output stream ends with LXD's end-of-output message; closed before it, output
+may be missing, and that is an error.
 
 Order matters: stdout and stderr are connected first, then stdin, then the payload is streamed in
 chunks (LXD starts the command once all three are connected; a payload larger than the pipe

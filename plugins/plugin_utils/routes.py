@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import OptionError
-from .tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
+from .proxy_files import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
 from .values import parse_bool, parse_port, read_address
 
 ROUTE_KEYS = frozenset({
