@@ -462,7 +462,7 @@ def _check_vouched(host: Mapping[str, Any], address: str) -> None:
     if address and host.get("address_network") == "":
         raise OptionError(f"{_where(host)}: its address {address.strip('[]')} is on a NIC of an unmanaged network, "
                           "which only the instance itself vouches for, so an undeclared instance's routes are "
-                          "never sent there. Fix: attach the instance to a managed network, or declare it in "
+                          "never sent there.", fix="attach the instance to a managed network, or declare it in "
                           "lxd_provisioning_inventory (or mageproxy_strict_instances), then rerun.")
 
 
