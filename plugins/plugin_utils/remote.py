@@ -18,7 +18,7 @@ from urllib.parse import quote, urlparse
 from .cli_config import find_cli_remote
 from .client_trust import ensure_client_pair, token_request
 from .errors import NotFoundError, OptionError, RemoteError
-from .transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
+from .transport import DEADLINE, UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
 from .values import parse_bool
 
 # Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
@@ -394,7 +394,7 @@ class LxdApi:
                 except ApiError as exc:
                     # Incus answers a wait that timed out with "context deadline exceeded"; LXD with the
                     # operation as it is. The operation itself says how far it got.
-                    if "deadline exceeded" not in str(exc).lower():
+                    if DEADLINE not in exc.reasons:
                         raise
                     operation = self.request("get", f"operations/{quote(_operation_id(data['operation']), safe='')}").json().get(
                         "metadata") or {}
