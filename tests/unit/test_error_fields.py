@@ -180,3 +180,17 @@ def test_the_plugin_adapter_renders_the_error_once():
     assert raised.value.__cause__ is None
     with pytest.raises(Failure), raised_as(Failure, TaskFailure):
         raise RemoteError("cannot connect.", where="LXD remote 'h'")
+
+
+def test_a_watched_operation_reads_a_bounded_waits_end_from_the_classified_answer():
+    # Incus answers a wait that outlived its timeout with an error ("context deadline exceeded").
+    deadline = (504, {"type": "error", "error": "context deadline exceeded", "error_code": 504})
+    api = _api({("post", "/images"): (202, {"type": "async", "operation": "/1.0/operations/op1"}),
+                ("get", "/operations/op1/wait"): deadline,
+                ("get", "/operations/op1"): (200, {"metadata": {"status": "Success", "metadata": {"size": 1}}})})
+    assert api.post_watched("images", {}, None, watch=lambda _metadata: None) == {"size": 1}
+    failed = _api({("post", "/images"): (202, {"type": "async", "operation": "/1.0/operations/op1"}),
+                   ("get", "/operations/op1/wait"): (500, {"type": "error", "error": "disk full", "error_code": 500})})
+    with pytest.raises(RemoteError) as raised:
+        failed.post_watched("images", {}, None, watch=lambda _metadata: None)
+    assert (raised.value.action, raised.value.cause, raised.value.status) == ("POST /1.0/images", "disk full", 500)
