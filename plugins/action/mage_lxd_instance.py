@@ -12,12 +12,11 @@ from ansible.utils.display import Display
 from ansible.utils.plugin_docs import get_docstring
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.argspec import argument_spec, given
-from ansible_collections.mage.lxd.plugins.plugin_utils.batch import BatchOptions, converge_batch
+from ansible_collections.mage.lxd.plugins.plugin_utils.batch import batch_options, converge_batch
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import MageLxdError, OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONNECTION_PLUGIN
 from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import check_unique_host_ports, parse_spec
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
-from ansible_collections.mage.lxd.plugins.plugin_utils.projects import parse_profiles
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import REMOTE_OPTIONS, remote_from_task_args
 
 display = Display()
@@ -56,17 +55,8 @@ class ActionModule(ActionBase):
                 # The CLI remote's project is the task's default, as an explicit project would be.
                 args["project"] = remote.project
             specs = self._specs(args)
-            options = BatchOptions(
-                profiles=parse_profiles(args.get("project_profiles")),
-                project=args.get("project") or "default",
-                create_project=args.get("create_project", True),
-                allow_unsafe=args.get("allow_unsafe", True),
-                check_mode=bool(self._task.check_mode),
-                forks=args.get("forks", 4),
-                operation_timeout=args.get("operation_timeout", 300.0),
-                # At default verbosity: a pull can take minutes, and the user should see it move.
-                progress=display.display,
-            )
+            # Progress at default verbosity: a pull can take minutes, and the user should see it move.
+            options = batch_options(args, check_mode=bool(self._task.check_mode), progress=display.display)
             batch = converge_batch(remote, specs, options, log=display.vvv)
         for warning in batch.warnings:
             display.warning(warning)

@@ -136,6 +136,11 @@ _value:
       type: list
       elements: str
       sample: []
+    displaced:
+      description: The RV(_value.warnings) of undeclared instances left out because a declared instance serves their server name.
+      type: list
+      elements: str
+      sample: []
     proxy_name:
       description: O(proxy), checked.
       type: str

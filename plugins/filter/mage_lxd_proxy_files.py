@@ -80,7 +80,7 @@ from dataclasses import asdict
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
-from ansible_collections.mage.lxd.plugins.plugin_utils.tls import plan_proxy_files
+from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_files import plan_proxy_files
 
 
 def mage_lxd_proxy_files(sites, certificates=None, htpasswd=None, acme=None):

@@ -1,7 +1,10 @@
 """Argument specs derived from a plugin's documented options, so the options are listed once.
 
 The action plugins hand the spec to Ansible's own ArgumentSpecValidator (as ansible-core's action
-plugins do): booleans, numbers, lists and choices then mean what they mean everywhere in Ansible.
+plugins do): numbers, lists and choices then mean what they mean everywhere in Ansible. Booleans
+pass through as given and are read by values.parse_bool, the one boolean rule of the collection
+(its spellings are Ansible's), so an option and a route's flag answer 'no' alike and refuse 'maybe'
+with the same message.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def argument_spec(options: Mapping[str, Mapping[str, Any]], leave_out: Iterable[
         if name in skipped:
             continue
         entry = {key: doc[key] for key in _SPEC_KEYS if key in doc}
+        if entry.get("type") == "bool":
+            entry["type"] = "raw"
         if doc.get("suboptions"):
             entry["options"] = argument_spec(doc["suboptions"])
         spec[name] = entry

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,9 +34,10 @@ from .images import ImageResolver
 from .instance_spec import InstanceSpec
 from .nat import StaleRule, plan_stale_nat, read_owners, read_published, remove_stale_nat
 from .nics import managed_networks
-from .projects import ProfileSpec, apply_project_plan, plan_projects, read_project_state
+from .projects import ProfileSpec, apply_project_plan, parse_profiles, plan_projects, read_project_state
 from .provision import InstancePlan, apply_instance, image_resolver, plan_instance, read_facts
 from .remote import Log, LxdApi, Remote, _no_log, local_socket_path
+from .values import parse_bool
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,21 @@ class BatchOptions:
     operation_timeout: float = 300.0
     # Where image download progress lines go while the batch runs.
     progress: Log = _no_log
+
+
+def batch_options(args: Mapping[str, Any], check_mode: bool, progress: Log = _no_log) -> BatchOptions:
+    """The batch options a task's validated arguments give: booleans read by values.parse_bool, the
+    defaults BatchOptions' own; `progress` gets the image download progress lines."""
+    return BatchOptions(
+        profiles=parse_profiles(args.get("project_profiles")),
+        project=args.get("project") or "default",
+        create_project=parse_bool(args.get("create_project", True), "mage_lxd_instance: create_project"),
+        allow_unsafe=parse_bool(args.get("allow_unsafe", True), "mage_lxd_instance: allow_unsafe"),
+        check_mode=check_mode,
+        forks=args.get("forks", BatchOptions.forks),
+        operation_timeout=args.get("operation_timeout", BatchOptions.operation_timeout),
+        progress=progress,
+    )
 
 
 @dataclass
@@ -125,8 +141,8 @@ def _key(spec: InstanceSpec) -> str:
     return spec.name + "/" + spec.project
 
 
-def _failure(spec: InstanceSpec, exc: Exception) -> dict[str, Any]:
-    return {"name": spec.name, "project": spec.project, "failed": True, "msg": str(exc)}
+def _failure(spec: InstanceSpec, exc: MageLxdError) -> dict[str, Any]:
+    return {"name": spec.name, "project": spec.project, "failed": True, "msg": exc.render()}
 
 
 def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, forks: int,
@@ -135,7 +151,7 @@ def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, 
     """Read and plan every instance. An unreachable one becomes a failure entry; a declaration that
     cannot work (OptionError: an image alias its server does not have, too) refuses the batch, with
     every such refusal named at once."""
-    def read(spec: InstanceSpec) -> InstancePlan | Exception:
+    def read(spec: InstanceSpec) -> InstancePlan | MageLxdError:
         try:
             return plan_instance(spec, read_facts(api_for(spec), spec, new_project=spec.project in new,
                                                   images=images))
@@ -149,7 +165,7 @@ def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, 
         raise OptionError(" ".join(refusals) + " Nothing was changed.")
     plans = {_key(spec): outcome for spec, outcome in zip(specs, outcomes) if isinstance(outcome, InstancePlan)}
     failures = {_key(spec): _failure(spec, outcome) for spec, outcome in zip(specs, outcomes)
-                if isinstance(outcome, Exception)}
+                if isinstance(outcome, MageLxdError)}
     return plans, failures
 
 

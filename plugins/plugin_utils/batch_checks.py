@@ -21,16 +21,14 @@ from .provision import PROXY_KEY, InstancePlan, describe
 from .records import decode_record
 from .remote import LxdApi
 from .routes import plan_proxy
-
-# LXD's spellings of true (shared.IsTrue).
-_LXD_TRUE = ("true", "1", "yes", "on")
-
+from .values import address_family, read_bool
 
 def unsafe_settings(where: str, config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Settings that weaken the isolation between an instance and its host, each with why."""
     found = []
     for key, value in sorted(config.items()):
-        enabled = str(value).strip().lower() in _LXD_TRUE
+        # Ansible's spellings of true include LXD's (a spelling only Ansible takes, LXD refuses as config).
+        enabled = read_bool(value) is True
         if key == "security.privileged" and enabled:
             found.append(f"{where}: config security.privileged=true runs it as the host's root (no user namespace)")
         elif key == "security.nesting" and enabled:
@@ -87,7 +85,7 @@ def route_check(declared: list[tuple[str, Any]], existing: list[tuple[str, Any]]
         plan = plan_proxy(hosts, strict=[name for name, _routes in declared])
     except (OptionError, RecursionError):
         return [], []  # a record alone cannot refuse the batch; the proxy play names it
-    return [], [warning for warning in plan.warnings if "declared instance" in warning]
+    return [], plan.displaced
 
 
 def host_port_refusals(plans: Iterable[InstancePlan]) -> list[str]:
@@ -135,7 +133,7 @@ def _listen_port(device: Mapping[str, str]) -> tuple[str, str, int]:
 
 
 def _port_problem(proto: str, address: str, port: int) -> str:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    family = address_family(address)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(family, kind) as probe:
         # As LXD's proxy device binds: a port in TIME_WAIT is free, a listener is not.
@@ -190,7 +188,8 @@ def _refused_by_lxd(api: LxdApi, project: str, config: Mapping[str, str], device
     try:
         api.post("profiles", body, {"project": project})
     except RemoteError as exc:
-        return str(exc).split("failed: ", 1)[-1]
+        # LXD's own words when it answered; the whole message when it could not be asked.
+        return exc.cause if exc.status not in (None, 404) else str(exc)
     try:
         api.delete(f"profiles/{name}", {"project": project})
     except MageLxdError:

@@ -24,7 +24,7 @@ from .errors import ExecError, MageLxdError, NotFoundError, RemoteError
 from .exec_stream import DEFAULT_MAX_OUTPUT, ExecRequest, run_exec, run_with_password
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import Log, LxdApi, Remote, _no_log
-from .transport import ApiError
+from .transport import FROZEN, INSTANCE_MISSING, NOT_RUNNING, ApiError
 
 CHUNK_SIZE = 1024 * 1024
 # LXD turns an exit status of 126/127 into a failed operation ("Command not executable/not found")
@@ -69,30 +69,29 @@ def unwrap_exit_status(code: int, stdout: bytes, stderr: bytes) -> tuple[int, by
 
 def exec_error(where: str, exc: ExecError) -> ExecError:
     """`exc` with the instance, project and remote named, and what to do next."""
-    if exc.refused:
-        fix = ("Fix: shorten the command; pass long data as a file (copy, template) or on stdin, not as "
-               "arguments.")
-    elif exc.over_limit:
-        fix = ("Fix: raise max_output (ansible_mage_lxd_max_output), or have the command write less (to a file "
-               "in the instance).")
-    elif exc.timed_out:
-        fix = "Fix: raise command_timeout (ansible_mage_lxd_command_timeout), or make the command faster."
-    elif exc.ran:
-        fix = "Fix: check what the command changed before running it again; see LXD's log if this recurs."
+    if exc.fix:  # the failure already says what to do (a stop that did not finish)
+        said, fix = f"the command {exc.head()}", f"{exc.fix}."
     else:
-        fix = "Fix: it is safe to run again; check the LXD daemon (lxc info) if this recurs."
-    if "Fix:" in str(exc):  # the failure already says what to do (a stop that did not finish)
-        fix = ""
-    return ExecError(f"{where}: the command {exc}. {fix}".rstrip(), ran=exc.ran, refused=exc.refused,
-                     timed_out=exc.timed_out, over_limit=exc.over_limit)
+        said = f"the command {exc.head()}."
+        if exc.refused:
+            fix = "shorten the command; pass long data as a file (copy, template) or on stdin, not as arguments."
+        elif exc.over_limit:
+            fix = ("raise max_output (ansible_mage_lxd_max_output), or have the command write less (to a file "
+                   "in the instance).")
+        elif exc.timed_out:
+            fix = "raise command_timeout (ansible_mage_lxd_command_timeout), or make the command faster."
+        elif exc.ran:
+            fix = "check what the command changed before running it again; see LXD's log if this recurs."
+        else:
+            fix = "it is safe to run again; check the LXD daemon (lxc info) if this recurs."
+    return ExecError(said, where=where, fix=fix, outcome=exc.outcome, status=exc.status, reasons=exc.reasons)
 
 
 def refused_exec(where: str, exc: MageLxdError) -> MageLxdError:
     """`exc` (LXD refused the exec request itself) naming the instance and saying nothing ran."""
-    head, found, fix = str(exc).partition("Fix:")
-    head = head.rstrip() if head.startswith(where) else f"{where}: {head.rstrip()}"
-    text = f"{head} The command did not run." + (f" Fix:{fix}" if found else "")
-    error = type(exc)(text)
+    named = exc.where == where
+    error = type(exc)(f"{exc.happened() if named else exc.head()} The command did not run.", where=where,
+                      sep=exc.sep if named else ": ", fix=exc.fix, status=exc.status, reasons=exc.reasons)
     error.task_failure = exc.task_failure
     return error
 
@@ -303,19 +302,21 @@ class _InstanceErrors:
             self._name_unreachable_member(where, exc)
         if isinstance(exc, MageLxdError):
             return False
-        text = str(exc).strip()
         if isinstance(exc, ApiError) and exc.status == 404:
-            if "instance" in text.lower() or self.what == "exec":
+            if INSTANCE_MISSING in exc.reasons or self.what == "exec":
                 raise NotFoundError(
-                    f"{where} does not exist. Fix: create it (mage_lxd_instance), or check the project "
-                    "and instance name (ansible_mage_lxd_project, ansible_mage_lxd_instance)."
-                ) from exc
-            raise NotFoundError(f"{where}: {self.what}: {text or 'not found'}") from exc
-        lowered = text.lower()
-        if "not running" in lowered or "is stopped" in lowered:
-            raise RemoteError(f"{where} is not running. Fix: start it ({self.channel.api.kind.cli} start, or mage_lxd_instance state=started).") from exc
-        if "frozen" in lowered:
-            raise RemoteError(f"{where} is frozen. Fix: unfreeze it ({self.channel.api.kind.cli} start, or mage_lxd_instance state=started).") from exc
+                    "does not exist.", where=where, sep=" ", status=404, reasons=exc.reasons,
+                    fix="create it (mage_lxd_instance), or check the project and instance name "
+                    "(ansible_mage_lxd_project, ansible_mage_lxd_instance).") from exc
+            raise NotFoundError(f"{self.what}: {str(exc).strip() or 'not found'}", where=where, action=self.what,
+                                cause=str(exc).strip(), status=404, reasons=exc.reasons) from exc
+        cli = self.channel.api.kind.cli
+        if isinstance(exc, ApiError) and NOT_RUNNING in exc.reasons:
+            raise RemoteError("is not running.", where=where, sep=" ", status=exc.status, reasons=exc.reasons,
+                              fix=f"start it ({cli} start, or mage_lxd_instance state=started).") from exc
+        if isinstance(exc, ApiError) and FROZEN in exc.reasons:
+            raise RemoteError("is frozen.", where=where, sep=" ", status=exc.status, reasons=exc.reasons,
+                              fix=f"unfreeze it ({cli} start, or mage_lxd_instance state=started).") from exc
         return self.inner.__exit__(exc_type, exc, tb)
 
     def _name_unreachable_member(self, where: str, exc: BaseException) -> None:

@@ -56,9 +56,10 @@ def check_reachable(api: LxdApi, instance: Mapping[str, Any], where: str) -> Non
     except MageLxdError:
         status = "unknown"
     raise RemoteError(
-        f"{where} is on cluster member '{member}' (member status: {status}), and {api.kind.title} cannot reach it "
-        f"there (instance status: Error). Nothing was changed. Fix: start {api.kind.title} on '{member}'; if that member is gone "
-        f"for good, remove it ({api.kind.cli} cluster remove --force {member}) and recreate the instance elsewhere."
+        f"is on cluster member '{member}' (member status: {status}), and {api.kind.title} cannot reach it "
+        "there (instance status: Error). Nothing was changed.", where=where, sep=" ",
+        fix=f"start {api.kind.title} on '{member}'; if that member is gone for good, remove it "
+        f"({api.kind.cli} cluster remove --force {member}) and recreate the instance elsewhere."
     )
 
 

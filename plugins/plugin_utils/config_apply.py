@@ -370,7 +370,7 @@ def _before_any_change(channel: InstanceChannel, what: str, read: Callable[[], T
     for attempt in (1, 2):
         try:
             return read()
-        # ws4py, under the exec path, raises BrokenPipeError or RuntimeError when LXD closed a socket first.
+        # A socket LXD closed first surfaces as an OSError (BrokenPipeError, ...) or a RuntimeError here.
         except (OSError, RuntimeError) as failure:
             if attempt == 2:
                 raise RemoteError(f"{channel.describe()}: {what} failed twice ({type(failure).__name__}: {failure}) "

@@ -1,13 +1,11 @@
 """LXD's exec over websockets, with stdin of any size, TLS checked like the API, and every failure
 saying whether the command ran.
 
-The websockets are the maintained `websockets` library's synchronous client. ws4py, which pylxd
-uses and this module used before, answers pings from inside `connect()`: when LXD had already
-closed a short command's stdin stream, that raised BrokenPipeError outside any handler, and its
-reader threads died on a socket set to None (1.8 % of execs from 4 threads). `websockets` runs
-each connection's I/O, pings and close handshake in its own thread and reports a stream LXD closed
-as ConnectionClosed. An output stream ends with LXD's end-of-output message; closed before it,
-output may be missing, and that is an error.
+The websockets are the `websockets` library's synchronous client (the README says why this one):
+it runs each connection's I/O, pings and close handshake in its own thread and reports a stream
+LXD closed as ConnectionClosed, also when LXD closes a short command's stdin stream before we are
+done with it. An output stream ends with LXD's end-of-output message; closed before it, output
+may be missing, and that is an error.
 
 Order matters: stdout and stderr are connected first, then stdin, then the payload is streamed in
 chunks (LXD starts the command once all three are connected; a payload larger than the pipe
@@ -34,7 +32,7 @@ from urllib.parse import quote, urlparse
 from .errors import ExecError, missing_package
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import LxdApi, Remote, local_socket_path
-from .transport import ApiError, tls_socket, unix_socket
+from .transport import ARGUMENTS_TOO_LONG, DEADLINE, DEFAULT_HTTPS_PORT, ApiError, classify_answer, tls_socket, unix_socket
 
 STDIN_CHUNK = 256 * 1024
 # A file on stdin (a non-root user's put) goes in 1 MiB messages: a 50 MiB put took 1.42 s in
@@ -59,8 +57,6 @@ STOP_TIMEOUT = 30.0
 EXEC_ID_VARIABLE = "MAGE_LXD_EXEC_ID"
 # Seconds between SIGTERM and SIGKILL when stopping a timed-out command.
 STOP_GRACE = 2.0
-# What LXD answers when the kernel refuses the command line (E2BIG): the command did not run.
-ARGUMENTS_REFUSED = ("argument list too long",)
 # websockets logs its own teardown races (a stream LXD closed while we closed it too) as errors;
 # the connection still ends in ConnectionClosed, which is handled. Without a handler here, Python
 # would print them to an Ansible worker's stderr.
@@ -150,7 +146,7 @@ def _run_exec(api: LxdApi, instance: str, request: ExecRequest, stop_when_late: 
     sender: StdinSender | None = None
     budget = OutputBudget(request.max_output, lambda: stopper.append(
         _started(threading.Thread(target=_stop_quietly, args=(api, instance, exec_id), daemon=True))))
-    stage = "did not start (its streams could not be connected)"
+    stage, ran = "did not start (its streams could not be connected)", False
     try:
         operation_url, secrets = exec_answer(response)
         for fd in ("1", "2", "0"):
@@ -158,7 +154,7 @@ def _run_exec(api: LxdApi, instance: str, request: ExecRequest, stop_when_late: 
                                       reads_output=fd != "0")  # stdin is only written to
         started = time.monotonic()
         readers = [OutputReader(streams["1"], budget, request.stdout_sink), OutputReader(streams["2"], budget)]
-        stage = "started, but its result is unknown (waiting for it to finish failed)"
+        stage, ran = "started, but its result is unknown (waiting for it to finish failed)", True
         sender = StdinSender(streams["0"], request.stdin)
         left = None if request.timeout is None else request.timeout - (time.monotonic() - started)
         operation = wait_for_exec(api, operation_url, left)
@@ -181,7 +177,7 @@ def _run_exec(api: LxdApi, instance: str, request: ExecRequest, stop_when_late: 
     except ExecError:
         raise
     except Exception as exc:  # every failure of the stream path says how far the command got
-        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=not stage.startswith("did not")) from exc
+        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=ran) from exc
     finally:
         if sender is not None:
             sender.abandon()
@@ -305,14 +301,14 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     response = api.request("post", f"instances/{quote(instance, safe='')}/exec",
                            json=exec_body(request, exec_id, terminal=True), timeout=api.remote.timeout)
     streams: dict[str, ClientConnection] = {}
-    stage = "did not start (its terminal could not be connected)"
+    stage, ran = "did not start (its terminal could not be connected)", False
     try:
         operation_url, secrets = exec_answer(response)
         for fd in ("0", "control"):
             # The terminal ("0") carries the command's output as well as the password.
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
                                       reads_output=fd == "0")
-        stage = "started, but become did not finish (the terminal broke)"
+        stage, ran = "started, but become did not finish (the terminal broke)", True
         output = answer_prompts(streams["0"], dialogue, become_timeout, request.max_output)
         # When the command exits, LXD sends an empty message on the terminal and then waits for us
         # to close it before it ends the operation.
@@ -334,7 +330,7 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
     except (ExecError, BecomeError):
         raise
     except Exception as exc:  # every failure of the stream path says how far the command got
-        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=not stage.startswith("did not")) from exc
+        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=ran) from exc
     finally:
         for stream in streams.values():
             stream.close()
@@ -386,7 +382,7 @@ def open_stream(remote: Remote, operation_url: str, secret: str, project: str | 
         path += f"&project={quote(project)}"
     if remote.is_https:
         parsed = urlparse(remote.url)
-        host, port = parsed.hostname or "", parsed.port or 8443
+        host, port = parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT
         tls = tls_socket(remote, host, port, remote.timeout)
         tls.settimeout(None)  # a quiet command must not time its streams out
         sock = tls_relay(tls)
@@ -520,10 +516,9 @@ def _waited(api: LxdApi, operation_url: str, seconds: int | None) -> dict[str, A
     try:
         return api.wait_operation(operation_url, seconds)
     except ApiError as exc:
-        text = str(exc)
-        if "deadline exceeded" in text.lower():
+        if DEADLINE in exc.reasons:
             return {"status": "Running"}
-        return {"status": "Failure", "err": text}
+        return {"status": "Failure", "err": str(exc)}
 
 
 def check_operation(operation: Mapping[str, Any]) -> None:
@@ -531,8 +526,8 @@ def check_operation(operation: Mapping[str, Any]) -> None:
     if operation.get("status") == "Success":
         return
     error = str(operation.get("err") or operation.get("status") or "unknown error")
-    refused = any(text in error.lower() for text in ARGUMENTS_REFUSED)
-    raise ExecError(f"did not run: LXD refused it: {error}", ran=False, refused=refused)
+    reasons = classify_answer(400, error)
+    raise ExecError(f"did not run: LXD refused it: {error}", refused=ARGUMENTS_TOO_LONG in reasons, reasons=reasons)
 
 
 def read_terminal(terminal: ClientConnection, seconds: float | None,
@@ -587,10 +582,9 @@ def stop_command(api: LxdApi, instance: str, exec_id: str) -> None:
     try:
         _run_exec(api, instance, request, stop_when_late=False)
     except ExecError as exc:
-        raise ExecError(f"could not be stopped: the stop command {exc}; processes of it may still run. "
-                        f"Fix: stop the processes with {EXEC_ID_VARIABLE}={exec_id} in their "
-                        "environment in the instance, and check its sh, tr, grep, kill and sleep", ran=True,
-                        timed_out=True) from exc
+        raise ExecError(f"could not be stopped: the stop command {exc}; processes of it may still run.",
+                        fix=f"stop the processes with {EXEC_ID_VARIABLE}={exec_id} in their environment in the "
+                        "instance, and check its sh, tr, grep, kill and sleep", timed_out=True) from exc
 
 
 def _stop_quietly(api: LxdApi, instance: str, exec_id: str) -> None:

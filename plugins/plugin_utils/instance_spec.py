@@ -16,7 +16,7 @@ from .errors import OptionError
 from .images import ImageSource, parse_image
 from .nat import BACKENDS, DEFAULT_BACKEND, NatRule
 from .routes import parse_route
-from .values import parse_bool
+from .values import parse_bool, parse_choice, parse_ipv4, parse_port
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
 TYPES = ("container", "virtual-machine")
@@ -33,7 +33,6 @@ _CONFIG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _MOUNT = re.compile(r"^(/[^:]*):(/[^:]*)(?::(ro|rw))?$")
 # A cluster member name, or `@name` for a cluster group (LXD's own name rules, no spaces or slashes).
 _TARGET = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     data = {**(defaults or {}), **raw}
     name = check_instance_name(data.get("name"))
     where = f"instance '{name}'"
-    state = _choice(data.get("state", "started"), STATES, f"{where}: state")
+    state = parse_choice(data.get("state", "started"), STATES, f"{where}: state")
     devices = parse_devices(data.get("devices") or {}, where)
     for device, spec in mount_devices(data.get("mounts") or [], where).items():
         devices[device] = spec
@@ -86,7 +85,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         name=name,
         state=state,
         image=parse_image(data.get("image"), _image_server(data.get("image_server", DEFAULT_IMAGE_SERVER)), where),
-        type=_choice(data.get("type", "container"), TYPES, f"{where}: type"),
+        type=parse_choice(data.get("type", "container"), TYPES, f"{where}: type"),
         profiles=tuple(str(p) for p in data["profiles"]) if data.get("profiles") is not None else None,
         config=parse_config(data.get("config") or {}, where),
         devices=devices,
@@ -95,9 +94,9 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         ephemeral=parse_bool(data.get("ephemeral", False), f"{where}: ephemeral"),
         nat=tuple(parse_nat(entry, index, where, data.get("nat_backend") or DEFAULT_BACKEND)
                   for index, entry in enumerate(data.get("nat") or [])),
-        proxy=tuple(check_route_entry(entry, index, where) for index, entry in enumerate(data.get("proxy") or [])),
+        proxy=tuple(check_route_entry(entry, index, name) for index, entry in enumerate(data.get("proxy") or [])),
         bootstrap=parse_bool(data.get("bootstrap", True), f"{where}: bootstrap"),
-        wait_for_address=_choice(data.get("wait_for_address", "inet"), ADDRESS_WAITS, f"{where}: wait_for_address"),
+        wait_for_address=parse_choice(data.get("wait_for_address", "inet"), ADDRESS_WAITS, f"{where}: wait_for_address"),
         address_timeout=_positive(data.get("address_timeout", 60), f"{where}: address_timeout"),
         rebuild=parse_bool(data.get("rebuild", False), f"{where}: rebuild"),
     )
@@ -160,13 +159,14 @@ def mount_devices(mounts: list[Any], where: str) -> dict[str, dict[str, str]]:
     return devices
 
 
-def check_route_entry(entry: Any, index: int, where: str) -> Mapping[str, Any]:
-    """A proxy route, validated as mageproxy will (a mount string under `proxy`, as in the seed, is
-    refused with a pointer to `mounts`); recorded as declared."""
+def check_route_entry(entry: Any, index: int, instance: str) -> Mapping[str, Any]:
+    """A proxy route of `instance`, validated as mageproxy will (a mount string under `proxy`, as in
+    the seed, is refused with a pointer to `mounts`); recorded as declared."""
     if isinstance(entry, str):
         hint = " It looks like a mount: put it under 'mounts'." if _MOUNT.fullmatch(entry) else ""
-        raise OptionError(f"{where}: proxy[{index}] is the string '{entry}', not a route {{name, path, pass}}.{hint}")
-    parse_route(where.removeprefix("instance '").removesuffix("'"), index, entry)
+        raise OptionError(f"instance '{instance}': proxy[{index}] is the string '{entry}', not a route "
+                          f"{{name, path, pass}}.{hint}")
+    parse_route(instance, index, entry)
     return dict(entry)
 
 
@@ -176,12 +176,12 @@ def parse_nat(entry: Any, index: int, where: str, default_backend: str) -> NatRu
     if not isinstance(entry, Mapping):
         raise OptionError(f"{label} must be a mapping {{extport, intport, proto, extif, intif}}")
     rule = NatRule(
-        extport=_port(entry.get("extport"), f"{label}.extport"),
-        intport=_port(entry.get("intport", entry.get("extport")), f"{label}.intport"),
-        proto=_choice(entry.get("proto", "tcp"), PROTOCOLS, f"{label}.proto"),
+        extport=parse_port(entry.get("extport"), f"{label}.extport"),
+        intport=parse_port(entry.get("intport", entry.get("extport")), f"{label}.intport"),
+        proto=parse_choice(entry.get("proto", "tcp"), PROTOCOLS, f"{label}.proto"),
         extif=_interface(entry.get("extif"), f"{label}.extif"),
         intif=_interface(entry.get("intif"), f"{label}.intif"),
-        backend=_choice(entry.get("backend", default_backend), tuple(BACKENDS), f"{label}.backend"),
+        backend=parse_choice(entry.get("backend", default_backend), tuple(BACKENDS), f"{label}.backend"),
         listen="" if isinstance(entry.get("listen"), Mapping) else _listen(entry.get("listen"), f"{label}.listen"),
         listen_by_member=_listen_by_member(entry.get("listen"), f"{label}.listen"),
     )
@@ -216,27 +216,6 @@ def _claimed_addresses(rule: NatRule) -> set[str]:
     return {rule.listen or rule.extif} - {""}
 
 
-def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
-    text = str(value)
-    if text not in allowed:
-        raise OptionError(f"{what}: '{text}' is not one of {', '.join(allowed)}")
-    return text
-
-
-def _port(value: Any, what: str) -> int:
-    text = str(value)
-    try:
-        # ASCII digits only: int() also takes other scripts' digits, which no config file should see.
-        if isinstance(value, bool) or not text.isascii():
-            raise ValueError(text)
-        port = int(text)
-    except ValueError:
-        raise OptionError(f"{what}: '{value}' is not a port number (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise OptionError(f"{what}: {port} is out of range (1-65535)")
-    return port
-
-
 def _interface(value: Any, what: str) -> str:
     if value in (None, ""):
         return ""
@@ -249,11 +228,7 @@ def _interface(value: Any, what: str) -> str:
 def _listen(value: Any, what: str) -> str:
     if value in (None, ""):
         return ""
-    text = str(value)
-    match = _IPV4.fullmatch(text)
-    if not match or any(int(part) > 255 for part in match.groups()):
-        raise OptionError(f"{what}: '{text}' is not an IPv4 address")
-    return text
+    return parse_ipv4(value, what)
 
 
 def _listen_by_member(value: Any, what: str) -> tuple[tuple[str, str], ...]:

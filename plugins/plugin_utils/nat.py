@@ -158,18 +158,20 @@ def check_iptables_rules(api: LxdApi, rules: Iterable[NatRule], where: str) -> N
                 raise OptionError(f"{where}: nat interface '{interface}' does not exist on this host (backend iptables)")
 
 
-# Longer than most (about 45 lines): reading, merging and writing back one forward's ports is one
-# step under the forward lock; split, the halves would pass half-merged port lists between them.
-def apply_forwards(
-    api: LxdApi, tag: str, rules: Iterable[NatRule], targets: Mapping[str, str], listen: dict[str, str],
-    location: str = "",
-) -> bool:
-    """Make the forward port entries tagged `tag` exactly `rules`; return True if anything changed.
+# One write to LXD's network forwards: (method, path under /1.0, body, query).
+ForwardWrite = tuple[str, str, dict[str, Any] | None, dict[str, str] | None]
 
-    On a cluster a bridge's forwards belong to one member each: ours are made on the instance's
-    member (`location`), and entries left on another member (the instance moved) are removed.
+
+def plan_forwards(
+    tag: str, rules: Iterable[NatRule], targets: Mapping[str, str], listen: Mapping[str, str], member: str,
+    forwards: Mapping[str, Iterable[Mapping[str, Any]]], clustered: bool = False,
+) -> list[ForwardWrite]:
+    """The writes that make the forward port entries tagged `tag` exactly `rules` (pure).
+
+    `forwards` maps each network that holds or is to hold one of them to its forwards as LXD lists
+    them. On a cluster (`clustered`) a bridge's forwards belong to one member each: ours go on the
+    instance's `member`, and entries left on another member (the instance moved) are removed.
     """
-    member = location if api.clustered else ""
     wanted: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for rule in rules:
         if rule.key not in listen:
@@ -181,30 +183,49 @@ def apply_forwards(
             "target_port": str(rule.intport),
             "target_address": targets[rule.key],
         })
-    changed = False
-    for network in {network for network, *_rule in wanted} | set(_networks_with_tag(api, tag)):
-        for forward in api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []:
+    writes: list[ForwardWrite] = []
+    for network, listed in forwards.items():
+        for forward in listed:
             address = forward["listen_address"]
-            owner = str(forward.get("location") or "") if api.clustered else ""
+            owner = str(forward.get("location") or "") if clustered else ""
             on_member = {"target": owner} if owner else None
             ports = list(forward.get("ports") or [])
             kept = [port for port in ports if not str(port.get("description", "")).startswith(f"{tag}:")]
             desired = kept + wanted.pop((network, address, owner), [])
             if _port_set(desired) == _port_set(ports):
                 continue
-            changed = True
             if not desired and forward.get("description") == FORWARD_DESCRIPTION:
-                api.delete(f"networks/{network}/forwards/{address}", on_member)
+                writes.append(("delete", f"networks/{network}/forwards/{address}", None, on_member))
             else:
-                api.put(f"networks/{network}/forwards/{address}",
-                        {"description": forward.get("description", ""), "config": forward.get("config", {}),
-                         "ports": desired}, on_member)
+                writes.append(("put", f"networks/{network}/forwards/{address}",
+                               {"description": forward.get("description", ""), "config": forward.get("config", {}),
+                                "ports": desired}, on_member))
     for (network, address, owner), ports in wanted.items():
-        changed = True
-        api.post(f"networks/{network}/forwards",
-                 {"listen_address": address, "description": FORWARD_DESCRIPTION, "ports": ports},
-                 {"target": owner} if owner else None)
-    return changed
+        writes.append(("post", f"networks/{network}/forwards",
+                       {"listen_address": address, "description": FORWARD_DESCRIPTION, "ports": ports},
+                       {"target": owner} if owner else None))
+    return writes
+
+
+def apply_forwards(
+    api: LxdApi, tag: str, rules: Iterable[NatRule], targets: Mapping[str, str], listen: dict[str, str],
+    location: str = "",
+) -> bool:
+    """Make the forward port entries tagged `tag` exactly `rules` (plan_forwards, from the forwards
+    LXD lists now); return True if anything changed."""
+    rules = list(rules)
+    networks = {rule.intif for rule in rules} | set(_networks_with_tag(api, tag))
+    forwards = {network: api.get(f"networks/{network}/forwards", {"recursion": "1"}) or [] for network in networks}
+    writes = plan_forwards(tag, rules, targets, listen, location if api.clustered else "", forwards,
+                           clustered=api.clustered)
+    for method, path, body, params in writes:
+        if method == "delete":
+            api.delete(path, params)
+        elif method == "put":
+            api.put(path, body, params)
+        else:
+            api.post(path, body, params)
+    return bool(writes)
 
 
 def _port_set(ports: list[dict[str, str]]) -> set[tuple[str, ...]]:

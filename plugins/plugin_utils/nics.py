@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from .values import read_address
+
 # An address as the rest of the code passes it: {"family": "inet" | "inet6", "address": "...",
 # "network": the managed network it was found in}.
 Address = dict[str, str]
@@ -211,12 +213,7 @@ def _family(text: str) -> str:
 
 def _address(text: Any) -> IpAddress | None:
     # Scope ids ("fe80::1%eth0") are never an address we point at.
-    if not isinstance(text, str) or not text or "%" in text or "/" in text:
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
+    return read_address(text)
 
 
 def _interface(text: Any) -> IpInterface | None:

@@ -19,7 +19,7 @@ def raised_as(error_class: type[Exception], task_error_class: type[Exception] | 
     try:
         yield
     except MageLxdError as exc:
-        error = (task_error_class if exc.task_failure and task_error_class else error_class)(str(exc))
+        error = (task_error_class if exc.task_failure and task_error_class else error_class)(exc.render())
         # The message once: Ansible prints an error's orig_exc and its cause chain after the message
         # ("X: X: X"), and our messages already say everything the causes did.
         raise error from None

@@ -370,9 +370,10 @@ def _step(spec: InstanceSpec, what: str) -> Iterator[None]:
     try:
         yield
     except RemoteError as exc:
-        if str(exc).startswith(describe(spec)):
+        if exc.where == describe(spec):
             raise
-        raise RemoteError(f"{describe(spec)}: {what} failed: {exc}") from exc
+        raise RemoteError(where=describe(spec), action=what, cause=str(exc), status=exc.status,
+                          reasons=exc.reasons) from exc
 
 
 def _after_start(api: LxdApi, plan: InstancePlan, current: Mapping[str, Any], result: InstanceResult) -> None:

@@ -2,8 +2,8 @@
 
 A `Remote` is one LXD server as the user names it: the local unix socket, or an HTTPS endpoint
 with a client certificate and the server's certificate pinned (verification is on by default).
-`LxdApi` is our client of LXD's /1.0 API (on transport.py's session; no pylxd, see there why):
-every request is logged and every failure becomes a `RemoteError` naming the remote and the fix.
+`LxdApi` is our client of LXD's /1.0 API (on transport.py's session): every request is logged
+and every failure becomes a `RemoteError` naming the remote and the fix.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import quote, urlparse
 from .cli_config import find_cli_remote
 from .client_trust import ensure_client_pair, token_request
 from .errors import NotFoundError, OptionError, RemoteError
-from .transport import UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
+from .transport import DEADLINE, UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
 from .values import parse_bool
 
 # Where Debian's package and the snap put LXD's socket, then Incus's (Debian and Zabbly packages);
@@ -394,7 +394,7 @@ class LxdApi:
                 except ApiError as exc:
                     # Incus answers a wait that timed out with "context deadline exceeded"; LXD with the
                     # operation as it is. The operation itself says how far it got.
-                    if "deadline exceeded" not in str(exc).lower():
+                    if DEADLINE not in exc.reasons:
                         raise
                     operation = self.request("get", f"operations/{quote(_operation_id(data['operation']), safe='')}").json().get(
                         "metadata") or {}
@@ -476,27 +476,29 @@ class _ErrorMapper:
             return False
         where = self.remote.describe_as(self.kind)
         if isinstance(exc, TransportError) and exc.kind == "tls":
-            hint = (
-                "Fix: set server_cert to the server's certificate (on the server: "
-                f"{self.kind.state_dir}/server.crt, or '{self.kind.cli} info' under 'certificate')"
+            fix = (
+                "set server_cert to the server's certificate (on the server: "
+                f"{self.kind.state_dir}/server.crt, or '{self.kind.cli} info' under 'certificate')."
                 if not self.remote.server_cert
-                else f"Fix: '{self.remote.server_cert}' is not this server's certificate; fetch the right one"
+                else f"'{self.remote.server_cert}' is not this server's certificate; fetch the right one."
             )
-            raise RemoteError(f"{where}: TLS verification failed ({_first_line(exc)}). {hint}.") from exc
+            raise RemoteError(f"TLS verification failed ({_first_line(exc)}).", where=where, action=self.what,
+                              cause=_first_line(exc), fix=fix) from exc
         if isinstance(exc, TransportError) and exc.kind == "timeout":
-            raise RemoteError(
-                f"{where}: no answer within {self.remote.timeout:g}s to {self.what}. Fix: check the "
-                "daemon is healthy, or raise the remote's timeout."
-            ) from exc
+            raise RemoteError(f"no answer within {self.remote.timeout:g}s to {self.what}.", where=where,
+                              action=self.what, cause="no answer",
+                              fix="check the daemon is healthy, or raise the remote's timeout.") from exc
         if isinstance(exc, TransportError):
             raise RemoteError(
-                f"{where}: cannot connect ({_first_line(exc)}). Fix: is {self.kind.title} running and listening "
-                "there (core.https_address for HTTPS)? Is the url right?"
+                f"cannot connect ({_first_line(exc)}).", where=where, action=self.what, cause=_first_line(exc),
+                fix=f"is {self.kind.title} running and listening there (core.https_address for HTTPS)? Is the url right?"
             ) from exc
         if isinstance(exc, ApiError) and exc.status == 404:
-            raise NotFoundError(f"{where}: {self.what}: not found ({_api_message(exc)})") from exc
+            raise NotFoundError(f"{self.what}: not found ({_api_message(exc)})", where=where, action=self.what,
+                                cause=_api_message(exc), status=404, reasons=exc.reasons) from exc
         if isinstance(exc, ApiError):
-            raise RemoteError(f"{where}: {self.what} failed: {_api_message(exc)}") from exc
+            raise RemoteError(where=where, action=self.what, cause=_api_message(exc), status=exc.status,
+                              reasons=exc.reasons) from exc
         return False
 
 
@@ -507,7 +509,7 @@ def _operation_id(operation_url: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
+    return text[0][:300] if text else type(exc).__name__
 
 
 def _api_message(exc: ApiError) -> str:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import OptionError
-from .tls import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
+from .proxy_files import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
+from .values import parse_bool, parse_port, read_address
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
@@ -41,8 +42,10 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?")
 # An LXD instance name (and so a name in mageproxy's /etc/hosts).
 _INSTANCE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-FIX_ROUTE = "Fix: correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
-FIX_UNDECLARED = ("Fix: declare the instance and its routes in lxd_provisioning_inventory (or name it in "
+FIX_ROUTE = "correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
+# OptionError.reasons of an undeclared route on a name a declared instance serves.
+SERVED_BY_DECLARED = "served by a declared instance"
+FIX_UNDECLARED = ("declare the instance and its routes in lxd_provisioning_inventory (or name it in "
                   "mageproxy_strict_instances), or remove that route from its user.mage.proxy, then rerun.")
 # mageproxy's own check asks for a name in the reserved .invalid domain (RFC 2606) and expects the
 # catch-all's 503: a site there would answer it instead.
@@ -109,7 +112,7 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     if not _SIZE.fullmatch(size):
         raise OptionError(f"{where}.client_max_body_size: '{size}' is not a size such as 10m, 512k or 1g")
     source, cert, key = _parse_tls(raw.get("tls"), name, f"{where}.tls")
-    redirect = _flag(raw.get("redirect_https", False), f"{where}.redirect_https")
+    redirect = parse_bool(raw.get("redirect_https", False), f"{where}.redirect_https")
     if redirect and not source:
         raise OptionError(f"{where}.redirect_https needs tls")
     hsts = _hsts(raw.get("hsts", False), f"{where}.hsts")
@@ -118,14 +121,14 @@ def parse_route(instance: str, index: int, raw: Any) -> Route:
     htpasswd, htpasswd_set = _htpasswd(raw.get("htpasswd"), f"{where}.htpasswd")
     return Route(
         instance=instance, server_name=name, path=path, port=port, scheme=scheme, prefix=prefix,
-        strip_prefix=_flag(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
+        strip_prefix=parse_bool(raw.get("strip_prefix", False), f"{where}.strip_prefix"),
         client_max_body_size=size.lower(),
-        websockets=_flag(raw.get("websockets", True), f"{where}.websockets"),
+        websockets=parse_bool(raw.get("websockets", True), f"{where}.websockets"),
         tls_cert=cert, tls_key=key, redirect_https=redirect, tls_source=source, hsts=hsts,
         htpasswd=htpasswd, htpasswd_set=htpasswd_set,
         allow=_networks(raw.get("allow"), f"{where}.allow"),
         deny=_networks(raw.get("deny"), f"{where}.deny"),
-        balance=_flag(raw.get("balance", False), f"{where}.balance"),
+        balance=parse_bool(raw.get("balance", False), f"{where}.balance"),
     )
 
 
@@ -177,12 +180,6 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _flag(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise OptionError(f"{what}: '{value}' must be true or false")
-    return value
-
-
 def _file(value: Any, what: str) -> str:
     if value in (None, ""):
         return ""
@@ -210,21 +207,18 @@ def _networks(value: Any, what: str) -> tuple[str, ...]:
 
 def upstream_address(value: Any, what: str) -> str:
     """An address read from LXD as nginx's `server` takes it (IPv6 in brackets), checked by allow-list."""
-    try:
-        if not isinstance(value, str) or not _IP_TEXT.fullmatch(value) or "/" in value:
-            raise ValueError(value)
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        raise OptionError(f"{what}: {value!r} is not an IP address. Fix: check the instance's network "
-                          "in LXD (lxc list), then rerun.") from None
+    address = read_address(value)
+    if address is None:
+        raise OptionError(f"{what}: {value!r} is not an IP address.",
+                          fix="check the instance's network in LXD (lxc list), then rerun.")
     return f"[{address}]" if address.version == 6 else str(address)
 
 
 def hosts_file_name(value: Any, what: str) -> str:
     """An instance name fit for a line of /etc/hosts (an LXD instance name: letters, digits, '-')."""
     if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
-        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-'). "
-                          "Fix: correct that name (an instance name), then rerun.")
+        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-').",
+                          fix="correct that name (an instance name), then rerun.")
     return value
 
 
@@ -233,17 +227,11 @@ def _parse_pass(value: Any, what: str) -> tuple[str, int, str]:
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
     # ASCII digits only: str.isdigit() and int() also take digits of other scripts.
     if isinstance(value, int) or (isinstance(value, str) and _PORT.fullmatch(value)):
-        return "http", _port(int(value), what), "/"
+        return "http", parse_port(value, what), "/"
     match = _PASS_URL.fullmatch(str(value)) if isinstance(value, str) else None
     if not match:
         raise OptionError(f"{what}: '{value}' is not a port or http[s]://:PORT/prefix")
-    return match.group(1), _port(int(match.group(2)), what), match.group(3) or "/"
-
-
-def _port(port: int, what: str) -> int:
-    if not 1 <= port <= 65535:
-        raise OptionError(f"{what}: port {port} is out of range (1-65535)")
-    return port
+    return match.group(1), parse_port(match.group(2), what), match.group(3) or "/"
 
 
 @dataclass
@@ -302,6 +290,8 @@ class ProxyPlan:
     sites: list[Site] = field(default_factory=list)
     hosts: list[HostsEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The warnings of undeclared instances left out for serving a name a declared instance serves.
+    displaced: list[str] = field(default_factory=list)
     proxy_name: str = ""
     # The few sites that need files beyond the config (TLS, htpasswd): what mage_lxd_proxy_files
     # reads, so a playbook need not pass every site around again (costly with 500 of them).
@@ -389,14 +379,15 @@ def plan_proxy(hosts: Iterable[Mapping[str, Any]], strict: Iterable[str] | None 
             error = OptionError(f"{_where(host)}: user.mage.proxy is nested too deeply to be routes")
             if strict_host:
                 raise error from None
-            plan.warnings.append(f"{error}. Its routes are left out of mageproxy; the others are served. {FIX_ROUTE}")
+            plan.warnings.append(f"{error}. Its routes are left out of mageproxy; the others are served. Fix: {FIX_ROUTE}")
             continue
         except OptionError as error:
             if strict_host:
-                raise OptionError(f"{error} {FIX_ROUTE}" if "Fix:" not in str(error) else str(error)) from None
-            said, _sep, fix = str(error).partition(" Fix: ")
-            plan.warnings.append(f"{said} Its routes are left out of mageproxy; the others are served. "
-                                 f"{'Fix: ' + fix if fix else FIX_ROUTE}")
+                raise OptionError(error.head(), fix=error.fix or FIX_ROUTE) from None
+            plan.warnings.append(f"{error.head()} Its routes are left out of mageproxy; the others are served. "
+                                 f"Fix: {error.fix or FIX_ROUTE}")
+            if SERVED_BY_DECLARED in error.reasons:
+                plan.displaced.append(plan.warnings[-1])
             continue
         if strict_host:
             for index, route in enumerate(routes):
@@ -454,12 +445,12 @@ def _check_undeclared(routes: list[Route], owners: Mapping[str, str]) -> None:
         options = route.site_options()
         if options:
             raise OptionError(f"{where}: {', '.join(options)} may only come from a declaration (they change the "
-                              "whole site or name a file on mageproxy), not from an instance's own record. "
-                              f"{FIX_UNDECLARED}")
+                              "whole site or name a file on mageproxy), not from an instance's own record.",
+                              fix=FIX_UNDECLARED)
         owner = next((f"{who} ({owned})" for owned, who in owners.items() if _covers_name(owned, route.server_name)), "")
         if owner:
             raise OptionError(f"{where}: {route.server_name} is served by {owner}; an undeclared instance may "
-                              f"serve no path of it. {FIX_UNDECLARED}")
+                              "serve no path of it.", fix=FIX_UNDECLARED, reasons={SERVED_BY_DECLARED})
 
 
 def _check_vouched(host: Mapping[str, Any], address: str) -> None:
@@ -471,7 +462,7 @@ def _check_vouched(host: Mapping[str, Any], address: str) -> None:
     if address and host.get("address_network") == "":
         raise OptionError(f"{_where(host)}: its address {address.strip('[]')} is on a NIC of an unmanaged network, "
                           "which only the instance itself vouches for, so an undeclared instance's routes are "
-                          "never sent there. Fix: attach the instance to a managed network, or declare it in "
+                          "never sent there.", fix="attach the instance to a managed network, or declare it in "
                           "lxd_provisioning_inventory (or mageproxy_strict_instances), then rerun.")
 
 
@@ -483,7 +474,7 @@ def _check_acme_paths(site: Site) -> None:
         if location.path.startswith(ACME_CHALLENGE):
             raise OptionError(f"{location.declared_at} {site.server_name}{location.path}: {ACME_CHALLENGE} is where "
                               f"mageproxy answers the ACME challenge of {site.server_name} (tls: acme); choose "
-                              f"another path. {FIX_ROUTE}")
+                              "another path.", fix=FIX_ROUTE)
 
 
 def _where(host: Mapping[str, Any]) -> str:

@@ -1,14 +1,10 @@
 """How HTTP requests reach LXD: one kept-alive connection per thread, over the unix socket or TLS.
 
-Standard library only (http.client, ssl). It replaced pylxd, then requests, on measurements:
-every Ansible task on every host opens a connection in a fresh worker process, and the parent
-imports the inventory. A `pylxd.Client` imported all of pylxd's models and introspected 13
-managers on construction (0.108 s of a ping worker's 0.357 s); importing requests costs the
-parent 61 ms against 9 ms for http.client, and each request through it a few more. All we need is
-a request, a response, LXD's error text, and TLS checked the way we want (`tls_socket`, shared
-with the exec websockets).
-
-`ApiSession.request` takes and returns the small part of requests' interface LxdApi uses.
+Standard library only (http.client, ssl): every Ansible task on every host opens a connection in
+a fresh worker process, so the client is small to import and to build (the README's comparison
+has the figures). It gives a request, a response, LXD's error answer as an `ApiError` whose text
+is classified once (`classify_answer`), and TLS checked the way we want (`tls_socket`, shared with
+the exec websockets).
 """
 
 from __future__ import annotations
@@ -36,6 +32,8 @@ if TYPE_CHECKING:
 # The base URL of the unix socket's session: the host name is never resolved.
 UNIX_BASE = "http://unix.socket"
 PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
+# The port of an https:// url that names none (LXD's and Incus's own).
+DEFAULT_HTTPS_PORT = 8443
 # Bytes per read and write when a body is streamed (files).
 BLOCK_SIZE = 1024 * 1024
 Timeout = float | tuple[float | None, float | None] | None
@@ -49,12 +47,40 @@ class _StaleConnection(Exception):
     """A kept connection the server had closed; the request never reached it."""
 
 
+# What an answer of LXD's (or Incus's) says, beyond its status: classify_answer sorts the text
+# once, here, and everything else decides on these.
+INSTANCE_MISSING = "instance missing"  # a 404 that names an instance
+NOT_RUNNING = "not running"  # the instance is stopped
+FROZEN = "frozen"  # the instance is frozen
+DEADLINE = "deadline exceeded"  # a bounded operation wait ended (Incus's answer to it)
+ARGUMENTS_TOO_LONG = "arguments too long"  # the kernel refused an exec's command line (E2BIG)
+
+
+def classify_answer(status: int, text: str) -> frozenset[str]:
+    """The reasons (above) LXD's or Incus's error `text` with `status` gives."""
+    lowered = text.lower()
+    reasons = set()
+    if status == 404 and "instance" in lowered:
+        reasons.add(INSTANCE_MISSING)
+    if "not running" in lowered or "is stopped" in lowered:
+        reasons.add(NOT_RUNNING)
+    if "frozen" in lowered:
+        reasons.add(FROZEN)
+    if "deadline exceeded" in lowered:
+        reasons.add(DEADLINE)
+    if "argument list too long" in lowered:
+        reasons.add(ARGUMENTS_TOO_LONG)
+    return frozenset(reasons)
+
+
 class ApiError(Exception):
-    """LXD answered with an error (or an operation failed): its HTTP status and its own text."""
+    """LXD answered with an error (or an operation failed): its HTTP status, its own text, and the
+    reasons that text gives (classify_answer)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.reasons = classify_answer(status, message)
 
 
 class TransportError(Exception):
@@ -163,7 +189,7 @@ class _UnixConnection(http.client.HTTPConnection):
 class _TlsConnection(http.client.HTTPConnection):
     def __init__(self, remote: Remote, timeout: float | None) -> None:
         parsed = urlparse(remote.url)
-        super().__init__(parsed.hostname or "", parsed.port or 8443, timeout=timeout, blocksize=BLOCK_SIZE)
+        super().__init__(parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT, timeout=timeout, blocksize=BLOCK_SIZE)
         self.remote = remote
 
     def connect(self) -> None:

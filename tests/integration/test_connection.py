@@ -444,7 +444,7 @@ def test_a_wrong_become_password_fails_clearly_without_hanging(inventory, method
 
 def test_a_thousand_short_execs_from_five_threads_never_fail(containers):
     # The smaller in-suite version of bench/exec_stress.py. Half the commands leave their stdin
-    # unread, so LXD closes that stream while it is being sent: what broke ws4py (1.8 % failed).
+    # unread, so LXD closes that stream while it is being sent: the race an exec client must survive.
     failures: list[str] = []
     counter = iter(range(1000))
 

@@ -75,5 +75,5 @@ def test_each_limit_that_is_hit_names_the_option_that_raises_it():
     late = exec_error("instance 'web1'", ExecError("did not finish within 3s", ran=True, timed_out=True))
     assert "Fix: raise command_timeout (ansible_mage_lxd_command_timeout)" in str(late)
     # A failure that says its own fix gets no second one.
-    stuck = exec_error("instance 'web1'", ExecError("could not be stopped. Fix: stop them", ran=True, timed_out=True))
+    stuck = exec_error("instance 'web1'", ExecError("could not be stopped.", fix="stop them", timed_out=True))
     assert str(stuck).count("Fix:") == 1 and str(stuck).endswith("Fix: stop them.")

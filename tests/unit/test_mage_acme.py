@@ -101,3 +101,16 @@ def test_pairs_of_names_gone_from_the_routes_are_removed_and_remove_clears_every
     assert removed.returncode == 0 and removed.stdout.startswith("removed mage-acme")
     assert not proxy_root["conf"].exists() and not (proxy_root["root"] / "usr/local/sbin/mage-acme").exists()
     assert "disable --now mage-acme.timer" in (proxy_root["tmp"] / "systemctl.log").read_text()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_placeholder_that_cannot_be_removed_fails_the_run_but_the_new_pair_is_still_reloaded(proxy_root, shell):
+    # The step inside `$(one ...)` runs where set -e does not hold: it must check its own status.
+    (proxy_root["conf"] / "live/a.example.test.placeholder").write_text("")
+    tool(proxy_root["bin"], "rm", '#!/bin/sh\nfor a in "$@"; do case "$a" in *.placeholder) exit 1;; esac; done\n'
+                                  'exec /bin/rm "$@"\n')
+    run = mage_acme(proxy_root, shell, "run")
+    assert run.returncode != 0 and "removing the placeholder of a.example.test failed" in run.stderr
+    assert run.stdout == "issued a.example.test\n"
+    assert (proxy_root["conf"] / "live/a.example.test.crt").read_text() == "cert 1\n"
+    assert "-s reload" in (proxy_root["tmp"] / "nginx.log").read_text()

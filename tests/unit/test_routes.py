@@ -30,7 +30,7 @@ HOSTILE = [
     ({"name": "a.example.com", "pass": 80, "htpasswd": "/etc/x; include /etc/shadow"}, ".htpasswd"),
     ({"name": "a.example.com", "pass": 80, "tls": {"cert": "/c.pem"}}, ".tls needs both"),
     ({"name": "a.example.com", "pass": 80, "allow": ["10.0.0.0/8; allow all"]}, ".allow"),
-    ({"name": "a.example.com", "pass": 80, "websockets": "yes"}, ".websockets"),
+    ({"name": "a.example.com", "pass": 80, "websockets": "maybe"}, ".websockets: 'maybe' is not a boolean"),
     ({"name": "a.example.com", "pass": 80, "extra": "x"}, "unknown key(s) extra"),
     ({"name": "", "pass": 80}, ".name"),
     ({"name": "a.example.com", "pass": True}, ".pass"),

@@ -48,8 +48,9 @@ one() {
   { install_live "$conf/lego/certificates/$name.key" "$conf/live/$name.key" 0600 &&
     install_live "$issued" "$conf/live/$name.crt" 0644; } ||
     { echo "mage-acme: installing the new pair of $name failed" >&2; restore "$name"; return 1; }
-  rm -f "$conf/live/$name.placeholder"
+  # Said first: the new pair is live, so nginx must be tested and reloaded for it even if what follows fails.
   echo "$word $name"
+  rm -f "$conf/live/$name.placeholder" || { echo "mage-acme: removing the placeholder of $name failed" >&2; return 1; }
 }
 
 # Put back the pair a failed install or a refused config replaced.

@@ -1,9 +1,9 @@
 """Fault injection for the mageproxy tests, loaded only when a test puts this directory on PYTHONPATH.
 
 MAGE_TEST_FAULT=ACTION:STEP arms one fault at the first command of mageproxy whose last line
-starts with STEP (mage_test, mage_reload...): `raise` raises BrokenPipeError there (as ws4py
-does on the exec path), `kill` SIGKILLs ansible-playbook and its worker, so nothing after that
-point runs. The LXD, the instance and nginx stay real.
+starts with STEP (mage_test, mage_reload...): `raise` raises BrokenPipeError there (as a socket
+LXD closed first does on the exec path), `kill` SIGKILLs ansible-playbook and its worker, so
+nothing after that point runs. The LXD, the instance and nginx stay real.
 """
 
 from __future__ import annotations

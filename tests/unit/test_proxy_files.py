@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route, plan_proxy
-from ansible_collections.mage.lxd.plugins.plugin_utils.tls import plan_proxy_files
+from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_files import plan_proxy_files
 from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf
 
 CA = make_ca()
