@@ -31,15 +31,15 @@ ALL_YML = {"lxd_project": "declared-by-the-playbook", "declared": "yes"}
 
 @pytest.fixture(scope="module")
 def projects(lab):
-    """web1 (running) and db1 in project A, whose tenant set user.role to project B's group name;
-    app1 in project B."""
+    """gv-web1 (running) and gv-db1 in project A, whose tenant set user.role to project B's group name;
+    gv-app1 in project B (names of their own: Incus refuses a DNS name another project uses on the bridge)."""
     create_project(PROJECT_A)
     create_project(PROJECT_B)
     try:
-        launch(PROJECT_A, "web1", config={"user.role": GROUP_B.removeprefix("project_")})
-        launch(PROJECT_A, "db1", start=False)
-        launch(PROJECT_B, "app1", start=False)
-        wait_for_leases(PROJECT_A, ["web1"])
+        launch(PROJECT_A, "gv-web1", config={"user.role": GROUP_B.removeprefix("project_")})
+        launch(PROJECT_A, "gv-db1", start=False)
+        launch(PROJECT_B, "gv-app1", start=False)
+        wait_for_leases(PROJECT_A, ["gv-web1"])
         yield
     finally:
         delete_project(PROJECT_A)
@@ -84,11 +84,11 @@ def test_every_host_resolves_to_its_own_variables(projects, tmp_path):
     expected = {**expected_hostvars(first, InventoryOptions(default_group=DEFAULT_GROUP, projects=(PROJECT_A, PROJECT_B))),
                 **expected_hostvars(second, InventoryOptions(default_group=DEFAULT_GROUP, projects=(PROJECT_B,),
                                                               hostname_format="{remote}.{name}"))}
-    assert set(expected) == {"web1", "db1", "app1", "again.app1"}
+    assert set(expected) == {"gv-web1", "gv-db1", "gv-app1", "again.gv-app1"}
     assert strip_unsafe(listed["_meta"]["hostvars"]) == expected
-    # The tenant's keyed group is project B's group, which carries B's project: web1 holds its own.
-    assert "web1" in listed[GROUP_B]["hosts"]
-    assert strip_unsafe(listed["_meta"]["hostvars"]["web1"]["mage_lxd_project"]) == PROJECT_A
+    # The tenant's keyed group is project B's group, which carries B's project: gv-web1 holds its own.
+    assert "gv-web1" in listed[GROUP_B]["hosts"]
+    assert strip_unsafe(listed["_meta"]["hostvars"]["gv-web1"]["mage_lxd_project"]) == PROJECT_A
     exported = strip_unsafe(json.loads(ansible("ansible-inventory", "-i", str(tmp_path), "--list", "--export").stdout))
     # What went on groups: the first source's remote on its default group, each project on its group;
     # the second source added nothing to the default group (its project would be project A's hosts' too).
@@ -96,8 +96,8 @@ def test_every_host_resolves_to_its_own_variables(projects, tmp_path):
                                        "mage_lxd_url": f"unix:{socket}"}
     assert exported[GROUP_B]["vars"] == {"mage_lxd_project": PROJECT_B}
     own = exported["_meta"]["hostvars"]
-    assert "mage_lxd_url" not in own["app1"] and own["again.app1"]["mage_lxd_url"] == socket
-    assert own["web1"]["mage_lxd_project"] == PROJECT_A and "mage_lxd_project" not in own["db1"]
+    assert "mage_lxd_url" not in own["gv-app1"] and own["again.gv-app1"]["mage_lxd_url"] == socket
+    assert own["gv-web1"]["mage_lxd_project"] == PROJECT_A and "mage_lxd_project" not in own["gv-db1"]
 
 
 def test_a_host_reached_through_the_group_variables_answers(projects, tmp_path):
@@ -105,6 +105,6 @@ def test_a_host_reached_through_the_group_variables_answers(projects, tmp_path):
     socket = local_socket_path(lab_remote().url)
     source.write_text(f"plugin: mage.lxd.mage_lxd\nremotes: [{{name: local, url: 'unix:{socket}'}}]\n"
                       f"projects: [{PROJECT_A}]\n")
-    result = ansible("ansible", "-i", str(source), "web1", "-m", "ansible.builtin.raw", "-a", "cat /etc/hostname")
-    assert "web1" in result.stdout
-    assert lxc("list", "--project", PROJECT_A, "--format", "csv", "-c", "n").stdout.split() == ["db1", "web1"], CLI
+    result = ansible("ansible", "-i", str(source), "gv-web1", "-m", "ansible.builtin.raw", "-a", "cat /etc/hostname")
+    assert "gv-web1" in result.stdout
+    assert lxc("list", "--project", PROJECT_A, "--format", "csv", "-c", "n").stdout.split() == ["gv-db1", "gv-web1"], CLI
