@@ -304,9 +304,13 @@ def finish(api: LxdApi, bench: BenchProject, keep: bool) -> None:
 # --- the command line and the figures -----------------------------------------------------------
 
 
-def parse_options(description: str, default_sizes: list[int], project: str) -> argparse.Namespace:
-    """The options every size-based benchmark takes: --sizes N... (default `default_sizes`) and --keep."""
+def parse_options(description: str, default_sizes: list[int], project: str,
+                  extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options every size-based benchmark takes: --sizes N... (default `default_sizes`) and --keep,
+    and the ones `extra` adds to the parser."""
     parser = argparse.ArgumentParser(description=description)
+    if extra:
+        extra(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=default_sizes, metavar="N",
                         help=f"numbers of containers to measure at (default: {' '.join(map(str, default_sizes))})")
     parser.add_argument("--keep", action="store_true", help=f"keep the {project} project and its containers")

@@ -216,7 +216,8 @@ from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONNECTION_PLUGIN, InventoryOptions, plan_inventory
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import (
+    CONNECTION_PLUGIN, InventoryOptions, plan_inventory, settable_group_variables, stray_shared_keys)
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.private_cache import make_cache_dir_private, make_cache_files_private
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
@@ -324,19 +325,38 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _populate(self, plan):
         strict = self.get_option("strict")
         for group, variables in plan.group_vars.items():
+            # A group another source made may hold its hosts: it gets nothing new, and this source's
+            # hosts hold what it does not carry with their value (stray_shared_keys).
+            current = self.inventory.groups[group].get_vars() if group in self.inventory.groups else None
             self.inventory.add_group(group)
-            for key, value in variables.items():
+            for key, value in settable_group_variables(variables, current).items():
                 self.inventory.set_variable(group, key, value)
         for host in plan.hosts:
             for group in host.groups:
                 self.inventory.add_group(group)
                 self.inventory.add_host(host.name, group=group)
-            variables = wrap_var(host.variables)
-            for key, value in variables.items():
+            for key, value in _unsafe(host.own_variables).items():
                 self.inventory.set_variable(host.name, key, value)
+            variables = _unsafe(host.variables)
             self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)
+        # Constructed groups, and groups of other sources, may hold a host too and carry other values.
+        for host in plan.hosts:
+            if host.shared:
+                groups = self.inventory.get_host(host.name).get_groups()
+                stray = stray_shared_keys(host, [group.get_vars() for group in groups])
+                for key in stray:
+                    self.inventory.set_variable(host.name, key, _unsafe(host.variables[key]))
+
+
+def _unsafe(value):
+    # ansible-core 2.19 and later never template what a plugin sets unless the plugin declares itself
+    # trusted_by_default (this one does not); earlier releases template what is not wrapped unsafe.
+    return value if _UNTRUSTED_BY_DEFAULT else wrap_var(value)
+
+
+_UNTRUSTED_BY_DEFAULT = not getattr(InventoryModule, "trusted_by_default", True)
 
 
 def _default_project(remote):

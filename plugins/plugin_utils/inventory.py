@@ -38,6 +38,14 @@ PROJECT_SCOPED_KEYS = ("profile", "network")
 # What a host whose name is the controller's or shared is named instead, in this order: instance
 # names hold no dot, so neither can be a name of "{name}" or one of another instance.
 FALLBACK_HOSTNAME_FORMATS = ("{project}.{name}", "{remote}.{project}.{name}")
+# The connection's own variables, the same for every instance of a remote (or of a project): each goes
+# on a group whose members all hold it with one value. lxd_* variables stay on each host: group_vars
+# files outrank an inventory's group variables, and playbooks set lxd_project there
+# (inventory/group_vars/all.yml).
+SHARED_CONNECTION_KEYS = ("mage_lxd_remote", "mage_lxd_url", "mage_lxd_client_cert", "mage_lxd_client_key",
+                          "mage_lxd_server_cert", "mage_lxd_validate_certs", "mage_lxd_project")
+# The group_by keys whose groups may carry shared connection variables, besides the default group.
+SHARING_GROUP_KEYS = ("project", "remote")
 FIX_HOSTNAME = ("Fix: set hostname_format to '{project}.{name}' ('{remote}.{project}.{name}' across remotes), "
                 "which cannot collide (instance names hold no dot), or rename the instance.")
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -88,6 +96,13 @@ class PlannedHost:
     variables: dict[str, Any]
     # Why parts of the instance's data were left out; each message names it.
     warnings: list[str] = field(default_factory=list)
+    # Keys of `variables` that one of `groups` carries with the same value (InventoryPlan.group_vars).
+    shared: set[str] = field(default_factory=set)
+
+    @property
+    def own_variables(self) -> dict[str, Any]:
+        """The variables set on the host itself: all but the ones its groups carry."""
+        return {key: value for key, value in self.variables.items() if key not in self.shared}
 
     @property
     def where(self) -> str:
@@ -143,8 +158,59 @@ def plan_inventory(
     for host in candidates:
         plan.warnings.extend(host.warnings)
     plan.hosts = _distinct_hosts(candidates, options, plan.warnings)
-    _drop_shared_groups(plan.hosts, options, plan.warnings)
+    owners = _drop_shared_groups(plan.hosts, options, plan.warnings)
+    sharing = [options.default_group] + [name for name, claims in owners.items()
+                                         if len(claims) == 1 and next(iter(claims))[0] in SHARING_GROUP_KEYS]
+    share_connection_variables(plan, sharing)
     return plan
+
+
+def share_connection_variables(plan: InventoryPlan, groups: Iterable[str]) -> None:
+    """Move each SHARED_CONNECTION_KEYS variable onto the first of `groups` whose every member holds
+    it with one value; a host keeps its own copy of a key none of its groups carries."""
+    members: dict[str, list[PlannedHost]] = {}
+    for host in plan.hosts:
+        for name in host.groups:
+            members.setdefault(name, []).append(host)
+    for name in groups:
+        hosts = members.get(name)
+        if not hosts:
+            continue
+        for key in SHARED_CONNECTION_KEYS:
+            if key not in hosts[0].variables or all(key in host.shared for host in hosts):
+                continue
+            value = hosts[0].variables[key]
+            if all(key in host.variables and _same(host.variables[key], value) for host in hosts):
+                plan.group_vars.setdefault(name, {})[key] = value
+                for host in hosts:
+                    host.shared.add(key)
+
+
+def _same(one: Any, other: Any) -> bool:
+    # True == 1 in Python; a boolean and a number are never one value here. (Ansible hands back
+    # subclasses of str, tagged or unsafe, so types are not compared.)
+    return isinstance(one, bool) == isinstance(other, bool) and one == other
+
+
+def settable_group_variables(planned: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What of a group's planned variables to set, given the variables the group already has when
+    another inventory source made it (`current`), else None: such a group may hold that source's
+    hosts, so it gets no shared connection variable it does not carry with the same value already.
+    ansible_connection is always set."""
+    return {key: value for key, value in planned.items()
+            if key not in SHARED_CONNECTION_KEYS or current is None
+            or (key in current and _same(current[key], value))}
+
+
+def stray_shared_keys(host: PlannedHost, group_vars: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The shared keys of `host` that the variables of the groups it is in (`group_vars`, from any
+    inventory source) do not all give with its own value: the host must hold those itself."""
+    stray = []
+    for key in sorted(host.shared):
+        values = [variables[key] for variables in group_vars if key in variables]
+        if not values or not all(_same(value, host.variables[key]) for value in values):
+            stray.append(key)
+    return stray
 
 
 def _distinct_hosts(candidates: list[PlannedHost], options: InventoryOptions, warnings: list[str]) -> list[PlannedHost]:
@@ -194,8 +260,10 @@ def _clash_warning(group: list[PlannedHost], renamed: Mapping[int, str | None], 
     return f"the host name '{name}' (hostname_format '{options.hostname_format}') {reason}: " + "; ".join(outcomes) + ". " + FIX_HOSTNAME
 
 
-def _drop_shared_groups(hosts: list[PlannedHost], options: InventoryOptions, warnings: list[str]) -> None:
-    """Take every host out of a group name that two different values would share."""
+def _drop_shared_groups(hosts: list[PlannedHost], options: InventoryOptions,
+                        warnings: list[str]) -> dict[str, set[tuple[Any, ...]]]:
+    """Take every host out of a group name that two different values would share; return what each
+    group name stands for (more than one owner: a dropped name)."""
     owners: dict[str, set[tuple[Any, ...]]] = {options.default_group: {("default_group",)}}
     members: dict[str, list[PlannedHost]] = {}
     for host in hosts:
@@ -220,6 +288,7 @@ def _drop_shared_groups(hosts: list[PlannedHost], options: InventoryOptions, war
             "keyed_groups.")
         for host in members.get(name, []):
             host.groups = [group for group in host.groups if group != name]
+    return owners
 
 
 def _describe_owner(owner: tuple[Any, ...]) -> str:

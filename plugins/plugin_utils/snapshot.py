@@ -2,9 +2,8 @@
 
 `recursion=1` gives every instance's config, devices, profiles, status and location in one
 request, but no addresses; `recursion=2` would add them at the cost of LXD gathering state per
-instance (about 10x slower). Addresses come instead from the managed networks' DHCP leases, one
-request per (project, network) in use after one network list per project, matched to NICs by MAC
-address. Only running instances with a NIC on a managed network that has no lease (a static
+instance (about 10x slower). Addresses come instead from the managed networks' DHCP leases: two
+requests per (project, network) in use (the network, its leases), matched to NICs by MAC address. Only running instances with a NIC on a managed network that has no lease (a static
 address set inside, a lease list that cannot be read) or a NIC on an unmanaged network (a plain
 bridge, macvlan) cost a state request each; there only that NIC's own interface counts.
 
@@ -16,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from .cluster import member_statuses
 from .errors import MageLxdError, NotFoundError, OptionError
-from .nics import ManagedNetwork, NicView, managed_networks, nic_addresses
+from .nics import ManagedNetwork, NicView, attached_networks, managed_networks, nic_addresses
 from .remote import LxdApi
 
 ALL_PROJECTS = "*"
@@ -93,7 +93,10 @@ def take_snapshot(
         raise OptionError(f"address_source: '{address_source}' is not one of {', '.join(ADDRESS_SOURCES)}")
     instances = [item for item in _read_instances(api, projects, filters) if filters.matches(item)]
     running = [item for item in instances if item.get("status") == "Running"]
-    networks = {project: _managed_networks(api, project) for project in sorted({_key(item)[0] for item in running})}
+    named: dict[str, set[str]] = {}
+    for item in running:
+        named.setdefault(_key(item)[0], set()).update(attached_networks(item))
+    networks = {project: _managed_networks(api, project, named[project]) for project in sorted(named)}
     use_leases = address_source == "leases" and api.has_extension("network_leases")
     leases = _read_leases(api, running, networks) if use_leases else {}
     addresses: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
@@ -166,12 +169,18 @@ def _check_projects_exist(api: LxdApi, wanted: list[str]) -> None:
         )
 
 
-def _managed_networks(api: LxdApi, project: str) -> dict[str, ManagedNetwork]:
-    try:
-        return managed_networks(api.get("networks", {"recursion": "1", "project": project}))
-    except MageLxdError:
-        # Networks this client may not read: no address can be vouched for, so none is given.
-        return {}
+def _managed_networks(api: LxdApi, project: str, names: Iterable[str]) -> dict[str, ManagedNetwork]:
+    """The managed networks among `names` (the ones running instances' NICs are on), one request
+    each: the whole list with recursion=1 describes every host interface, one veth per running
+    container, each with what uses it (measured on Incus 6.0 with about 300 containers: 1.6 s,
+    where one network took 0.24 s). A network this client may not read vouches for no address."""
+    found: dict[str, ManagedNetwork] = {}
+    for name in sorted(names):
+        try:
+            found.update(managed_networks([api.get(f"networks/{quote(name, safe='')}", {"project": project})]))
+        except MageLxdError:
+            continue
+    return found
 
 
 def _read_leases(

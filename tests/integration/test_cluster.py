@@ -1,9 +1,12 @@
-"""mage-lxd on a real three-member LXD cluster (lab/cluster.sh): one code path, members anywhere.
+"""mage-lxd on a real three-member cluster (lab/cluster.sh): one code path, members anywhere.
 
-The module brings the cluster up, runs site.yml against it (instances placed with `target`, NAT on
-a member's address, a mageproxy route balanced over backends on two members), then stops one
-member's daemon and checks that the inventory, ping and site.yml fail only for its instances.
-The last test tears the cluster down and checks that nothing is left on this machine.
+On the LXD pass the cluster is three LXD daemons; on the Incus pass (MAGE_TEST_SERVER=incus) three
+Incus daemons (MAGE_CLUSTER_SERVER=incus lab/cluster.sh), with names, addresses and instance names
+of their own. The module brings the cluster up, runs site.yml against it (instances placed with
+`target`, NAT on a member's address, a mageproxy route balanced over backends on two members), then
+stops one member's daemon and checks that the inventory, ping and site.yml fail only for its
+instances. The last test tears the cluster down and checks that nothing is left on this machine.
+What Incus does differently is asserted where it differs (SERVER_DIFFERENCES).
 """
 
 from __future__ import annotations
@@ -17,40 +20,53 @@ from pathlib import Path
 
 import pytest
 
-from lxd_lab import LAB, REPO, ansible, inventory_list, recap, recap_changed
+from lxd_lab import CLI, LAB, ON_INCUS, REPO, SERVER, ansible, inventory_list, recap, recap_changed
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.lxd_only(reason="the cluster lab (lab/cluster.sh) is three LXD daemons; there is no Incus cluster lab")]
+pytestmark = pytest.mark.integration
 
 CLUSTER = REPO / "lab" / "cluster.sh"
-MEMBERS = LAB["MAGE_CLUSTER_MEMBERS"].split()
+# lab.env names the Incus cluster's settings MAGE_INCUS_CLUSTER_*, the LXD cluster's MAGE_CLUSTER_*.
+CL = {key: LAB[key.replace("MAGE_CLUSTER_", "MAGE_INCUS_CLUSTER_") if ON_INCUS else key]
+      for key in LAB if key.startswith("MAGE_CLUSTER_")}
+MEMBERS = CL["MAGE_CLUSTER_MEMBERS"].split()
 BACKEND = Path(__file__).resolve().parent / "backend_server.py"
-# Names unlike any on the host's own LXD: the members share this machine's cgroup tree with it.
-PROXY = "mage-cl-px"
-WEB1, WEB2, TOOL = "mage-cl-web1", "mage-cl-web2", "mage-cl-tool"
+# Names unlike any on the host's own LXD and Incus, and unlike the other cluster's: all of them
+# share this machine's cgroup tree.
+PREFIX = "mage-ic" if ON_INCUS else "mage-cl"
+PROXY = f"{PREFIX}-px"
+WEB1, WEB2, TOOL = f"{PREFIX}-web1", f"{PREFIX}-web2", f"{PREFIX}-tool"
 PLACEMENT = {TOOL: MEMBERS[0], WEB1: MEMBERS[1], WEB2: MEMBERS[2]}
 # Placed by LXD (no target): its NAT listens on whichever member it lands on.
-FORWARDED = "mage-cl-fwd"
+FORWARDED = f"{PREFIX}-fwd"
 ROUTE = {"name": "rr.cluster.test", "path": "/", "pass": 8080, "balance": True}
-NAT_PORT, FORWARD_PORT, MEMBER_PROXY_PORT = 18080, 18081, 18082
+NAT_PORT, FORWARD_PORT, MEMBER_PROXY_PORT, CLASH_PORT = 18080, 18081, 18082, 18083
+NO_MEMBER = MEMBERS[0][:-1] + "9"
+# The process name of the cluster lab's namespace holders (lab/cluster.sh).
+HOLDER = "mage-incus-cluster-holder" if ON_INCUS else "mage-lxd-cluster-holder"
 
 
 def member_address(member: str) -> str:
-    return f"{LAB['MAGE_CLUSTER_PREFIX']}.1{MEMBERS.index(member) + 1}"
+    return f"{CL['MAGE_CLUSTER_PREFIX']}.1{MEMBERS.index(member) + 1}"
+
+
+def forward_address(member: str) -> str:
+    """The member's second address, which no proxy device listens on (lab/cluster.sh)."""
+    return f"{CL['MAGE_CLUSTER_PREFIX']}.2{MEMBERS.index(member) + 1}"
 
 
 def cluster_lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(CLUSTER), *args], capture_output=True, text=True, check=False)
+    result = subprocess.run([str(CLUSTER), *args], capture_output=True, text=True, check=False,
+                            env={**os.environ, "MAGE_CLUSTER_SERVER": SERVER})
     if check and result.returncode != 0:
         raise AssertionError(f"lab/cluster.sh {' '.join(args)} failed:\n{result.stderr}")
     return result
 
 
 def cluster_lxc(*args: str) -> subprocess.CompletedProcess[str]:
-    """lxc on the first member's socket (test setup only)."""
-    env = {**os.environ, "LXD_DIR": f"{LAB['MAGE_CLUSTER_DIR']}/{MEMBERS[0]}"}
-    result = subprocess.run(["lxc", *args], capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 0, f"lxc {' '.join(args)}: {result.stderr}"
+    """lxc (incus) on the first member's socket (test setup only)."""
+    env = {**os.environ, "INCUS_DIR" if ON_INCUS else "LXD_DIR": f"{CL['MAGE_CLUSTER_DIR']}/{MEMBERS[0]}"}
+    result = subprocess.run([CLI, *args], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, f"{CLI} {' '.join(args)}: {result.stderr}"
     return result
 
 
@@ -72,15 +88,16 @@ def cluster(lab, tmp_path_factory):
                 server_cert: {env['MAGE_LXD_SERVER_CERT']}
             """))
         by_member = {member: member_address(member) for member in MEMBERS}
+        forward_by_member = {member: forward_address(member) for member in MEMBERS}
         declared = [
             {"name": TOOL, "image": "mage/debian-12", "target": PLACEMENT[TOOL]},
             {"name": WEB1, "image": "mage/debian-12", "target": PLACEMENT[WEB1], "proxy": [ROUTE],
              "nat": [{"extport": NAT_PORT, "intport": 8080, "listen": member_address(PLACEMENT[WEB1])}]},
             {"name": WEB2, "image": "mage/debian-12", "target": PLACEMENT[WEB2], "proxy": [ROUTE]},
             {"name": FORWARDED, "image": "mage/debian-12",
-             "devices": {"eth0": {"type": "nic", "network": LAB["MAGE_CLUSTER_NAT_NETWORK"], "name": "eth0"}},
+             "devices": {"eth0": {"type": "nic", "network": CL["MAGE_CLUSTER_NAT_NETWORK"], "name": "eth0"}},
              "nat": [{"extport": FORWARD_PORT, "intport": 8080, "backend": "forward",
-                      "intif": LAB["MAGE_CLUSTER_NAT_NETWORK"], "listen": by_member},
+                      "intif": CL["MAGE_CLUSTER_NAT_NETWORK"], "listen": forward_by_member},
                      {"extport": MEMBER_PROXY_PORT, "intport": 8080, "listen": by_member}]},
         ]
         (inventory / "group_vars" / "all.yml").write_text(json.dumps({
@@ -154,13 +171,13 @@ def test_an_existing_instance_is_not_moved_by_another_target(cluster, provisione
 
 
 def test_a_cluster_group_target_places_on_a_member_of_the_group(cluster, provisioned):
-    args = {"name": "mage-cl-edge", "image": "mage/busybox", "target": f"@{LAB['MAGE_CLUSTER_GROUP']}",
+    args = {"name": f"{PREFIX}-edge", "image": "mage/busybox", "target": f"@{CL['MAGE_CLUSTER_GROUP']}",
             "bootstrap": False, "wait_for_address": "none", "image_server": ""}
     try:
         created = ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m",
                           "mage_lxd_instance", "-a", json.dumps(args), env=cluster["env"], check=False)
         assert created.returncode == 0, created.stdout
-        assert location("mage-cl-edge") == MEMBERS[-1]  # the group's only member
+        assert location(f"{PREFIX}-edge") == MEMBERS[-1]  # the group's only member
     finally:
         ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m", "mage_lxd_instance",
                 "-a", json.dumps({**args, "state": "absent"}), env=cluster["env"])
@@ -168,11 +185,11 @@ def test_a_cluster_group_target_places_on_a_member_of_the_group(cluster, provisi
 
 def test_a_placement_failure_names_the_member(cluster, provisioned):
     result = ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m",
-                     "mage_lxd_instance", "-a", json.dumps({"name": "mage-cl-nowhere", "image": "mage/busybox",
-                                                            "target": "mage-m9", "image_server": ""}),
+                     "mage_lxd_instance", "-a", json.dumps({"name": f"{PREFIX}-nowhere", "image": "mage/busybox",
+                                                            "target": NO_MEMBER, "image_server": ""}),
                      env=cluster["env"], check=False)
     message = " ".join(result.stdout.split())
-    assert result.returncode != 0 and "placing it on cluster member 'mage-m9' failed" in message, message
+    assert result.returncode != 0 and f"placing it on cluster member '{NO_MEMBER}' failed" in message, message
     assert f"Members: {MEMBERS[0]} (online)" in message
 
 
@@ -211,10 +228,39 @@ def location(name: str) -> str:
 
 def test_forward_and_proxy_device_listen_on_the_member_lxd_picked(cluster, provisioned):
     member = location(FORWARDED)
-    forwards = json.loads(cluster_lxc("query", f"/1.0/networks/{LAB['MAGE_CLUSTER_NAT_NETWORK']}/forwards?recursion=1").stdout)
-    assert [(item["location"], item["listen_address"]) for item in forwards] == [(member, member_address(member))]
-    assert request(member_address(member), FORWARD_PORT).startswith(f"backend={FORWARDED} ")
+    forwards = json.loads(cluster_lxc("query", f"/1.0/networks/{CL['MAGE_CLUSTER_NAT_NETWORK']}/forwards?recursion=1").stdout)
+    assert [(item["location"], item["listen_address"]) for item in forwards] == [(member, forward_address(member))]
+    assert request(forward_address(member), FORWARD_PORT).startswith(f"backend={FORWARDED} ")
     assert request(member_address(member), MEMBER_PROXY_PORT).startswith(f"backend={FORWARDED} ")
+
+
+def test_a_forward_on_an_address_a_proxy_device_listens_on(cluster, provisioned):
+    """Where the servers differ: Incus counts the listen address of every proxy device of the
+    cluster as in use, whatever its port, and refuses a network forward on it ("overlaps with
+    another network or NIC"); LXD 5.0 serves both. On Incus the instance is named and removed again."""
+    member, name = PLACEMENT[WEB1], f"{PREFIX}-clash"  # WEB1's NAT proxy device listens on this member's address
+    network = CL["MAGE_CLUSTER_NAT_NETWORK"]
+    args = {"name": name, "image": "mage/busybox", "target": member, "bootstrap": False, "image_server": "",
+            "devices": {"eth0": {"type": "nic", "network": network, "name": "eth0"}},
+            "nat": [{"extport": CLASH_PORT, "intport": 8080, "backend": "forward", "intif": network,
+                     "listen": member_address(member)}]}
+    try:
+        result = ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m",
+                         "mage_lxd_instance", "-a", json.dumps(args), env=cluster["env"], check=False)
+        forwards = json.loads(cluster_lxc("query", f"/1.0/networks/{network}/forwards?recursion=1").stdout)
+        listening = [(item["location"], item["listen_address"]) for item in forwards]
+        if ON_INCUS:
+            message = " ".join(result.stdout.split())
+            assert result.returncode != 0 and "overlaps with another network or NIC" in message, message
+            assert f"instance '{name}' in project 'default' did not exist before this run and was removed again" in message
+            assert (member, member_address(member)) not in listening
+            assert name not in [item["name"] for item in json.loads(cluster_lxc("list", "--format", "json").stdout)]
+        else:
+            assert result.returncode == 0, result.stdout
+            assert (member, member_address(member)) in listening
+    finally:
+        ansible("ansible", "-i", str(cluster["inventory"]), "localhost", "-c", "local", "-m", "mage_lxd_instance",
+                "-a", json.dumps({"name": name, "state": "absent"}), env=cluster["env"])
 
 
 def test_a_route_balances_over_backends_on_two_members(cluster, provisioned):
@@ -260,13 +306,14 @@ def test_the_lab_tears_down_fully(cluster):
         "namespaces": [name for name in MEMBERS if name in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                                           text=True).stdout],
         "links": [line for line in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.splitlines()
-                  if line.startswith(LAB["MAGE_CLUSTER_BRIDGE"][:6])],
-        "mounts": [line for line in Path("/proc/mounts").read_text().splitlines() if LAB["MAGE_CLUSTER_DIR"] in line],
+                  if line.startswith(CL["MAGE_CLUSTER_BRIDGE"][:6])],
+        "mounts": [line for line in Path("/proc/mounts").read_text().splitlines() if CL["MAGE_CLUSTER_DIR"] in line],
         "processes": [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-                      if "mage-lxd-cluster" in line or LAB["MAGE_CLUSTER_RUN"] in line or "backend_server.py" in line],
+                      if HOLDER in line or CL["MAGE_CLUSTER_DIR"] in line or CL["MAGE_CLUSTER_RUN"] in line
+                      or f"backend_server.py {PREFIX}-" in line],
         # An instance left running would keep its cgroup (the tree is shared with the host).
-        "cgroups": sorted(str(path) for pattern in ("lxc.*mage-cl-*", "*/lxc.*mage-cl-*")
+        "cgroups": sorted(str(path) for pattern in (f"lxc.*{PREFIX}-*", f"*/lxc.*{PREFIX}-*")
                           for path in Path("/sys/fs/cgroup").glob(pattern)),
-        "state": [path for path in (LAB["MAGE_CLUSTER_DIR"], LAB["MAGE_CLUSTER_RUN"]) if Path(path).exists()],
+        "state": [path for path in (CL["MAGE_CLUSTER_DIR"], CL["MAGE_CLUSTER_RUN"]) if Path(path).exists()],
     }
     assert leftovers == {key: [] for key in leftovers}

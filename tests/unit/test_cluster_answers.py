@@ -32,7 +32,7 @@ def test_the_snapshot_lists_instances_on_a_member_that_is_down_and_says_so():
     # No state request for the unreachable instance; one list of members for the whole cluster.
     assert api.requests == [
         "GET /1.0/instances all-projects=true recursion=1",
-        "GET /1.0/networks project=default recursion=1",
+        "GET /1.0/networks/br0 project=default",
         "GET /1.0/instances/mage-rec-c1/state project=default",
         "GET /1.0/cluster/members recursion=1",
     ]

@@ -28,7 +28,7 @@ def hosts(plan):
 def test_every_instance_is_in_the_default_group_which_carries_the_connection(snapshot):
     plan = plan_inventory([snapshot], LOCAL, InventoryOptions())
     assert all(host.groups[0] == "lxd" for host in plan.hosts)
-    assert plan.group_vars == {"lxd": {"ansible_connection": "mage.lxd.mage_lxd"}}
+    assert plan.group_vars["lxd"]["ansible_connection"] == "mage.lxd.mage_lxd"
     # Set on the group, not the host: group_vars and host_vars files can override it.
     assert all("ansible_connection" not in host.variables for host in plan.hosts)
 

@@ -15,14 +15,16 @@ def by_name(snapshot):
     return {item["name"]: item for item in snapshot["instances"]}
 
 
-def test_one_instance_list_one_network_and_lease_list_per_project_and_no_state_when_leases_cover_every_nic():
+def test_one_instance_list_the_network_and_lease_list_per_project_and_no_state_when_leases_cover_every_nic():
     api = RecordedApi()
     snapshot = take_snapshot(api, PROJECTS)
+    # Only the networks the NICs are on: the list of all (recursion=1) describes every host
+    # interface, a veth per running container.
     assert api.requests == [
         "GET /1.0/projects",
         "GET /1.0/instances all-projects=true recursion=1",
-        "GET /1.0/networks project=mage-rec-a recursion=1",
-        "GET /1.0/networks project=mage-rec-b recursion=1",
+        "GET /1.0/networks/magebr0 project=mage-rec-a",
+        "GET /1.0/networks/magebr0 project=mage-rec-b",
         "GET /1.0/networks/magebr0/leases project=mage-rec-a",
         "GET /1.0/networks/magebr0/leases project=mage-rec-b",
     ]
