@@ -23,6 +23,7 @@ from .remote import LxdApi
 from .routes import plan_proxy
 from .values import address_family, read_bool
 
+
 def unsafe_settings(where: str, config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Settings that weaken the isolation between an instance and its host, each with why."""
     found = []

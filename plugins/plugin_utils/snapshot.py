@@ -3,7 +3,8 @@
 `recursion=1` gives every instance's config, devices, profiles, status and location in one
 request, but no addresses; `recursion=2` would add them at the cost of LXD gathering state per
 instance (about 10x slower). Addresses come instead from the managed networks' DHCP leases: two
-requests per (project, network) in use (the network, its leases), matched to NICs by MAC address. Only running instances with a NIC on a managed network that has no lease (a static
+requests per (project, network) in use (the network, its leases), matched to NICs by MAC
+address. Only running instances with a NIC on a managed network that has no lease (a static
 address set inside, a lease list that cannot be read) or a NIC on an unmanaged network (a plain
 bridge, macvlan) cost a state request each; there only that NIC's own interface counts.
 

@@ -69,7 +69,7 @@ def test_an_exec_error_says_how_far_the_command_got(flags, outcome, ran, task_fa
         (outcome == REFUSED, outcome == TIMED_OUT, outcome == OVER_LIMIT)
     assert ExecError("x", outcome=outcome).outcome == outcome
     with pytest.raises(ValueError):
-        ExecError("x", outcome="maybe")
+        raise ExecError("x", outcome="maybe")
 
 
 def test_a_missing_package_names_it_and_the_fix():
