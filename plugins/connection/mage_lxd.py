@@ -56,14 +56,22 @@ options:
       - name: ansible_mage_lxd_environment
   command_timeout:
     description:
-      - Longest time in seconds a single command may run; 0 means no limit of its own (the task's
-        C(timeout) keyword still applies).
+      - Longest time in seconds a single command may run. The default, one hour, is longer than package
+        upgrades and builds take, and bounds a command that root inside the instance makes hang; a job
+        that runs longer belongs in an C(async) task (its exec returns at once) or needs this raised.
+        V(0) means no limit of its own (then only the task's C(timeout) keyword bounds it).
       - A command still running then is stopped inside the instance (SIGTERM to every process that
         carries its exec id in its environment, SIGKILL to those left 2 seconds later) and the task
-        fails; the host stays reachable. A process that clears its environment (sudo without
-        C(env_keep)) only gets the signal its parent forwards.
+        fails naming this option; the host stays reachable. A process that clears its environment (sudo
+        without C(env_keep)) only gets the signal its parent forwards.
+      - Stdin counts: the limit runs from the moment the command's streams are connected.
     type: float
-    default: 0
+    default: 3600
+    env:
+      - name: ANSIBLE_MAGE_LXD_COMMAND_TIMEOUT
+    ini:
+      - section: mage_lxd_connection
+        key: command_timeout
     vars:
       - name: ansible_mage_lxd_command_timeout
   max_output:
@@ -141,7 +149,7 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel
+from ansible_collections.mage.lxd.plugins.plugin_utils.channel import PYTHON_MISSING_HINT, ROOT, InstanceChannel, command_limit
 from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import PasswordDialogue, after_success
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import remote_from_options
@@ -167,7 +175,7 @@ class Connection(ConnectionBase):
                     remote,
                     project=self.get_option("project") or remote.project or "default",
                     instance=self.get_option("instance") or self._play_context.remote_addr,
-                    command_timeout=self.get_option("command_timeout") or None,
+                    command_timeout=command_limit(self.get_option("command_timeout")),
                     log=display.vvv,
                     max_output=self.get_option("max_output") or None,
                 )

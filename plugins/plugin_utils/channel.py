@@ -12,6 +12,7 @@ As the user, the kernel refuses that write, as it would over ssh.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -20,8 +21,8 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from .cluster import check_reachable, listed_instance
-from .errors import ExecError, MageLxdError, NotFoundError, RemoteError
-from .exec_stream import DEFAULT_MAX_OUTPUT, ExecRequest, run_exec, run_with_password
+from .errors import ExecError, MageLxdError, NotFoundError, OptionError, RemoteError
+from .exec_stream import DEFAULT_COMMAND_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecRequest, run_exec, run_with_password
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import Log, LxdApi, Remote, _no_log
 from .transport import FROZEN, INSTANCE_MISSING, NOT_RUNNING, ApiError
@@ -67,6 +68,16 @@ def unwrap_exit_status(code: int, stdout: bytes, stderr: bytes) -> tuple[int, by
     return code, stdout, stderr
 
 
+def command_limit(seconds: Any) -> float | None:
+    """The limit of one command from the connection's command_timeout: None (no limit of its own)
+    for 0, else a finite number of seconds above 0; anything else is an OptionError."""
+    if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
+            not math.isfinite(seconds) or seconds < 0:
+        raise OptionError(f"command_timeout: {seconds!r} is not a number of seconds (0 for no limit).",
+                          fix="set ansible_mage_lxd_command_timeout to a number of seconds, such as 3600, or 0.")
+    return float(seconds) if seconds else None
+
+
 def exec_error(where: str, exc: ExecError) -> ExecError:
     """`exc` with the instance, project and remote named, and what to do next."""
     if exc.fix:  # the failure already says what to do (a stop that did not finish)
@@ -99,7 +110,7 @@ def refused_exec(where: str, exc: MageLxdError) -> MageLxdError:
 class InstanceChannel:
     """Exec and file transfer for one instance of one project on one remote."""
 
-    def __init__(self, api: LxdApi, instance: str, command_timeout: float | None = None,
+    def __init__(self, api: LxdApi, instance: str, command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
                  max_output: int | None = DEFAULT_MAX_OUTPUT) -> None:
         self.api = api
         self.command_timeout = command_timeout
@@ -112,11 +123,11 @@ class InstanceChannel:
 
     @classmethod
     def connect(
-        cls, remote: Remote, project: str, instance: str, command_timeout: float | None = None, log: Log = _no_log,
-        max_output: int | None = DEFAULT_MAX_OUTPUT,
+        cls, remote: Remote, project: str, instance: str, command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        log: Log = _no_log, max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> InstanceChannel:
         """A channel with its own client: every request is bounded by the remote's timeout, a command
-        by `command_timeout` (None: only the task's own timeout applies), its output by `max_output`
+        by `command_timeout` (an hour unless given; None: only the task's own timeout applies), its output by `max_output`
         bytes (None: no limit)."""
         # The exec path waits for a command in bounded slices of its own (exec_stream.WAIT_SLICE).
         api = LxdApi(remote, log=log, project=project or "default", timeout=remote.timeout)

@@ -44,6 +44,11 @@ DRAIN_SECONDS = 30.0
 # The most output (stdout and stderr together) a command may send: it is held in memory until the
 # task ends, and a runaway or hostile command must not exhaust the controller's. Option max_output.
 DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024
+# The longest one command may run unless the connection's command_timeout says otherwise (0: no
+# limit): root inside an instance can make any command hang, and every wait needs a limit. An hour
+# is longer than package upgrades and builds take; longer jobs belong in `async` tasks, whose exec
+# returns at once. Option command_timeout.
+DEFAULT_COMMAND_TIMEOUT = 3600.0
 # LXD sends output in io.Copy's 32 KiB writes; a larger frame is refused, and each stream buffers
 # at most MAX_QUEUE frames before it stops reading (our reader threads empty it as it fills).
 MAX_FRAME = 4 * 1024 * 1024

@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.channel import EXIT_MARKER, ExecUser, unwrap_exit_status
+import pytest
+import yaml
+
+from ansible_collections.mage.lxd.plugins.plugin_utils.channel import (EXIT_MARKER, ExecUser, InstanceChannel, command_limit,
+                                                                       unwrap_exit_status)
+from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import DEFAULT_COMMAND_TIMEOUT
 
 
 def test_exit_status_126_and_127_are_restored_with_the_output():
@@ -77,3 +83,20 @@ def test_each_limit_that_is_hit_names_the_option_that_raises_it():
     # A failure that says its own fix gets no second one.
     stuck = exec_error("instance 'web1'", ExecError("could not be stopped.", fix="stop them", timed_out=True))
     assert str(stuck).count("Fix:") == 1 and str(stuck).endswith("Fix: stop them.")
+
+
+def test_a_command_is_bounded_by_default_and_0_is_no_limit_of_its_own():
+    option = yaml.safe_load(_connection_module().DOCUMENTATION)["options"]["command_timeout"]
+    assert option["default"] == DEFAULT_COMMAND_TIMEOUT == 3600
+    assert command_limit(option["default"]) == 3600.0
+    assert command_limit(0) is None and command_limit(0.0) is None
+    assert command_limit(2.5) == 2.5
+    # The library's own channels (bootstrap) have the same bound as the connection.
+    assert InstanceChannel.__init__.__defaults__[0] == DEFAULT_COMMAND_TIMEOUT
+
+
+@pytest.mark.parametrize("value", [-1, float("inf"), float("nan"), None, True, "10"])
+def test_a_command_timeout_that_is_no_number_of_seconds_is_refused_as_data(value):
+    with pytest.raises(OptionError) as raised:
+        command_limit(value)
+    assert raised.value.fix.startswith("set ansible_mage_lxd_command_timeout")
