@@ -32,7 +32,7 @@ from .batch_checks import (
 from .errors import MageLxdError, NotFoundError, OptionError, RemoteError
 from .images import ImageResolver
 from .instance_spec import InstanceSpec
-from .nat import StaleRule, plan_stale_nat, read_owners, read_published, remove_stale_nat
+from .nat import StaleRule, network_projects, plan_stale_nat, read_owners, read_published, remove_stale_nat
 from .nics import managed_networks
 from .projects import ProfileSpec, apply_project_plan, parse_profiles, plan_projects, read_project_state
 from .provision import InstancePlan, apply_instance, image_resolver, plan_instance, read_facts
@@ -123,9 +123,12 @@ def converge_batch(remote: Remote, specs: Sequence[InstanceSpec], options: Batch
 
 def _stale_nat(api: LxdApi) -> tuple[list[StaleRule], list[str]]:
     """Forward ports and iptables rules on the server whose owner is gone or no longer records them
-    (reads only). A failed read is a warning: it never stops the batch."""
+    (reads only): on the default project's networks and on those of every project with networks of
+    its own, whether or not this run names it. A failed read is a warning: it never stops the batch."""
     try:
-        published = read_published(api, managed_networks(api.get("networks", {"recursion": "1"})))
+        networks = {project: managed_networks(api.get("networks", {"recursion": "1", "project": project}))
+                    for project in network_projects(api.get("projects", {"recursion": "1"}))}
+        published = read_published(api, networks)
         return plan_stale_nat(published, read_owners(api, published)), []
     except (MageLxdError, OSError, subprocess.CalledProcessError) as exc:
         return [], [f"NAT rules of deleted instances were not looked for on {api.describe()}: {exc}"]

@@ -460,6 +460,8 @@ class PublishedRule:
     description: str = ""
     table: str = ""
     args: tuple[str, ...] = ()
+    # forward: the project the network belongs to ("default", or one with features.networks=true).
+    network_project: str = "default"
 
     @property
     def owner(self) -> tuple[str, str]:
@@ -469,7 +471,9 @@ class PublishedRule:
     def describe(self) -> str:
         """The rule as messages name it."""
         if self.backend == "forward":
-            return f"forward port {self.key} on network '{self.network}' listen address {self.listen}"
+            network = self.network if self.network_project == "default" else \
+                f"{self.network}' of project '{self.network_project}"
+            return f"forward port {self.key} on network '{network}' listen address {self.listen}"
         return f"iptables {self.table} rule {self.key} ({' '.join(self.args[:1])})"
 
 
@@ -533,30 +537,41 @@ def plan_stale_nat(published: Iterable[PublishedRule], owners: Mapping[tuple[str
     return stale
 
 
-def read_published(api: LxdApi, networks: Mapping[str, ManagedNetwork]) -> list[PublishedRule]:
-    """Every forward port and iptables rule with our mark on this server's managed networks (reads
-    only). iptables rules count only when they point into one of these networks: LXD and Incus on
-    one host share its firewall, and a rule of the other server is not ours to judge."""
+def network_projects(projects: Iterable[Mapping[str, Any]] | None) -> list[str]:
+    """The projects whose networks are their own (pure, from GET /1.0/projects?recursion=1): the
+    default project and each with features.networks=true (the others use the default project's)."""
+    own = {project["name"] for project in projects or [] if isinstance(project, Mapping)
+           and isinstance(project.get("name"), str) and project["name"]
+           and str((project.get("config") or {}).get("features.networks", "")).lower() == "true"}
+    return ["default", *sorted(own - {"default"})]
+
+
+def read_published(api: LxdApi, networks: Mapping[str, Mapping[str, ManagedNetwork]]) -> list[PublishedRule]:
+    """Every forward port and iptables rule with our mark on this server's managed networks,
+    `networks` being {project: {name: network}} for each project that has networks of its own
+    (reads only). iptables rules count only when they point into one of these networks: LXD and
+    Incus on one host share its firewall, and a rule of the other server is not ours to judge."""
     found = []
     if api.has_extension("network_forward"):
-        for network in sorted(networks):
+        for project, name in sorted((project, name) for project, named in networks.items() for name in named):
             try:
-                forwards = api.get(f"networks/{network}/forwards", {"recursion": "1"}) or []
+                forwards = api.get(f"networks/{name}/forwards", {"recursion": "1", "project": project}) or []
             except RemoteError:
                 continue  # a network type without forwards (macvlan, physical)
             for forward in forwards:
                 for port in forward.get("ports") or []:
                     mark = parse_mark(str(port.get("description") or ""))
                     if mark:
-                        found.append(PublishedRule(*mark, backend="forward", network=network,
+                        found.append(PublishedRule(*mark, backend="forward", network=name, network_project=project,
                                                    listen=str(forward.get("listen_address")),
                                                    member=str(forward.get("location") or "") if api.clustered else "",
                                                    description=str(port.get("description"))))
     if not api.remote.is_https and not api.clustered and shutil.which("iptables-save"):
+        every = [network for named in networks.values() for network in named.values()]
         for table in ("nat", "filter"):
             for args in _marked_rules(table):
                 mark = parse_mark(_value_after(args, "--comment"))
-                if mark and _points_into(args, networks):
+                if mark and _points_into(args, every):
                     found.append(PublishedRule(*mark, backend="iptables", table=table, args=tuple(args)))
     return found
 
@@ -577,30 +592,32 @@ def read_owners(api: LxdApi, published: Iterable[PublishedRule]) -> dict[tuple[s
 def remove_stale_nat(api: LxdApi, stale: Iterable[StaleRule]) -> list[str]:
     """Remove the stale rules (the one executor of plan_stale_nat); return what could not be removed."""
     problems = []
-    by_forward: dict[tuple[str, str, str], set[str]] = {}
+    by_forward: dict[tuple[str, str, str, str], set[str]] = {}
     for item in stale:
         rule = item.rule
         if rule.backend == "forward":
-            by_forward.setdefault((rule.network, rule.listen, rule.member), set()).add(rule.description)
+            by_forward.setdefault((rule.network_project, rule.network, rule.listen, rule.member),
+                                  set()).add(rule.description)
             continue
         try:
             _iptables(rule.table, "-D", list(rule.args))
         except RemoteError as exc:
             problems.append(f"{item.describe()}: removing it failed: {exc}")
     with _FORWARD_EDITS:
-        for (network, listen, member), descriptions in sorted(by_forward.items()):
-            on_member = {"target": member} if member else None
+        for (project, network, listen, member), descriptions in sorted(by_forward.items()):
+            params = {"project": project, **({"target": member} if member else {})}
             path = f"networks/{network}/forwards/{listen}"
             try:
-                forward, etag = api.get_with_etag(path, on_member)
+                forward, etag = api.get_with_etag(path, params)
                 ports = [port for port in forward.get("ports") or [] if port.get("description") not in descriptions]
                 if not ports and forward.get("description") == FORWARD_DESCRIPTION:
-                    api.delete(path, on_member)
+                    api.delete(path, params)
                 else:
                     api.put(path, {"description": forward.get("description", ""), "config": forward.get("config", {}),
-                                   "ports": ports}, on_member, etag=etag)
+                                   "ports": ports}, params, etag=etag)
             except RemoteError as exc:
-                problems.append(f"forward {listen} on network '{network}': removing stale ports failed: {exc}")
+                problems.append(f"forward {listen} on network '{network}' of project '{project}': removing stale ports "
+                                f"failed: {exc}")
     return problems
 
 
@@ -614,14 +631,15 @@ def _value_after(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1] if flag in args[:-1] else ""
 
 
-def _points_into(args: list[str], networks: Mapping[str, ManagedNetwork]) -> bool:
+def _points_into(args: list[str], networks: Iterable[ManagedNetwork]) -> bool:
     # DNAT: its destination inside a network's subnet; FORWARD: out through one of the networks.
-    if _value_after(args, "-o") in networks:
+    networks = list(networks)
+    if _value_after(args, "-o") in {network.name for network in networks}:
         return True
     destination = _value_after(args, "--to-destination").rpartition(":")[0]
     try:
         address = ipaddress.ip_address(destination)
     except ValueError:
         return False
-    return any(address in gateway.network for network in networks.values() for gateway in network.gateways
+    return any(address in gateway.network for network in networks for gateway in network.gateways
                if gateway.version == address.version)

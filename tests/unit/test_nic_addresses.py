@@ -7,12 +7,14 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.nat import (
-    NatRule, PublishedRule, nat_targets, parse_mark, plan_stale_nat, recorded_nat)
+    NatRule, PublishedRule, nat_targets, network_projects, parse_mark, plan_stale_nat, read_published, recorded_nat,
+    remove_stale_nat)
 from ansible_collections.mage.lxd.plugins.plugin_utils.nics import managed_networks, nic_addresses
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
@@ -143,3 +145,55 @@ def test_a_record_of_any_shape_or_depth_records_nothing_and_never_raises():
     for raw in (deep, "{", "42", json.dumps({"extport": 1}), json.dumps([{"extport": "1"}]), json.dumps([None])):
         assert recorded_nat({"config": {"user.mage.nat": raw}}) == set()
     assert recorded_nat(None) is None
+
+
+def test_the_projects_whose_networks_the_reconcile_reads_are_default_and_those_with_their_own():
+    projects = [{"name": "default", "config": {"features.networks": "false"}},
+                {"name": "shop", "config": {"features.networks": "true"}},
+                {"name": "plain", "config": {"features.profiles": "true"}},
+                {"name": "TRUE-too", "config": {"features.networks": "True"}},
+                {"config": {"features.networks": "true"}}, "not a project"]
+    assert network_projects(projects) == ["default", "TRUE-too", "shop"]
+    assert network_projects(None) == ["default"]
+
+
+class ForwardsApi:
+    """A server with one marked forward port on the default project's lxdbr0 and one on project
+    shop's own network of the same name (features.networks=true: an OVN network there)."""
+
+    clustered = False
+    remote = SimpleNamespace(is_https=True)  # no iptables: this machine's firewall is not read
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict]] = []
+
+    def has_extension(self, name: str) -> bool:
+        return name == "network_forward"
+
+    def get(self, path: str, params: dict | None = None) -> list[dict]:
+        self.requests.append(("GET", path, dict(params or {})))
+        owner = "shop/web" if (params or {}).get("project") == "shop" else "default/gone"
+        return [{"listen_address": "192.0.2.9", "description": "mage-lxd",
+                 "ports": [{"description": f"mage-lxd:{owner}:tcp-80", "target_address": "10.0.0.2"}]}]
+
+    def get_with_etag(self, path: str, params: dict | None = None) -> tuple[dict, str]:
+        return self.get(path, params)[0], "etag"
+
+    def delete(self, path: str, params: dict | None = None) -> None:
+        self.requests.append(("DELETE", path, dict(params or {})))
+
+
+def test_forwards_on_a_projects_own_network_are_read_and_removed_in_that_project():
+    api = ForwardsApi()
+    networks = {"default": managed_networks([{"name": "lxdbr0", "managed": True}]),
+                "shop": managed_networks([{"name": "lxdbr0", "managed": True}])}
+    found = read_published(api, networks)
+    assert [(rule.owner, rule.network_project) for rule in found] == [(("default", "gone"), "default"),
+                                                                    (("shop", "web"), "shop")]
+    assert "on network 'lxdbr0' of project 'shop' listen address" in found[1].describe()
+    stale = plan_stale_nat(found, {("default", "gone"): {"config": {}}, ("shop", "web"): None})
+    api.requests.clear()
+    assert remove_stale_nat(api, stale) == []
+    assert [item for item in api.requests if item[0] == "DELETE"] == [
+        ("DELETE", "networks/lxdbr0/forwards/192.0.2.9", {"project": "default"}),
+        ("DELETE", "networks/lxdbr0/forwards/192.0.2.9", {"project": "shop"})]
