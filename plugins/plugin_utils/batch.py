@@ -126,8 +126,12 @@ def _stale_nat(api: LxdApi) -> tuple[list[StaleRule], list[str]]:
     (reads only): on the default project's networks and on those of every project with networks of
     its own, whether or not this run names it. A failed read is a warning: it never stops the batch."""
     try:
+        projects = api.get("projects", {"recursion": "1"})
+    except RemoteError:
+        projects = None  # a client restricted to some projects may not list them: the default's networks
+    try:
         networks = {project: managed_networks(api.get("networks", {"recursion": "1", "project": project}))
-                    for project in network_projects(api.get("projects", {"recursion": "1"}))}
+                    for project in network_projects(projects)}
         published = read_published(api, networks)
         return plan_stale_nat(published, read_owners(api, published)), []
     except (MageLxdError, OSError, subprocess.CalledProcessError) as exc:
