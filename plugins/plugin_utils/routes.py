@@ -50,6 +50,8 @@ FIX_UNDECLARED = ("declare the instance and its routes in lxd_provisioning_inven
 # mageproxy's own check asks for a name in the reserved .invalid domain (RFC 2606) and expects the
 # catch-all's 503: a site there would answer it instead.
 RESERVED_DOMAIN = "invalid"
+# The Host of that check (roles/mageproxy/files/nginx-control.sh, mage_probe).
+PROBE_HOST = "mage-lxd-probe.invalid"
 # Where ACME HTTP-01 challenges are served on a site with tls: acme (rendered by the template).
 ACME_CHALLENGE = "/.well-known/acme-challenge/"
 
@@ -429,6 +431,12 @@ def _parsed(instance: str, routes: Any) -> list[Route] | None:
         return [parse_route(instance, index, raw) for index, raw in enumerate(routes)] if isinstance(routes, list) else None
     except (OptionError, RecursionError):
         return None
+
+
+def answers_probe(server_name: str) -> bool:
+    """Whether nginx would hand mageproxy's own check (Host PROBE_HOST) to a site of this name
+    rather than to the catch-all: the one way a route could make that check fail."""
+    return _covers_name(server_name, PROBE_HOST)
 
 
 def _covers_name(owned: str, name: str) -> bool:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route, plan_proxy, plan_sites, upstream_name
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import (PROBE_HOST, answers_probe, parse_route, plan_proxy,
+                                                                      plan_sites, upstream_name)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HOSTILE = [
     ({"name": "x.example.com; location /pwn { return 200 owned; } #", "pass": 80}, ".name"),
@@ -225,6 +231,33 @@ def test_names_that_would_catch_mageproxys_own_check_are_refused(name):
     plan = plan_proxy([host("w", [{"name": name, "pass": 80}]), host("v", [{"name": "v.example.org", "pass": 80}])],
                       strict=[])
     assert [site.server_name for site in plan.sites] == ["v.example.org"] and "reserved .invalid" in plan.warnings[0]
+
+
+@pytest.mark.parametrize("name", [
+    "mage-lxd-probe.invalid", "MAGE-LXD-PROBE.INVALID", "*.invalid", "*.lxd-probe.invalid", "invalid",
+    "mage-lxd-probe.invalid.", "mage-lxd-probe.*", "~^mage", "_", "*", "*.", "mage-lxd-probe.invalid default_server",
+])
+def test_no_route_can_take_the_host_of_mageproxys_own_check(name):
+    """The probe asks the catch-all for PROBE_HOST: a route either is refused or is a name nginx
+    would never give that request to (exact names, and wildcards only as a leading '*.')."""
+    try:
+        route = parse_route("w", 0, {"name": name, "pass": 80})
+    except OptionError:
+        return
+    assert not answers_probe(route.server_name), route.server_name
+
+
+def test_the_probe_meets_the_catch_all_and_no_route_value_reaches_a_listen():
+    """So a failed reload or probe after nginx -t passed is not a route's doing (README, rule 6)."""
+    assert f'"Host": "{PROBE_HOST}"' in (ROOT / "roles" / "mageproxy" / "files" / "nginx-control.sh").read_text()
+    template = (ROOT / "templates" / "mageproxy" / "mage-sites.conf.j2").read_text()
+    listens = re.findall(r"^\s*listen [^\n]*", template, re.MULTILINE)
+    assert listens and all(re.fullmatch(r"\s*listen (\[::\]:)?(80|443)( ssl)?( default_server)?;", line)
+                           for line in listens), listens
+    catch_all = template.split("{% for site in sites %}")[0]
+    assert template.count("default_server") == catch_all.count("default_server") > 0
+    assert "server_name _;" in catch_all and "return 503;" in catch_all
+    assert answers_probe("*.invalid") and not answers_probe("*.example.org")
 
 
 @pytest.mark.parametrize("path", ["/.well-known/acme-challenge/", "/.well-known/acme-challenge/token"])
