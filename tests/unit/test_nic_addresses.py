@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import vouched_address
 from ansible_collections.mage.lxd.plugins.plugin_utils.nat import (
     NatRule, PublishedRule, nat_targets, network_projects, parse_mark, plan_stale_nat, read_published, recorded_nat,
     remove_stale_nat)
@@ -197,3 +198,12 @@ def test_forwards_on_a_projects_own_network_are_read_and_removed_in_that_project
     assert [item for item in api.requests if item[0] == "DELETE"] == [
         ("DELETE", "networks/lxdbr0/forwards/192.0.2.9", {"project": "default"}),
         ("DELETE", "networks/lxdbr0/forwards/192.0.2.9", {"project": "shop"})]
+
+
+def test_an_unmanaged_nics_address_is_the_inventorys_only_when_no_managed_network_vouches_for_one():
+    unvouched = {"family": "inet", "address": "192.0.2.77", "network": ""}
+    vouched = {"family": "inet", "address": "10.0.0.5", "network": "mage0"}
+    # eth0 (unmanaged) comes first in name order; the managed network's address still wins.
+    assert vouched_address({"eth0": [unvouched], "eth1": [vouched]}, "inet") == ("10.0.0.5", "mage0")
+    assert vouched_address({"eth0": [unvouched]}, "inet") == ("192.0.2.77", "")
+    assert vouched_address({}, "inet") == ("", "")
