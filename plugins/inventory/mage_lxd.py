@@ -128,10 +128,12 @@ options:
       - Which groups to make, named C(<key>_<value>), e.g. C(project_default), C(profile_web),
         C(status_running), C(os_debian), C(release_debian_12), C(type_container), C(location_node1),
         C(network_lxdbr0), C(remote_local).
-      - Profiles and networks belong to a project. When O(projects) is more than one project (or
-        C(*)), their groups carry it, C(profile_<project>__<profile>) and
-        C(network_<project>__<network>), so a profile C(db) of one project never puts its instances in
-        the group of another project's C(db).
+      - Profiles and networks belong to a project, and an instance's os and release are what its own
+        C(image.os) and C(image.release) config say, which whoever may edit it sets. When O(projects)
+        is more than one project (or C(*)), these groups carry the project,
+        C(profile_<project>__<profile>), C(network_<project>__<network>), C(os_<project>__<os>) and
+        C(release_<project>__<os>_<release>), so an instance of one project never joins such a group
+        of another project.
       - Characters other than letters, digits and C(_) become C(_). A group name two different values
         would share (projects C(shop.prod) and C(shop-prod)) is made for neither, with a warning.
     type: list

@@ -33,8 +33,10 @@ HIDDEN_CONFIG_PREFIXES = ("volatile.", "image.", MAGE_CONFIG_PREFIX)
 # these names is what `hosts: localhost` and `delegate_to: localhost` run on.
 CONTROLLER_NAMES = ("127.0.0.1", "localhost", "::1")
 # Group keys whose values live in a project (profiles, and networks of projects with their own):
-# a profile `db` of one project is not the profile `db` of another.
-PROJECT_SCOPED_KEYS = ("profile", "network")
+# a profile `db` of one project is not the profile `db` of another. And those whose values come
+# from the instance's own config (image.os, image.release), which whoever may edit it sets: a
+# tenant's `image.os debian` must not put its instance in the group an operator's play targets.
+PROJECT_SCOPED_KEYS = ("profile", "network", "os", "release")
 # What a host whose name is the controller's or shared is named instead, in this order: instance
 # names hold no dot, so neither can be a name of "{name}" or one of another instance.
 FALLBACK_HOSTNAME_FORMATS = ("{project}.{name}", "{remote}.{project}.{name}")
@@ -83,7 +85,8 @@ class InventoryOptions:
 
     @property
     def scoped_groups(self) -> bool:
-        """Profile and network groups carry the project when more than one project is read."""
+        """Groups of what belongs to a project (profiles, networks) or is said by whoever may edit an
+        instance (image.os, image.release) carry the project when more than one project is read."""
         return len(self.projects) != 1 or self.projects[0] == "*"
 
 

@@ -62,8 +62,10 @@ def test_list_matches_what_lxd_holds(instances, tmp_path):
     assert inventory[group("profile", f"{PROJECT_A}__web")]["hosts"] == ["web1"]
     assert inventory["status_stopped"]["hosts"] == ["db1"]
     assert sorted(inventory["status_running"]["hosts"]) == ["web1", "web2"]
-    assert inventory["os_debian"]["hosts"] == ["web2"]
-    assert inventory["release_debian_12"]["hosts"] == ["web2"]
+    # So do os and release groups: they are what the instance's own image.os and image.release say.
+    assert inventory[group("os", f"{PROJECT_B}__debian")]["hosts"] == ["web2"]
+    assert inventory[group("release", f"{PROJECT_B}__debian_12")]["hosts"] == ["web2"]
+    assert "os_debian" not in inventory
     assert sorted(inventory["type_container"]["hosts"]) == ["db1", "web1", "web2"]
     assert sorted(inventory[group("network", f"{PROJECT_A}__{LAB['MAGE_LAB_BRIDGE']}")]["hosts"]) == ["db1", "web1"]
     assert inventory[group("network", f"{PROJECT_B}__{LAB['MAGE_LAB_BRIDGE']}")]["hosts"] == ["web2"]

@@ -111,9 +111,20 @@ def test_a_tenants_profile_never_joins_the_operators_profile_group(snapshot):
     assert "network_mage_rec_a__magebr0" in result["web1"].groups
 
 
+def test_a_tenants_image_os_never_joins_the_operators_os_group(snapshot):
+    # image.os and image.release are the instance's own config: `lxc config set intruder image.os
+    # busybox` is all it takes to claim the operator's os.
+    tenant_copy(snapshot, "web1", name="intruder")
+    result = hosts(plan(snapshot))
+    operator_os = [g for g in result["web1"].groups if g.startswith(("os_", "release_"))]
+    assert operator_os and all(g.startswith(("os_mage_rec_a__", "release_mage_rec_a__")) for g in operator_os)
+    assert not set(operator_os) & set(result["intruder"].groups)
+    assert "os_mage_rec_b__busybox" in result["intruder"].groups
+
+
 def test_one_project_keeps_plain_profile_and_network_groups(snapshot):
     result = plan_inventory([snapshot], LOCAL, InventoryOptions(projects=("mage-rec-a",)))
-    assert {"profile_web", "network_magebr0"} <= set(hosts(result)["web1"].groups)
+    assert {"profile_web", "network_magebr0", "os_busybox"} <= set(hosts(result)["web1"].groups)
     assert InventoryOptions(projects=("*",)).scoped_groups
 
 
@@ -133,7 +144,7 @@ def test_a_group_name_two_projects_would_share_holds_neither(snapshot):
 
 def test_a_server_group_never_takes_the_default_group(snapshot):
     instance(snapshot, "web2")["expanded_config"]["image.os"] = "lxd"
-    result = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions(projects=PROJECTS, default_group="os_lxd")))
+    result = hosts(plan_inventory([snapshot], LOCAL, InventoryOptions(projects=("mage-rec-a",), default_group="os_lxd")))
     assert all(host.groups[0] == "os_lxd" for host in result.values())
     assert result["web2"].groups.count("os_lxd") == 1
 
