@@ -16,7 +16,7 @@ from .errors import OptionError
 from .images import ImageSource, parse_image
 from .nat import BACKENDS, DEFAULT_BACKEND, NatRule
 from .routes import parse_route
-from .values import parse_bool, parse_choice, parse_ipv4, parse_port
+from .values import is_instance_name, parse_bool, parse_choice, parse_ipv4, parse_port
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
 TYPES = ("container", "virtual-machine")
@@ -26,7 +26,6 @@ PROTOCOLS = ("tcp", "udp")
 DEFAULT_IMAGE_SERVER = "images"
 # Config keys LXD owns, and ours, which the plugin writes itself.
 RESERVED_CONFIG_PREFIXES = ("volatile.", "user.mage.")
-_INSTANCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CONFIG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -60,7 +59,7 @@ class InstanceSpec:
 def check_instance_name(name: Any) -> str:
     """LXD's rule for instance names (a DNS label); the error suggests a valid spelling."""
     text = str(name or "")
-    if _INSTANCE_NAME.fullmatch(text) and not text.endswith("-"):
+    if is_instance_name(text):
         return text
     suggestion = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
     if suggestion and not suggestion[0].isalpha():
