@@ -59,12 +59,11 @@ def parse_port(value: Any, what: str) -> int:
 
 
 def parse_ipv4(value: Any, what: str) -> str:
-    """An IPv4 address in dotted-quad form (ASCII digits, no leading zeros), as given."""
+    """An IPv4 address in dotted-quad form (ASCII digits, no leading zeros), as given (read_address's rule)."""
     text = str(value)
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        raise OptionError(f"{what}: '{text}' is not an IPv4 address") from None
+    found = read_address(text)
+    if found is None or found.version != 4:
+        raise OptionError(f"{what}: '{text}' is not an IPv4 address")
     return text
 
 
