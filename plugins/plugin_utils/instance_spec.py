@@ -16,10 +16,9 @@ from .errors import OptionError
 from .images import ImageSource, parse_image
 from .nat import BACKENDS, DEFAULT_BACKEND, NatRule
 from .routes import parse_route
-from .values import is_instance_name, parse_bool, parse_choice, parse_ipv4, parse_port
+from .values import INSTANCE_TYPES, is_instance_name, parse_bool, parse_choice, parse_ipv4, parse_port
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
-TYPES = ("container", "virtual-machine")
 ADDRESS_WAITS = ("inet", "inet6", "none")
 PROTOCOLS = ("tcp", "udp")
 # The `images:` remote of the server kind: LXD's images.lxd.canonical.com, or Incus's images.linuxcontainers.org.
@@ -84,7 +83,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         name=name,
         state=state,
         image=parse_image(data.get("image"), _image_server(data.get("image_server", DEFAULT_IMAGE_SERVER)), where),
-        type=parse_choice(data.get("type", "container"), TYPES, f"{where}: type"),
+        type=parse_choice(data.get("type", "container"), INSTANCE_TYPES, f"{where}: type"),
         profiles=tuple(str(p) for p in data["profiles"]) if data.get("profiles") is not None else None,
         config=parse_config(data.get("config") or {}, where),
         devices=devices,

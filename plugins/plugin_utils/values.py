@@ -21,6 +21,8 @@ FALSE_WORDS = frozenset({"n", "no", "off", "0", "false", "f", "0.0"})
 _ASCII_PORT = re.compile(r"[0-9]+")
 # What an IP address is written with; ipaddress alone also takes IPv6 scope ids ('fe80::1%x;allow all;#').
 _ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+# The kinds of instance LXD and Incus make.
+INSTANCE_TYPES = ("container", "virtual-machine")
 # LXD's and Incus's instance name (their IsHostname): 1-63 ASCII letters, digits and '-', starting
 # with a letter and not ending with '-'.
 _INSTANCE_NAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
