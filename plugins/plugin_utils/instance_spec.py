@@ -187,6 +187,14 @@ def parse_nat(entry: Any, index: int, where: str, default_backend: str) -> NatRu
     return rule
 
 
+def check_unique_names(specs: list[InstanceSpec]) -> None:
+    """An instance declared twice in one project is refused, naming each such instance once."""
+    names = [(spec.project, spec.name) for spec in specs]
+    duplicates = sorted({f"{name} (project {project})" for project, name in names if names.count((project, name)) > 1})
+    if duplicates:
+        raise OptionError(f"mage_lxd_instance: instance declared twice: {', '.join(duplicates)}")
+
+
 def check_unique_host_ports(specs: list[InstanceSpec]) -> None:
     """Two entries claiming one host port and protocol are refused, naming both instances."""
     claims: list[tuple[str, NatRule]] = []
