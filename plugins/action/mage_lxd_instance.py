@@ -14,8 +14,8 @@ from ansible.utils.plugin_docs import get_docstring
 from ansible_collections.mage.lxd.plugins.plugin_utils.argspec import argument_spec, given
 from ansible_collections.mage.lxd.plugins.plugin_utils.batch import batch_options, converge_batch
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import MageLxdError, OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import CONNECTION_PLUGIN
-from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import check_unique_host_ports, parse_spec
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import added_host
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import check_unique_host_ports, check_unique_names, parse_spec
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import REMOTE_OPTIONS, remote_from_task_args
 
@@ -83,22 +83,19 @@ class ActionModule(ActionBase):
         else:
             entries = [{"name": args.get("name")}]
         specs = [parse_spec(entry, defaults) for entry in entries]
-        names = [(spec.project, spec.name) for spec in specs]
-        duplicates = sorted({f"{name} (project {project})" for project, name in names if names.count((project, name)) > 1})
-        if duplicates:
-            raise MageLxdError(f"mage_lxd_instance: instance declared twice: {', '.join(duplicates)}")
+        check_unique_names(specs)
         check_unique_host_ports(specs)
         return specs
 
     def _report(self, projects, results, remote, args, as_list, task_vars, nat_removed=()):
         groups = list(args.get("groups") or ["lxd"])
+        known_hosts = (task_vars.get("groups") or {}).get("all", [])
         for item in results:
-            if not item.get("failed") and item.get("status") not in ("absent", None):
-                host_vars = self._host_vars(item, remote)
-                # Ansible counts an add_host that changes nothing as a change; skip it for a host the
-                # inventory already has exactly so (the mage_lxd inventory on a second run).
-                if not _already_known(task_vars, item["name"], groups, host_vars):
-                    item["add_host"] = {"host_name": item["name"], "groups": groups, "host_vars": host_vars}
+            # hostvars of a host outside the inventory cannot even be looked up.
+            known = task_vars["hostvars"][item["name"]] if item.get("name") in known_hosts else None
+            added = added_host(item, remote, groups, known)
+            if added:
+                item["add_host"] = added
             for warning in item.get("warnings") or []:
                 display.warning(warning)
         for project in projects:
@@ -127,27 +124,3 @@ class ActionModule(ActionBase):
             report["failed"] = True
             report["msg"] = "; ".join(item["msg"] for item in failed)
         return report
-
-    @staticmethod
-    def _host_vars(item, remote):
-        host_vars = {
-            "ansible_connection": CONNECTION_PLUGIN,
-            "mage_lxd_instance": item["name"],
-            "mage_lxd_project": item["project"],
-            **remote.connection_vars(),
-        }
-        if item.get("address"):
-            host_vars["ansible_host"] = item["address"]
-        return host_vars
-
-
-def _already_known(task_vars, name, groups, host_vars):
-    # `groups` is plain data; hostvars of a host outside the inventory cannot even be looked up.
-    if name not in (task_vars.get("groups") or {}).get("all", []):
-        return False
-    known = task_vars["hostvars"][name]
-    # The remote's name is only a label (the inventory's may differ from this task's); where and how
-    # to connect is what must match.
-    return all(group in known.get("group_names", []) for group in groups) and all(
-        known.get(key) == value for key, value in host_vars.items() if key != "mage_lxd_remote"
-    )

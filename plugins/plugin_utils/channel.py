@@ -188,8 +188,8 @@ class InstanceChannel:
         except ExecError as exc:
             raise exec_error(self.describe(), exc) from exc
         except BecomeError as exc:
-            raise BecomeError(f"{self.describe()}: {exc}. Fix: check ansible_become_password for this "
-                              "host and become user.") from exc
+            raise BecomeError(f"{exc.happened()}.", where=self.describe(),
+                              fix="check ansible_become_password for this host and become user.") from exc
         code, _stdout, output = unwrap_exit_status(code, b"", output)
         return code, output
 

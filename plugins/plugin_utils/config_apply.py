@@ -73,11 +73,12 @@ class Record:
 
 
 class StepFailed(RemoteError):
-    """A service command exited non-zero: `detail` says which and what it said, `fix` what to do."""
+    """A service command exited non-zero: `detail` says which and what it said, `step` names it, `fix`
+    says what to do."""
 
     def __init__(self, detail: str, step: str, fix: str) -> None:
-        super().__init__(f"{detail} {fix}")
-        self.detail, self.step, self.fix = detail, step, fix
+        super().__init__(detail, fix=fix)
+        self.detail, self.step = detail, step
 
 
 def digest(content: bytes | None) -> str:
@@ -293,9 +294,9 @@ def _transact(
             raise
         said, fix = (failure.detail, failure.fix) if isinstance(failure, StepFailed) else (
             str(failure) if isinstance(failure, RemoteError) else f"{type(failure).__name__}: {failure}",
-            "Fix: rerun; a failure between the instance and LXD is usually passing.")
+            "rerun; a failure between the instance and LXD is usually passing.")
         served = _served_message(channel, commands, running, True)
-        raise RemoteError(f"{said} {rollback} {served} {fix}".replace("  ", " ")) from None
+        raise RemoteError(f"{said} {rollback} {served}".replace("  ", " ").strip(), fix=fix) from None
     write_record(channel, record_path, Record(loaded={path: digest(text) for path, text in wanted.items()},
                                               left_out=left_out))
     return refused
@@ -449,7 +450,7 @@ def _failure(channel: InstanceChannel, command: str, step: str, code: int, out: 
     foreign = sorted({path for path in _NAMED_FILE.findall(said) if ours is not None and path not in ours})
     if foreign:
         detail += f" {', '.join(foreign)} is not managed by mage-lxd; nothing can be reloaded until the whole config passes."
-        return detail, step, "Fix: repair or remove it, then rerun."
+        return detail, step, "repair or remove it, then rerun."
     if step == "test":
-        return detail, step, "Fix: correct the value named above, then rerun."
-    return detail, step, "Fix: see what the service said above (and its error log), then rerun."
+        return detail, step, "correct the value named above, then rerun."
+    return detail, step, "see what the service said above (and its error log), then rerun."

@@ -16,17 +16,15 @@ from .errors import OptionError
 from .images import ImageSource, parse_image
 from .nat import BACKENDS, DEFAULT_BACKEND, NatRule
 from .routes import parse_route
-from .values import parse_bool, parse_choice, parse_ipv4, parse_port
+from .values import INSTANCE_TYPES, is_instance_name, parse_bool, parse_choice, parse_ipv4, parse_port
 
 STATES = ("started", "stopped", "restarted", "absent", "frozen")
-TYPES = ("container", "virtual-machine")
 ADDRESS_WAITS = ("inet", "inet6", "none")
 PROTOCOLS = ("tcp", "udp")
 # The `images:` remote of the server kind: LXD's images.lxd.canonical.com, or Incus's images.linuxcontainers.org.
 DEFAULT_IMAGE_SERVER = "images"
 # Config keys LXD owns, and ours, which the plugin writes itself.
 RESERVED_CONFIG_PREFIXES = ("volatile.", "user.mage.")
-_INSTANCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CONFIG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -60,7 +58,7 @@ class InstanceSpec:
 def check_instance_name(name: Any) -> str:
     """LXD's rule for instance names (a DNS label); the error suggests a valid spelling."""
     text = str(name or "")
-    if _INSTANCE_NAME.fullmatch(text) and not text.endswith("-"):
+    if is_instance_name(text):
         return text
     suggestion = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
     if suggestion and not suggestion[0].isalpha():
@@ -85,7 +83,7 @@ def parse_spec(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
         name=name,
         state=state,
         image=parse_image(data.get("image"), _image_server(data.get("image_server", DEFAULT_IMAGE_SERVER)), where),
-        type=parse_choice(data.get("type", "container"), TYPES, f"{where}: type"),
+        type=parse_choice(data.get("type", "container"), INSTANCE_TYPES, f"{where}: type"),
         profiles=tuple(str(p) for p in data["profiles"]) if data.get("profiles") is not None else None,
         config=parse_config(data.get("config") or {}, where),
         devices=devices,
@@ -187,6 +185,14 @@ def parse_nat(entry: Any, index: int, where: str, default_backend: str) -> NatRu
     )
     BACKENDS[rule.backend].check_rule(rule, label)
     return rule
+
+
+def check_unique_names(specs: list[InstanceSpec]) -> None:
+    """An instance declared twice in one project is refused, naming each such instance once."""
+    names = [(spec.project, spec.name) for spec in specs]
+    duplicates = sorted({f"{name} (project {project})" for project, name in names if names.count((project, name)) > 1})
+    if duplicates:
+        raise OptionError(f"mage_lxd_instance: instance declared twice: {', '.join(duplicates)}")
 
 
 def check_unique_host_ports(specs: list[InstanceSpec]) -> None:

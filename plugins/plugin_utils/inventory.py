@@ -124,6 +124,26 @@ class InventoryPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+def added_host(result: Mapping[str, Any], remote: Remote, groups: list[str],
+               known: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The add_host entry of one instance result of mage_lxd_instance (name, groups, the variables the
+    mage_lxd connection reaches it by), or None: it failed or is absent, or the run's inventory already
+    holds it exactly so (`known`, its hostvars there; None when the inventory lacks it), since Ansible
+    counts an add_host that changes nothing as a change (the mage_lxd inventory on a second run)."""
+    if result.get("failed") or result.get("status") in ("absent", None):
+        return None
+    host_vars = {"ansible_connection": CONNECTION_PLUGIN, "mage_lxd_instance": result["name"],
+                 "mage_lxd_project": result["project"], **remote.connection_vars()}
+    if result.get("address"):
+        host_vars["ansible_host"] = result["address"]
+    # The remote's name is only a label (the inventory's may differ from this task's); where and how
+    # to connect is what must match.
+    if known is not None and all(group in known.get("group_names", []) for group in groups) and all(
+            known.get(key) == value for key, value in host_vars.items() if key != "mage_lxd_remote"):
+        return None
+    return {"host_name": result["name"], "groups": groups, "host_vars": host_vars}
+
+
 def safe_group_name(name: str) -> str:
     """A valid Ansible group name for `name`: anything but letters, digits and _ becomes _."""
     return _UNSAFE_GROUP_CHARS.sub("_", name)

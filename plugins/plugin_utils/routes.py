@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import OptionError
 from .proxy_files import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
-from .values import parse_bool, parse_port, read_address
+from .values import is_instance_name, parse_bool, parse_port, read_address
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
@@ -40,8 +40,6 @@ _FILE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
 _PORT = re.compile(r"[0-9]{1,5}")
 # What an IP address or network may be made of, before ipaddress reads it: no scope id ('%').
 _IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?")
-# An LXD instance name (and so a name in mageproxy's /etc/hosts).
-_INSTANCE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 FIX_ROUTE = "correct that route (lxd_provisioning_inventory, or user.mage.proxy on the instance), then rerun."
 # OptionError.reasons of an undeclared route on a name a declared instance serves.
 SERVED_BY_DECLARED = "served by a declared instance"
@@ -218,8 +216,8 @@ def upstream_address(value: Any, what: str) -> str:
 
 def hosts_file_name(value: Any, what: str) -> str:
     """An instance name fit for a line of /etc/hosts (an LXD instance name: letters, digits, '-')."""
-    if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
-        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-').",
+    if not is_instance_name(value):
+        raise OptionError(f"{what}: {value!r} is not an instance name (letters, digits, '-', starting with a letter).",
                           fix="correct that name (an instance name), then rerun.")
     return value
 

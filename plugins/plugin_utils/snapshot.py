@@ -22,10 +22,10 @@ from .cluster import member_statuses
 from .errors import MageLxdError, NotFoundError, OptionError
 from .nics import ManagedNetwork, NicView, attached_networks, managed_networks, nic_addresses
 from .remote import LxdApi
+from .values import INSTANCE_TYPES
 
 ALL_PROJECTS = "*"
 STATUSES = ("running", "stopped", "frozen", "error")
-TYPES = ("container", "virtual-machine")
 ADDRESS_SOURCES = ("leases", "state")
 
 Instance = dict[str, Any]
@@ -41,7 +41,7 @@ class SnapshotFilters:
 
     def __post_init__(self) -> None:
         _check_choices("filters.status", self.statuses, STATUSES)
-        _check_choices("filters.type", self.types, TYPES)
+        _check_choices("filters.type", self.types, INSTANCE_TYPES)
 
     def matches(self, instance: Mapping[str, Any]) -> bool:
         """True when `instance` (an LXD instance object) passes every filter."""

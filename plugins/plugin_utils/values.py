@@ -1,6 +1,7 @@
 """The one rule for each kind of value a user or a server gives as text: boolean, port, address
 and its family, choice. Options arrive as text from -e key=no, INI inventories and templates, and
-LXD keeps its config as strings; every reader of such a value goes through here."""
+LXD keeps its config as strings; every reader of such a value goes through here. Also the one rule
+for an instance's name, which the declarations, the routes and mageproxy's /etc/hosts share."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ FALSE_WORDS = frozenset({"n", "no", "off", "0", "false", "f", "0.0"})
 _ASCII_PORT = re.compile(r"[0-9]+")
 # What an IP address is written with; ipaddress alone also takes IPv6 scope ids ('fe80::1%x;allow all;#').
 _ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+# The kinds of instance LXD and Incus make.
+INSTANCE_TYPES = ("container", "virtual-machine")
+# LXD's and Incus's instance name (their IsHostname): 1-63 ASCII letters, digits and '-', starting
+# with a letter and not ending with '-'.
+_INSTANCE_NAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def read_bool(value: Any) -> bool | None:
@@ -55,12 +61,11 @@ def parse_port(value: Any, what: str) -> int:
 
 
 def parse_ipv4(value: Any, what: str) -> str:
-    """An IPv4 address in dotted-quad form (ASCII digits, no leading zeros), as given."""
+    """An IPv4 address in dotted-quad form (ASCII digits, no leading zeros), as given (read_address's rule)."""
     text = str(value)
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        raise OptionError(f"{what}: '{text}' is not an IPv4 address") from None
+    found = read_address(text)
+    if found is None or found.version != 4:
+        raise OptionError(f"{what}: '{text}' is not an IPv4 address")
     return text
 
 
@@ -78,6 +83,11 @@ def address_family(address: str) -> socket.AddressFamily:
     """AF_INET6 for an IPv6 address (brackets allowed), else AF_INET (IPv4, empty, or no address)."""
     found = read_address(address.strip("[]"))
     return socket.AF_INET6 if found is not None and found.version == 6 else socket.AF_INET
+
+
+def is_instance_name(value: Any) -> bool:
+    """True when `value` is a name LXD and Incus give an instance (the one name rule)."""
+    return isinstance(value, str) and _INSTANCE_NAME.fullmatch(value) is not None
 
 
 def parse_choice(value: Any, allowed: tuple[str, ...], what: str) -> str:

@@ -7,9 +7,11 @@ import json
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.channel import exec_error, refused_exec
+from ansible_collections.mage.lxd.plugins.plugin_utils.config_apply import StepFailed
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import (
     NOT_STARTED, OVER_LIMIT, RAN, REFUSED, TIMED_OUT, ExecError, MageLxdError, MissingPackageError, NotFoundError,
     OptionError, RemoteError, missing_package)
+from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import BecomeError
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.transport import (
@@ -80,6 +82,24 @@ def test_a_missing_package_names_it_and_the_fix():
         "the Python package 'websockets' is missing from the Python that runs Ansible (No module named "
         "'websockets'). Fix: pip install -r requirements.txt of the mage.lxd collection (or pip install "
         "websockets) into that Python")
+
+
+def test_a_failed_service_step_names_the_step_and_says_its_fix_once():
+    error = StepFailed(f"{WHERE}: the test step (nginx -t) failed with exit 1: unknown directive", "test",
+                       "correct the value named above, then rerun.")
+    assert isinstance(error, RemoteError) and not error.task_failure
+    assert (error.step, error.fix, error.status) == ("test", "correct the value named above, then rerun.", None)
+    assert error.render() == str(error) == (f"{WHERE}: the test step (nginx -t) failed with exit 1: unknown "
+                                            "directive Fix: correct the value named above, then rerun.")
+
+
+def test_a_become_failure_is_the_tasks_and_names_the_instance():
+    error = BecomeError("the become password was refused (wrong password).", where=WHERE,
+                        fix="check ansible_become_password for this host and become user.")
+    assert error.task_failure and error.where == WHERE and error.happened() == \
+        "the become password was refused (wrong password)."
+    assert error.render() == (f"{WHERE}: the become password was refused (wrong password). Fix: check "
+                              "ansible_become_password for this host and become user.")
 
 
 @pytest.mark.parametrize(("status", "text", "reasons"), [

@@ -12,6 +12,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import (
     ImageSource,
     check_instance_name,
     check_unique_host_ports,
+    check_unique_names,
     parse_spec,
 )
 from ansible_collections.mage.lxd.plugins.plugin_utils.nat import BACKENDS, iptables_rules, nat_devices
@@ -142,3 +143,12 @@ def test_the_documented_nat_backends_are_the_registered_ones():
     options = yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])["options"]
     assert options["nat_backend"]["choices"] == list(BACKENDS)
     assert options["nat"]["suboptions"]["backend"]["choices"] == list(BACKENDS)
+
+
+def test_an_instance_declared_twice_in_one_project_is_refused_once_by_name():
+    specs = [parse_spec(raw) for raw in ({"name": "web1"}, {"name": "web1", "project": "shop"}, {"name": "db1"},
+                                         {"name": "db1"}, {"name": "db1"})]
+    with pytest.raises(OptionError) as refused:
+        check_unique_names(specs)
+    assert str(refused.value) == "mage_lxd_instance: instance declared twice: db1 (project default)"
+    check_unique_names(specs[:3])

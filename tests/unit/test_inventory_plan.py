@@ -7,7 +7,8 @@ import re
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, plan_inventory, preferred_address, safe_group_name
+from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import (
+    InventoryOptions, added_host, plan_inventory, preferred_address, safe_group_name)
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 from ansible_collections.mage.lxd.tests.unit.recorded_api import RecordedApi
@@ -115,3 +116,18 @@ def test_preferred_address_falls_back_to_the_other_family():
     assert preferred_address({}, {"eth0": ["fd42::5"]}, "inet") == "fd42::5"
     assert preferred_address({"eth0": ["10.0.0.5"]}, {"eth0": ["fd42::5"]}, "inet6") == "fd42::5"
     assert preferred_address({"eth1": ["10.0.1.5"], "eth0": ["10.0.0.5"]}, {}, "inet") == "10.0.0.5"
+
+
+def test_a_converged_instance_is_added_to_the_run_unless_the_inventory_holds_it_so():
+    result = {"name": "web1", "project": "shop", "status": "running", "address": "10.0.0.5"}
+    added = added_host(result, Remote(), ["lxd"], None)
+    assert added == {"host_name": "web1", "groups": ["lxd"], "host_vars": {
+        "ansible_connection": "mage.lxd.mage_lxd", "mage_lxd_instance": "web1", "mage_lxd_project": "shop",
+        **Remote().connection_vars(), "ansible_host": "10.0.0.5"}}
+    # The inventory's remote name is only a label; the same host in the same groups adds nothing.
+    known = {**added["host_vars"], "mage_lxd_remote": "elsewhere", "group_names": ["lxd", "web"]}
+    assert added_host(result, Remote(), ["lxd"], known) is None
+    assert added_host(result, Remote(), ["lxd", "db"], known) == {**added, "groups": ["lxd", "db"]}
+    assert added_host(result, Remote(), ["lxd"], {**known, "ansible_host": "10.0.0.9"}) == added
+    assert added_host({**result, "status": "absent"}, Remote(), ["lxd"], None) is None
+    assert added_host({"name": "web1", "project": "shop", "failed": True, "msg": "x"}, Remote(), ["lxd"], None) is None

@@ -1,4 +1,4 @@
-"""The one rule for each kind of value: port, IPv4, address and its family, choice."""
+"""The one rule for each kind of value: port, IPv4, address and its family, choice, instance name."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import socket
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import check_instance_name
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import hosts_file_name
 from ansible_collections.mage.lxd.plugins.plugin_utils.values import (
-    address_family, parse_choice, parse_ipv4, parse_port, read_address)
+    address_family, is_instance_name, parse_choice, parse_ipv4, parse_port, read_address)
 
 
 @pytest.mark.parametrize(("value", "port"), [(80, 80), ("8080", 8080), (" 443 ", 443), (65535, 65535)])
@@ -63,3 +65,19 @@ def test_a_choice_is_one_of_the_allowed_values():
     assert parse_choice("udp", ("tcp", "udp"), "nat[0].proto") == "udp"
     with pytest.raises(OptionError, match=r"^nat\[0\].proto: 'sctp' is not one of tcp, udp$"):
         parse_choice("sctp", ("tcp", "udp"), "nat[0].proto")
+
+
+NAMES = ["web1", "a", "Web-1", "a" * 63, "", "9lives", "-web", "web-", "web_1", "web.1", "a" * 64, "w\u0661", "w1\n"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_declaration_and_a_route_take_the_same_instance_names(name):
+    # LXD's and Incus's rule: 1-63 ASCII letters, digits and '-', a letter first, no '-' last.
+    valid = name in ("web1", "a", "Web-1", "a" * 63)
+    assert is_instance_name(name) is valid
+    for check in (check_instance_name, lambda text: hosts_file_name(text, "mage_lxd_instance")):
+        if valid:
+            assert check(name) == name
+        else:
+            with pytest.raises(OptionError):
+                check(name)

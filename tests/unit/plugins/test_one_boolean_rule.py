@@ -1,9 +1,12 @@
-"""One boolean rule: every boolean of mage_lxd_instance, of a route and of the mageproxy role reads each
-of Ansible's spellings alike, and refuses a bad value with the same message."""
+"""One boolean rule: every boolean of mage_lxd_instance, of a route and of the roles (mageproxy, provisioning)
+reads each of Ansible's spellings alike, and refuses a bad value with the same message. Each list of booleans
+comes from where the option is declared: the module's documentation, the Route record, the roles'
+argument specs."""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +23,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.batch import batch_option
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import MageLxdError
 from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import parse_spec
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import remote_from_task_args
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import ROUTE_KEYS, Route, parse_route
 
 ROOT = Path(__file__).resolve().parents[3]
 TRUE = [True, "true", "True", "yes", "YES", "on", "1", "y", "t", " yes ", 1, 1.0]
@@ -60,17 +63,71 @@ def _read_route_flag(name: str, value: Any) -> bool:
     return getattr(parse_route("web1", 0, raw), name)
 
 
+# A route's booleans: the keys a user writes that the Route record keeps as a bool.
+ROUTE_BOOLEANS = sorted(item.name for item in dataclasses.fields(Route) if item.type == "bool" and item.name in ROUTE_KEYS)
+ROLES = sorted(path.name for path in (ROOT / "roles").iterdir() if path.is_dir() and not path.is_symlink())
+
+
+def _role_booleans() -> dict[str, str]:
+    """Each boolean variable of a role's argument specs (every entry point), with its role."""
+    found = {}
+    for role in ROLES:
+        specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        for entry in specs.values():
+            found.update({name: role for name, doc in (entry.get("options") or {}).items() if doc.get("type") == "bool"})
+    return found
+
+
+ROLE_BOOLEANS = _role_booleans()
+# Where the roles read their variables: their tasks, and the templates mageproxy renders.
+ROLE_SOURCES = sorted([*(path for role in ROLES for path in (ROOT / "roles" / role).glob("tasks/*.yml")),
+                       *(ROOT / "templates").glob("**/*.j2")])
+
+
+def _role_reads(name: str) -> list[str]:
+    """How the roles read variable `name`: the filter it goes through, or the module option it is given to."""
+    reads = []
+    for path in ROLE_SOURCES:
+        text = path.read_text()
+        for use in re.finditer(rf"(?<!')\b{name}\b", text):  # not the name mage_lxd_bool is given
+            line = text[text.rfind("\n", 0, use.start()) + 1:text.find("\n", use.end())]
+            option = re.fullmatch(rf'\s*([a-z_]+): "{{{{ {name} }}}}"', line)
+            if option:
+                reads.append(f"option {option.group(1)}")
+            elif re.match(rf"(?:\s*\|\s*default\([^)]*\))?\s*\|\s*mage\.lxd\.mage_lxd_bool\('{name}'\)", text[use.end():]):
+                reads.append("mage_lxd_bool")
+            else:
+                reads.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    return reads
+
+
+def _role_reader(name: str) -> Callable[[Any], bool]:
+    # A role's boolean goes through mage_lxd_bool, or whole to a boolean option of mage_lxd_instance.
+    option = next((read[len("option "):] for read in _role_reads(name) if read.startswith("option ")), None)
+    if option:
+        return lambda value: _read_instance_option(option, value)
+    return lambda value: mage_lxd_bool(value, name)
+
+
 READERS: list[tuple[str, Callable[[Any], bool]]] = [
     *[(f"mage_lxd_instance {name}", lambda value, name=name: _read_instance_option(name, value)) for name in BOOLEANS],
-    *[(f"route {name}", lambda value, name=name: _read_route_flag(name, value))
-      for name in ("strip_prefix", "websockets", "balance", "redirect_https")],
-    *[(f"mageproxy {name}", lambda value, name=name: mage_lxd_bool(value, name))
-      for name in ("mageproxy_ipv6", "mageproxy_create")],
+    *[(f"route {name}", lambda value, name=name: _read_route_flag(name, value)) for name in ROUTE_BOOLEANS],
+    *[(f"{role} {name}", _role_reader(name)) for name, role in sorted(ROLE_BOOLEANS.items())],
 ]
 
 
 def test_every_boolean_of_the_module_is_covered():
     assert BOOLEANS == ["allow_unsafe", "bootstrap", "create_project", "ephemeral", "rebuild", "validate_certs"]
+    assert ROUTE_BOOLEANS == ["balance", "redirect_https", "strip_prefix", "websockets"]
+    assert sorted(ROLE_BOOLEANS) == ["lxd_provisioning_create_project", "lxd_provisioning_defer_instance_failures",
+                                     "mageproxy_create", "mageproxy_ipv6"]
+
+
+@pytest.mark.parametrize("name", sorted(ROLE_BOOLEANS))
+def test_the_roles_read_each_boolean_with_the_same_rule(name):
+    # Not Jinja's `bool` (ansible-core's to_bool reads 'y' and 't' as false), nor the value as it came.
+    reads = _role_reads(name)
+    assert reads and all(read == "mage_lxd_bool" or read.removeprefix("option ") in BOOLEANS for read in reads), reads
 
 
 @pytest.fixture(autouse=True)
@@ -90,11 +147,3 @@ def test_each_spelling_gets_the_same_answer_everywhere(what, read):
         message = str(refused.value)
         assert REFUSAL.search(message), (what, value, message)
         assert isinstance(refused.value, (MageLxdError, AnsibleError)), (what, value)
-
-
-def test_the_mageproxy_template_reads_ipv6_with_the_same_rule():
-    template = (ROOT / "templates" / "mageproxy" / "mage-sites.conf.j2").read_text()
-    uses = re.findall(r"mageproxy_ipv6[^%}]*", template)
-    assert uses and all("mage.lxd.mage_lxd_bool('mageproxy_ipv6')" in use for use in uses), uses
-    tasks = (ROOT / "roles" / "mageproxy" / "tasks" / "create.yml").read_text()
-    assert "mageproxy_create | bool" not in tasks and "mage_lxd_bool('mageproxy_create')" in tasks
