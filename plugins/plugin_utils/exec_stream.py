@@ -11,16 +11,14 @@ Order matters: stdout and stderr are connected first, then stdin, then the paylo
 chunks (LXD starts the command once all three are connected; a payload larger than the pipe
 buffers must be read while it is sent). Over HTTPS our own socket is wrapped in TLS and the server
 is checked (pinned certificate, CA store, or off) before the upgrade request, which carries the
-operation's secret, is sent.
+operation's secret, is sent (transport.tls_socket, relayed to websockets by transport.tls_relay).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import selectors
 import socket
-import ssl
 import threading
 import time
 import uuid
@@ -32,13 +30,12 @@ from urllib.parse import quote, urlparse
 from .errors import ExecError, missing_package
 from .password_prompt import BecomeError, PasswordDialogue
 from .remote import LxdApi, Remote, local_socket_path
-from .transport import ARGUMENTS_TOO_LONG, DEADLINE, DEFAULT_HTTPS_PORT, ApiError, classify_answer, tls_socket, unix_socket
+from .transport import ARGUMENTS_TOO_LONG, DEADLINE, DEFAULT_HTTPS_PORT, ApiError, classify_answer, tls_relay, tls_socket, unix_socket
 
 STDIN_CHUNK = 256 * 1024
 # A file on stdin (a non-root user's put) goes in 1 MiB messages: a 50 MiB put took 1.42 s in
 # 256 KiB ones, 0.76 s so (bench/file_transfer.py, lab LXD under load).
 FILE_STDIN_CHUNK = 1024 * 1024
-RELAY_CHUNK = 64 * 1024
 # After the command ends, LXD flushes and closes the output websockets; this bounds that wait.
 DRAIN_SECONDS = 30.0
 # The most output (stdout and stderr together) a command may send: it is held in memory until the
@@ -428,59 +425,6 @@ class OutputSocket(socket.socket):
             super().sendall(data, flags)
         except (BrokenPipeError, ConnectionResetError):
             pass  # LXD closed the stream: reading what it sent first is all that is left to do
-
-
-def tls_relay(tls: ssl.SSLSocket) -> socket.socket:
-    """A plain socket relayed to `tls` by a thread of its own.
-
-    websockets waits for input with select() on the socket's descriptor, which never wakes for
-    bytes OpenSSL has already decrypted and holds (SSLSocket.pending()): given a TLS socket, one
-    exec in 40 waited for a handshake answer that had arrived (measured here over 400 execs).
-    The relay reads what is pending before it waits.
-    """
-    ours, theirs = socket.socketpair()
-    threading.Thread(target=_relay, args=(tls, theirs), daemon=True).start()
-    return ours
-
-
-def _relay(tls: ssl.SSLSocket, plain: socket.socket) -> None:
-    # Reads from TLS never block: a readable descriptor may carry only a TLS 1.3 session ticket,
-    # and a blocking read would then wait for data the server sends only after our request.
-    tls.setblocking(False)
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(tls, selectors.EVENT_READ)
-            selector.register(plain, selectors.EVENT_READ)
-            while True:
-                ready = [tls] if tls.pending() else [key.fileobj for key, _events in selector.select()]
-                if tls in ready and not _pass_on(tls, plain):
-                    return
-                if plain in ready and not _pass_on(plain, tls):
-                    return
-    except OSError:
-        return  # a reset or a TLS error ends the stream the same way
-    finally:
-        plain.close()
-        tls.close()
-
-
-def _pass_on(source: socket.socket, target: socket.socket) -> bool:
-    """Move what `source` has to `target`; False once `source` is closed."""
-    try:
-        data = source.recv(RELAY_CHUNK)
-    except ssl.SSLWantReadError:
-        return True  # TLS records without data (a session ticket): nothing to pass on yet
-    if not data:
-        return False  # either side closed: close both, the other side sees the end
-    if isinstance(target, ssl.SSLSocket):
-        target.setblocking(True)  # sendall must finish; the server reads stdin on its own
-        try:
-            target.sendall(data)
-        finally:
-            target.setblocking(False)
-    else:
-        target.sendall(data)
-    return True
 
 
 def send_stdin(stdin: ClientConnection, payload: bytes | IO[bytes]) -> None:
