@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 from .cluster import check_reachable, listed_instance
 from .errors import ExecError, MageLxdError, NotFoundError, OptionError, RemoteError
-from .exec_stream import DEFAULT_COMMAND_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecRequest, run_exec, run_with_password
-from .password_prompt import BecomeError, PasswordDialogue
+from .exec_stream import DEFAULT_COMMAND_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecRequest, run_exec
+from .password_prompt import BecomeError, PasswordDialogue, run_with_password
 from .remote import Log, LxdApi, Remote, _no_log
 from .transport import FROZEN, INSTANCE_MISSING, NOT_RUNNING, ApiError
 

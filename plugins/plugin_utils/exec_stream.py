@@ -28,7 +28,6 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 from .errors import ExecError, missing_package
-from .password_prompt import BecomeError, PasswordDialogue
 from .remote import LxdApi, Remote, local_socket_path
 from .transport import ARGUMENTS_TOO_LONG, DEADLINE, DEFAULT_HTTPS_PORT, ApiError, classify_answer, tls_relay, tls_socket, unix_socket
 
@@ -293,82 +292,6 @@ class StdinSender:
             self.thread.join(2)
 
 
-def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue: PasswordDialogue,
-                      become_timeout: float) -> tuple[int, bytes]:
-    """Run `request` on a pty, typing the become password when `dialogue` sees its prompt; return
-    (exit code, everything the terminal showed). A failed become stops the command (its terminal
-    closes) and raises BecomeError; the password is never part of a message."""
-    require_websockets()
-    exec_id = uuid.uuid4().hex
-    response = api.request("post", f"instances/{quote(instance, safe='')}/exec",
-                           json=exec_body(request, exec_id, terminal=True), timeout=api.remote.timeout)
-    streams: dict[str, ClientConnection] = {}
-    stage, ran = "did not start (its terminal could not be connected)", False
-    try:
-        operation_url, secrets = exec_answer(response)
-        for fd in ("0", "control"):
-            # The terminal ("0") carries the command's output as well as the password.
-            streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
-                                      reads_output=fd == "0")
-        stage, ran = "started, but become did not finish (the terminal broke)", True
-        output = answer_prompts(streams["0"], dialogue, become_timeout, request.max_output)
-        # When the command exits, LXD sends an empty message on the terminal and then waits for us
-        # to close it before it ends the operation.
-        rest, finished = read_terminal(streams["0"], request.timeout,
-                                       None if request.max_output is None else request.max_output - len(output))
-        output += rest
-        if finished is None:
-            stop_command(api, instance, exec_id)
-            raise output_exceeded(request.max_output or 0)
-        if not finished:
-            raise stopped_after_timeout(api, instance, exec_id, request.timeout or 0)
-        streams["0"].close()
-        streams["control"].close()
-        stage = "started, but its result is unknown (waiting for it to finish failed)"
-        operation = wait_for_exec(api, operation_url, request.timeout)
-        if operation is None:
-            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
-        check_operation(operation)
-    except (ExecError, BecomeError):
-        raise
-    except Exception as exc:  # every failure of the stream path says how far the command got
-        raise ExecError(f"{stage}: {type(exc).__name__}: {exc}", ran=ran) from exc
-    finally:
-        for stream in streams.values():
-            stream.close()
-    return int(operation["metadata"]["return"]), output
-
-
-def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeout: float,
-                   max_output: int | None = DEFAULT_MAX_OUTPUT) -> bytes:
-    """Read the terminal until become reports success, typing the password when asked (at most
-    `max_output` bytes of it: a prompt is short)."""
-    output = b""
-    deadline = time.monotonic() + timeout
-    while not dialogue.done(output):
-        if max_output is not None and len(output) > max_output:
-            raise BecomeError(f"more than {max_output} bytes on the terminal before become succeeded (max_output); "
-                              f"the terminal showed: {dialogue.shown(output[-2000:])}")
-        try:
-            message = terminal.recv(timeout=max(0.0, deadline - time.monotonic()), decode=False)
-            if not message:
-                raise ConnectionClosed(None, None)  # LXD's end of output: the command has exited
-            output += message
-        except TimeoutError:
-            raise BecomeError(f"no become success within {timeout:g}s; the terminal showed: "
-                              f"{dialogue.shown(output)}") from None
-        except ConnectionClosed:
-            raise BecomeError(f"the command ended before become succeeded; the terminal showed: "
-                              f"{dialogue.shown(output)}") from None
-        try:
-            reply = dialogue.answer(output)
-        except BecomeError as exc:
-            raise BecomeError(f"{exc}; the terminal showed: {dialogue.shown(output)}") from None
-        if reply:
-            terminal.send(reply)
-    return output
-
-
 def exec_answer(response: Any) -> tuple[str, dict[str, str]]:
     """The operation URL and the websocket secrets from LXD's answer to an exec request."""
     answer = response.json()
@@ -444,6 +367,15 @@ def send_stdin(stdin: ClientConnection, payload: bytes | IO[bytes]) -> None:
         pass
 
 
+def receive(stream: ClientConnection, timeout: float | None) -> bytes:
+    """The next message of `stream` within `timeout` seconds (None: no limit; TimeoutError after
+    it), as bytes; b"" once the output is over: LXD's end-of-output message, or the stream closed."""
+    try:
+        return stream.recv(timeout=timeout, decode=False)
+    except ConnectionClosed:
+        return b""
+
+
 def wait_for_exec(api: LxdApi, operation_url: str, timeout: float | None) -> dict[str, Any] | None:
     """The finished exec operation, or None when it still runs after `timeout` seconds (None: as
     long as it runs, in waits of WAIT_SLICE seconds, each bounded)."""
@@ -477,29 +409,6 @@ def check_operation(operation: Mapping[str, Any]) -> None:
     error = str(operation.get("err") or operation.get("status") or "unknown error")
     reasons = classify_answer(400, error)
     raise ExecError(f"did not run: LXD refused it: {error}", refused=ARGUMENTS_TOO_LONG in reasons, reasons=reasons)
-
-
-def read_terminal(terminal: ClientConnection, seconds: float | None,
-                  max_output: int | None = None) -> tuple[bytes, bool | None]:
-    """What the terminal shows until LXD's end-of-output (an empty message); (output, ended):
-    ended is False after `seconds`, None once more than `max_output` bytes came."""
-    chunks = []
-    size = 0
-    deadline = None if seconds is None else time.monotonic() + seconds
-    try:
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            message = terminal.recv(timeout=left, decode=False)
-            if not message:
-                return b"".join(chunks), True
-            size += len(message)
-            if max_output is not None and size > max_output:
-                return b"".join(chunks), None
-            chunks.append(message)
-    except ConnectionClosed:
-        return b"".join(chunks), True
-    except TimeoutError:
-        return b"".join(chunks), False
 
 
 def stop_script(exec_id: str) -> str:

@@ -15,7 +15,9 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.errors import ExecError
 from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import (
     EXEC_ID_VARIABLE, ExecRequest, OutputBudget, OutputReader, check_operation, exec_body, open_stream, stop_script,
 )
-from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import BecomeError, PasswordDialogue, after_success
+from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import (
+    BecomeError, PasswordDialogue, after_success, answer_prompts, read_terminal,
+)
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 
@@ -159,3 +161,34 @@ def test_stdout_and_stderr_share_one_budget():
     assert budget.take(6) and not budget.take(6) and not budget.take(1)
     assert stops == [1] and budget.used == 13
     assert OutputBudget(None, lambda: stops.append(2)).take(10**12) and stops == [1]
+
+
+class ScriptedTerminal:
+    """A terminal websocket that shows `shown` one message at a time and keeps what is typed."""
+
+    def __init__(self, *shown: bytes) -> None:
+        self.shown = list(shown)
+        self.typed: list[bytes] = []
+
+    def recv(self, timeout: float | None = None, decode: bool | None = None) -> bytes:
+        if not self.shown:
+            raise TimeoutError
+        return self.shown.pop(0)
+
+    def send(self, message: bytes) -> None:
+        self.typed.append(message)
+
+
+def test_the_become_loop_types_the_password_at_the_prompt_and_stops_at_the_marker():
+    terminal = ScriptedTerminal(PROMPT, b"\r\n", SUCCESS + b"\r\n", b"{\"ok\": 1}\r\n")
+    assert answer_prompts(terminal, dialogue(), timeout=5) == PROMPT + b"\r\n" + SUCCESS + b"\r\n"
+    assert terminal.typed == [b"s3cret\n"]
+    assert read_terminal(ScriptedTerminal(b"{\"ok\": 1}\r\n", b""), seconds=5) == (b"{\"ok\": 1}\r\n", True)
+    assert read_terminal(ScriptedTerminal(b"{\"ok\""), seconds=5) == (b"{\"ok\"", False)
+
+
+def test_a_terminal_that_ends_or_stays_silent_before_the_marker_is_a_become_error():
+    with pytest.raises(BecomeError, match="the command ended before become succeeded"):
+        answer_prompts(ScriptedTerminal(PROMPT, b""), dialogue(), timeout=5)
+    with pytest.raises(BecomeError, match="no become success within 5s"):
+        answer_prompts(ScriptedTerminal(PROMPT), dialogue(), timeout=5)
