@@ -212,7 +212,7 @@ class Connection(ConnectionBase):
                 user=self._exec_user(),
             )
         if sudoable and self.become and self.become.success:
-            stdout = _strip_become_marker(stdout, self.become.success.encode())
+            stdout = after_success(stdout, self.become.success.encode())
         if code == 127 and b"python" in stderr and b"not found" in stderr.lower():
             stderr += b"\n" + PYTHON_MISSING_HINT.format(instance=self._channel.instance).encode()
         return code, stdout, stderr
@@ -258,9 +258,3 @@ def _become_password(become):
         return become.get_option("become_pass")
     except KeyError:  # a become plugin without a password option
         return None
-
-
-def _strip_become_marker(stdout, marker):
-    # become prints a success marker line before the command's own output.
-    head, found, tail = stdout.partition(marker)
-    return tail.lstrip(b"\r\n") if found and not head.strip() else stdout

@@ -72,9 +72,19 @@ class PasswordDialogue:
 
 
 def after_success(output: bytes, marker: bytes) -> bytes:
-    """The command's own output: what follows the success marker line (prompt and marker dropped)."""
+    """The command's own output: what follows become's success marker line, on a pipe (stdout)
+    and on a terminal alike; `output` itself when the marker does not begin a line.
+
+    become runs `echo MARKER; command` (Ansible's BecomeBase._build_success_command), so the marker
+    is the first thing the become shell prints, at the start of a line. Before it there is nothing
+    on a pipe, and on a terminal only the become tool's own words: its prompt, then the newline
+    sudo, su (PAM) and doas print after reading a password with echo off. Those go with the marker.
+    A first marker that does not begin a line was not printed by that echo: nothing is dropped.
+    """
     head, found, tail = output.partition(marker)
-    return tail.lstrip(b"\r\n") if found else output
+    if not found or head[-1:] not in (b"", b"\n"):
+        return output
+    return tail.lstrip(b"\r\n")
 
 
 def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue: PasswordDialogue,

@@ -12,6 +12,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.channel import (EXIT_MARK
                                                                        unwrap_exit_status)
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import DEFAULT_COMMAND_TIMEOUT
+from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import after_success
 
 
 def test_exit_status_126_and_127_are_restored_with_the_output():
@@ -38,11 +39,18 @@ def _connection_module():
     return module
 
 
-def test_become_success_marker_is_stripped_only_when_it_leads():
-    strip = _connection_module()._strip_become_marker
-    assert strip(b"BECOME-SUCCESS-abc\n{\"ok\": 1}", b"BECOME-SUCCESS-abc") == b"{\"ok\": 1}"
-    assert strip(b"data BECOME-SUCCESS-abc\n", b"BECOME-SUCCESS-abc") == b"data BECOME-SUCCESS-abc\n"
-    assert strip(b"no marker", b"BECOME-SUCCESS-abc") == b"no marker"
+def test_become_success_marker_is_stripped_only_when_it_begins_a_line():
+    marker = b"BECOME-SUCCESS-abc"
+    # On a pipe (stdout): the marker is the first line.
+    assert after_success(marker + b"\n{\"ok\": 1}", marker) == b"{\"ok\": 1}"
+    assert after_success(b"\n" + marker + b"\r\n{\"ok\": 1}", marker) == b"{\"ok\": 1}"
+    # On a terminal: the prompt and the newline after the password go with it.
+    assert after_success(b"[sudo via ansible, key=abc] password:\r\n" + marker + b"\r\nout\r\n", marker) == b"out\r\n"
+    # The first marker counts: the command may print it again (ps showing its own command line).
+    assert after_success(marker + b"\nsh -c echo " + marker + b"; ps\n", marker) == b"sh -c echo " + marker + b"; ps\n"
+    # A marker inside a line was not printed by become's echo; no marker, nothing to strip.
+    assert after_success(b"data " + marker + b"\n", marker) == b"data " + marker + b"\n"
+    assert after_success(b"no marker", marker) == b"no marker"
 
 
 def _channel_on(kind):
