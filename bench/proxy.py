@@ -5,7 +5,7 @@ routes (`c-NNN-K.bench.test`, path `/`, pass 8080) through the mage_lxd_instance
 mageproxy container (mage/debian-12).
 
 Measured, each the median of 3 runs:
-- render: planning and validating the 500 routes (mage_lxd.routes.plan_sites) plus rendering the
+- render: planning and validating the 500 routes (plugin_utils.proxy_plan.plan_sites) plus rendering the
   nginx template with Jinja2, in this process: the plugin work of a run.
 - full apply: `ansible-playbook playbooks/proxy.yml` after the sites file was removed, so it is
   rendered, journalled, tested with `nginx -t`, reloaded (waiting for nginx's new workers) and
@@ -40,7 +40,7 @@ import jinja2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "collection"))  # the checkout is mage.lxd
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import plan_sites  # noqa: E402
+from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_plan import plan_sites  # noqa: E402
 
 PROJECT = "mage-bench-proxy"
 PROXY = "mage-bench-px"  # instance names are unique per bridge across projects

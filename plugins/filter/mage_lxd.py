@@ -170,7 +170,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import plan_proxy
+from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_plan import plan_proxy
 
 display = Display()
 

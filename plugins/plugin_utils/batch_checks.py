@@ -20,7 +20,7 @@ from .nat import BACKENDS
 from .provision import PROXY_KEY, InstancePlan, describe
 from .records import decode_record
 from .remote import LxdApi
-from .routes import plan_proxy
+from .proxy_plan import plan_proxy
 from .values import address_family, read_bool
 
 

@@ -26,7 +26,7 @@ class MageLxdError(Exception):
     phrase that follows `where` after `sep`; without it, `action` and `cause` make "ACTION failed:
     CAUSE"), `fix` (what to do, rendered after "Fix: "), `status` (LXD's HTTP or error code, when
     LXD answered), `reasons` (what kind of failure it is, for callers to decide on: LXD's answer as
-    transport.classify_answer sorts it, or a library's own, such as routes.SERVED_BY_DECLARED),
+    transport.classify_answer sorts it, or a library's own, such as proxy_plan.SERVED_BY_DECLARED),
     `outcome` (how far a command got, for execs)."""
 
     # True when the failure is the task's (bad arguments, a timeout, a wrong password), not the

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route, plan_proxy
+from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_plan import plan_proxy
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route
 from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_files import plan_proxy_files
 from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import (PROBE_HOST, answers_probe, parse_route, plan_proxy,
-                                                                      plan_sites, upstream_name)
+from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_plan import PROBE_HOST, answers_probe, plan_proxy, plan_sites, upstream_name
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import parse_route
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -289,7 +289,7 @@ def test_a_record_nested_too_deeply_leaves_only_that_instance_out():
 @pytest.mark.parametrize(("longest", "bucket"), [(10, 64), (46, 64), (47, 128), (110, 128), (111, 256), (253, 512)])
 def test_the_names_hash_fits_the_longest_name(longest, bucket):
     # nginx: a name fits a bucket when 8 + align8(len + 2) + 8 <= bucket_size (the default 64 stops at 46).
-    from ansible_collections.mage.lxd.plugins.plugin_utils.routes import server_names_hash
+    from ansible_collections.mage.lxd.plugins.plugin_utils.proxy_plan import server_names_hash
 
     assert server_names_hash(["a.example.org", "x" * longest])["bucket_size"] == bucket
     assert server_names_hash([f"n{index}.example.org" for index in range(500)])["max_size"] == 2048
