@@ -25,8 +25,11 @@ description:
   - The whole batch is planned before the first write - projects, profiles, every instance's config,
     devices, state and NAT - and checked against what can be known without writing (images, profiles,
     host interfaces, host ports free, routes unique among this batch and the instances that already
-    publish routes in the project). A refusal anywhere changes nothing anywhere. A new instance that
-    cannot be started or published is removed again.
+    publish routes in the project). Last, and only when all of those passed, the config and devices
+    about to be written are offered to LXD as a scratch profile (C(mage-check-*), deleted at once; LXD
+    publishes no config schema), so a batch any other check refuses writes nothing at all; check mode
+    does not offer them. A refusal anywhere changes nothing anywhere. A new instance that cannot be
+    started or published is removed again.
   - Runs of one controller user converging the same LXD server wait for each other, so they never
     interleave. The lock file is in C($XDG_RUNTIME_DIR/mage-lxd) when that runtime directory is the
     user's own, else C(~/.cache/mage-lxd), created with mode 0700; a lock directory that is a

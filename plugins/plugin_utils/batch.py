@@ -1,8 +1,9 @@
 """Converge a whole declaration: plan every project, profile and instance, check the plan, then apply.
 
 Reads come first, then pure planning, then the checks that need the whole batch (routes unique in
-the future state, host ports free, settings that weaken isolation). Only a plan with no refusal is
-applied: a refused batch writes nothing to LXD. Check mode stops after planning.
+the future state, host ports free, settings that weaken isolation), and last, once those passed,
+LXD's own judgement of the config about to be written (scratch profiles). Only a plan with no
+refusal is applied: a refused batch writes nothing to LXD. Check mode stops after planning.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .batch_checks import (
+    Definition,
     definition_refusals,
     existing_routes,
     instance_definitions,
@@ -178,13 +180,17 @@ def _plan_instances(specs: Sequence[InstanceSpec], new: set[str], api_for: Any, 
 
 def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, InstancePlan], new: set[str],
            options: BatchOptions) -> list[str]:
-    """Refuse the batch (OptionError) on any refusal; return the warnings to show."""
+    """Refuse the batch (OptionError) on any refusal; return the warnings to show.
+
+    Every check that only reads runs first. LXD's own judgement of the config and devices about to
+    be written (definition_refusals, which writes and deletes scratch profiles) runs last, and only
+    when no other check refused: a batch refused by any other check writes nothing at all."""
     unsafe = [message for spec in specs for message in spec_unsafe_settings(spec)]
     unsafe += [message for profile in options.profiles
                for message in unsafe_settings(f"profile '{profile.name}'", profile.config, profile.devices)]
     refusals: list[str] = []
     route_warnings: list[str] = []
-    definitions = 0
+    to_judge: list[tuple[str, list[Definition]]] = []
     for project in _projects_used(specs, options):
         declared = [(s.name, list(s.proxy)) for s in specs if s.project == project and s.state != "absent" and s.proxy]
         existing = [] if project in new else existing_routes(api, project, [s.name for s in specs if s.project == project])
@@ -193,22 +199,28 @@ def _check(api: LxdApi, specs: Sequence[InstanceSpec], plans: dict[str, Instance
         route_warnings += warned
         to_write = instance_definitions(plan for plan in plans.values() if plan.spec.project == project)
         to_write += [(f"profile '{p.name}' in project '{project}'", p.config, p.devices) for p in options.profiles]
-        definitions += len(to_write)
-        if not options.check_mode:
-            refusals += definition_refusals(api, "default" if project in new else project, to_write)
+        if to_write:
+            to_judge.append(("default" if project in new else project, to_write))
     if not api.remote.is_https and not api.clustered:
         # LXD runs on this machine: its ports are ours to probe.
         refusals += host_port_refusals(plans.values())
     if unsafe and not options.allow_unsafe:
         refusals += [f"{message} (allow_unsafe is false)." for message in unsafe]
-    if refusals:
-        raise OptionError(" ".join(refusals) + " Nothing was changed.")
+    _refuse(refusals)
+    if not options.check_mode:
+        _refuse([refusal for project, to_write in to_judge for refusal in definition_refusals(api, project, to_write)])
     warnings = [f"{message}; set allow_unsafe: false to refuse such settings" for message in unsafe] + route_warnings
-    if options.check_mode and definitions:
+    if options.check_mode and to_judge:
         # Offering them to LXD would write (a scratch profile): check mode writes nothing.
         warnings.insert(0, "check mode: config and devices were not offered to LXD for checking; a real run does "
-                           "that first")
+                           "that last, before any change")
     return warnings
+
+
+def _refuse(refusals: list[str]) -> None:
+    """Refuse the batch with every refusal named, when there is any."""
+    if refusals:
+        raise OptionError(" ".join(refusals) + " Nothing was changed.")
 
 
 def _apply_instances(plans: dict[str, InstancePlan], api_for: Any, forks: int,

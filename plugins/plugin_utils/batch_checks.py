@@ -159,7 +159,8 @@ def definition_refusals(api: LxdApi, project: str, definitions: Iterable[Definit
     LXD 5.0 publishes no config schema, so each (where, config, devices) about to be written is
     offered to LXD as a scratch profile, deleted at once. Best effort: LXD checks a profile as it
     checks any instance, so keys valid only for one instance type, or raw.lxc lines, are only judged
-    when the instance is made. A refusal is narrowed down to the key or device it comes from."""
+    when the instance is made. A refusal is narrowed down to the key or device it comes from. As it
+    writes, the batch runs it last, only when every other check passed."""
     refusals = []
     for where, config, devices in definitions:
         # image.* keys describe an instance's image: LXD takes them on instances, never on profiles.
