@@ -408,8 +408,9 @@ def _sample(names: list[str]) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    # An exception's first line (at most 300 characters) keeps a message on one line.
     lines = str(exc).strip().splitlines()
-    return (lines[-1] if lines else type(exc).__name__)[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _alias(value: Any, where: str) -> str:

@@ -245,6 +245,18 @@ def test_a_server_that_cannot_be_read_refuses_every_instance_that_needs_it(error
     assert len(fake.calls) == 1  # the failure is remembered, not retried per instance
 
 
+def test_a_failure_of_several_lines_is_named_by_its_first_and_the_message_stays_one_line():
+    error = ValueError("Expecting value: line 1 column 1\n  while reading index.json\n  at byte 0")
+    resolver = ImageResolver("lxd", X86, fetch=FakeServer(LAB_ANSWERS, error=error))
+    with pytest.raises(OptionError) as refused:
+        resolver.resolve(LAB, "debian/12", "container", WHERE)
+    message = str(refused.value)
+    assert "the server cannot be read (Expecting value: line 1 column 1). Fix:" in message and "\n" not in message
+    resolver = ImageResolver("lxd", X86, fetch=FakeServer(LAB_ANSWERS, error=ValueError("")))
+    with pytest.raises(OptionError, match=r"the server cannot be read \(ValueError\)"):
+        resolver.resolve(LAB, "debian/12", "container", WHERE)
+
+
 def test_a_page_that_is_not_an_index_is_refused():
     resolver = ImageResolver("lxd", X86, fetch=FakeServer({f"{LAB.url}/streams/v1/index.json": ["not", "one"]}))
     with pytest.raises(OptionError, match="is not a simplestreams index"):
