@@ -130,6 +130,15 @@ def test_the_roles_read_each_boolean_with_the_same_rule(name):
     assert reads and all(read == "mage_lxd_bool" or read.removeprefix("option ") in BOOLEANS for read in reads), reads
 
 
+def test_no_playbook_role_or_template_reads_a_boolean_with_jinjas_bool():
+    # teardown.yml's teardown_mageproxy included: -e teardown_mageproxy=y must mean yes, a typo must fail.
+    sources = [*(ROOT / "playbooks").glob("*.yml"), *ROLE_SOURCES]
+    assert not [f"{path.relative_to(ROOT)}: {line.strip()}" for path in sources
+                for line in path.read_text().splitlines() if re.search(r"\|\s*bool\b", line)]
+    assert "teardown_mageproxy | default(false) | mage.lxd.mage_lxd_bool('teardown_mageproxy')" in \
+        (ROOT / "playbooks" / "teardown.yml").read_text()
+
+
 @pytest.fixture(autouse=True)
 def _no_remote_from_the_environment(monkeypatch):
     for variable in ("MAGE_LXD_URL", "MAGE_LXD_CLIENT_CERT", "MAGE_LXD_CLIENT_KEY", "MAGE_LXD_SERVER_CERT",
