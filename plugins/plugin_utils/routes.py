@@ -16,13 +16,14 @@ from typing import Any
 
 from .errors import OptionError
 from .proxy_files import acme_certificate_paths, certificate_paths, htpasswd_path, is_htpasswd_name
-from .values import is_instance_name, parse_bool, parse_port, read_address
+from .values import is_instance_name, parse_bool, parse_port, read_address, read_bool
 
 ROUTE_KEYS = frozenset({
     "name", "path", "pass", "strip_prefix", "client_max_body_size", "websockets", "tls", "redirect_https",
     "htpasswd", "allow", "deny", "balance", "hsts",
 })
-# HSTS max-age when a route says `hsts: true`: one year.
+# HSTS max-age when a route says `hsts: true` (or yes, on, ...): one year. A number is a max-age in
+# seconds, 1 included: a route's hsts is a duration that also takes booleans, not a boolean.
 HSTS_DEFAULT = 31536000
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _SERVER_NAME = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
@@ -138,14 +139,15 @@ def _parse_tls(value: Any, server_name: str, what: str) -> tuple[str, str, str]:
 
 
 def _hsts(value: Any, what: str) -> int:
-    if value is True:
-        return HSTS_DEFAULT
-    if value is False:
-        return 0
-    # ASCII digits only, as for ports.
-    if (isinstance(value, int) and 0 <= value < 10**9) or (isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value)):
+    """The max-age: a number (ASCII digits, as for ports) is seconds, `1` and `"1"` included; any
+    other value is a boolean as values.read_bool reads it, true being HSTS_DEFAULT."""
+    if not isinstance(value, bool) and ((isinstance(value, int) and 0 <= value < 10**9)
+                                        or (isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value))):
         return int(value)
-    raise OptionError(f"{what}: '{value}' must be true, false or a max-age in seconds")
+    enabled = read_bool(value)
+    if enabled is None:
+        raise OptionError(f"{what}: '{value}' must be true, false or a max-age in seconds")
+    return HSTS_DEFAULT if enabled else 0
 
 
 def _htpasswd(value: Any, what: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.batch import batch_option
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import MageLxdError
 from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import parse_spec
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import remote_from_task_args
-from ansible_collections.mage.lxd.plugins.plugin_utils.routes import ROUTE_KEYS, Route, parse_route
+from ansible_collections.mage.lxd.plugins.plugin_utils.routes import HSTS_DEFAULT, ROUTE_KEYS, Route, parse_route
 
 ROOT = Path(__file__).resolve().parents[3]
 TRUE = [True, "true", "True", "yes", "YES", "on", "1", "y", "t", " yes ", 1, 1.0]
@@ -128,6 +128,22 @@ def test_the_roles_read_each_boolean_with_the_same_rule(name):
     # Not Jinja's `bool` (ansible-core's to_bool reads 'y' and 't' as false), nor the value as it came.
     reads = _role_reads(name)
     assert reads and all(read == "mage_lxd_bool" or read.removeprefix("option ") in BOOLEANS for read in reads), reads
+
+
+def test_a_routes_hsts_reads_the_same_booleans_but_a_number_is_its_max_age_in_seconds():
+    def hsts(value: Any) -> int:
+        return parse_route("web1", 0, {"name": "web1.example.org", "pass": 8080, "tls": "acme", "hsts": value}).hsts
+
+    # 1 and "1" are numbers first: a max-age of one second, never true (a year); 0 is none either way.
+    def is_number(value: Any) -> bool:
+        return type(value) is int or value in ("1", "0")  # pylint: disable=unidiomatic-typecheck
+
+    assert [hsts(value) for value in TRUE if not is_number(value)] == [HSTS_DEFAULT] * (len(TRUE) - 2)
+    assert [hsts(value) for value in FALSE if not is_number(value)] == [0] * (len(FALSE) - 2)
+    assert (hsts(1), hsts("1"), hsts(0), hsts("0"), hsts(600), hsts("31536000")) == (1, 1, 0, 0, 600, 31536000)
+    for value in ("maybe", "", "-1", -1, 10**9, "\u0661\u0662", " 60", []):
+        with pytest.raises(MageLxdError, match=r"\.hsts: '.*' must be true, false or a max-age in seconds"):
+            hsts(value)
 
 
 def test_no_playbook_role_or_template_reads_a_boolean_with_jinjas_bool():
