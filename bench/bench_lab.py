@@ -28,7 +28,8 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "collection"))  # the checkout is mage.lxd
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote  # noqa: E402
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi  # noqa: E402
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CG_VENV = REPO / "bench" / ".venv-cg"

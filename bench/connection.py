@@ -89,7 +89,7 @@ from pathlib import Path
 
 
 import bench_lab
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from bench_lab import (CG_PLUGIN, ON_INCUS, OUR_BIN, REPO, SOCKET, container_names, format_samples, log, lxc,
                        our_inventory, parallel,
                        project_instances)

@@ -17,7 +17,8 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.project_removal import (
 from ansible_collections.mage.lxd.plugins.plugin_utils.projects import (
     apply_project_plan, check_project_name, plan_projects, read_project_state,
 )
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, remote_from_task_args
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import remote_from_task_args
 
 display = Display()
 

@@ -220,9 +220,10 @@ from ansible.utils.unsafe_proxy import wrap_var
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import (
     CONNECTION_PLUGIN, InventoryOptions, plan_inventory, settable_group_variables, stray_shared_keys)
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
 from ansible_collections.mage.lxd.plugins.plugin_utils.private_cache import make_cache_dir_private, make_cache_files_private
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, mapping_with_environment, remote_from_mapping, unique_remotes
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import mapping_with_environment, remote_from_mapping, unique_remotes
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import SnapshotFilters, take_snapshot
 
 display = Display()

@@ -164,8 +164,9 @@ from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, describe_instance
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, remote_from_options
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import remote_from_options
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 
 display = Display()

@@ -34,11 +34,12 @@ from .batch_checks import (
 from .errors import MageLxdError, NotFoundError, OptionError, RemoteError
 from .images import ImageResolver
 from .instance_spec import InstanceSpec
+from .lxd_api import Log, LxdApi, _no_log
 from .nat import StaleRule, network_projects, plan_stale_nat, read_owners, read_published, remove_stale_nat
 from .nics import managed_networks
 from .projects import ProfileSpec, apply_project_plan, parse_profiles, plan_projects, read_project_state
 from .provision import InstancePlan, apply_instance, image_resolver, plan_instance, read_facts
-from .remote import Log, LxdApi, Remote, _no_log, local_socket_path
+from .remote import Remote, local_socket_path
 from .values import parse_bool
 
 

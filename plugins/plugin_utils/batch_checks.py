@@ -16,11 +16,11 @@ from typing import Any
 
 from .errors import MageLxdError, OptionError, RemoteError
 from .instance_spec import InstanceSpec
+from .lxd_api import LxdApi
 from .nat import BACKENDS
 from .provision import PROXY_KEY, InstancePlan, describe
-from .records import decode_record
-from .remote import LxdApi
 from .proxy_plan import plan_proxy
+from .records import decode_record
 from .values import address_family, read_bool
 
 

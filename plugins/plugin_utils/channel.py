@@ -23,8 +23,9 @@ from urllib.parse import quote
 from .cluster import check_reachable, listed_instance
 from .errors import ExecError, MageLxdError, NotFoundError, OptionError, RemoteError
 from .exec_stream import DEFAULT_COMMAND_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecRequest, run_exec
+from .lxd_api import Log, LxdApi, _no_log
 from .password_prompt import BecomeError, PasswordDialogue, run_with_password
-from .remote import Log, LxdApi, Remote, _no_log
+from .remote import Remote
 from .transport import FROZEN, INSTANCE_MISSING, NOT_RUNNING, ApiError
 
 CHUNK_SIZE = 1024 * 1024
@@ -207,7 +208,7 @@ class InstanceChannel:
 
     def file_headers(self, mode: int, uid: int, gid: int) -> dict[str, str]:
         """The files API headers that write a file with `mode` and owner: X-LXD-* to LXD, X-Incus-*
-        to Incus (Incus 7.2 reads no other; see remote.ServerKind)."""
+        to Incus (Incus 7.2 reads no other; see server_kind.ServerKind)."""
         prefix = self.api.kind.file_header_prefix
         return {f"{prefix}type": "file", f"{prefix}mode": f"{mode:04o}", f"{prefix}uid": str(uid),
                 f"{prefix}gid": str(gid), f"{prefix}write": "overwrite"}

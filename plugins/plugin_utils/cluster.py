@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import MageLxdError, OptionError, RemoteError
-from .remote import LxdApi
+from .lxd_api import LxdApi
 
 
 def member_statuses(api: LxdApi) -> dict[str, str]:

@@ -28,7 +28,8 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 from .errors import ExecError, missing_package
-from .remote import LxdApi, Remote, local_socket_path
+from .lxd_api import LxdApi
+from .remote import Remote, local_socket_path
 from .transport import ARGUMENTS_TOO_LONG, DEADLINE, DEFAULT_HTTPS_PORT, ApiError, classify_answer, tls_relay, tls_socket, unix_socket
 
 STDIN_CHUNK = 256 * 1024

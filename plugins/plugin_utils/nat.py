@@ -21,9 +21,9 @@ from typing import Any
 
 from .cluster import member_statuses
 from .errors import NotFoundError, OptionError, RemoteError
+from .lxd_api import LxdApi
 from .nics import ManagedNetwork, NicView
 from .records import decode_record
-from .remote import LxdApi
 
 PROXY_DEVICE_PREFIX = "mage-nat-"
 FORWARD_DESCRIPTION = "mage-lxd"

@@ -21,7 +21,7 @@ from .exec_stream import (
     DEFAULT_MAX_OUTPUT, ExecRequest, check_operation, exec_answer, exec_body, open_stream, output_exceeded, receive,
     require_websockets, stop_command, stopped_after_timeout, wait_for_exec,
 )
-from .remote import LxdApi
+from .lxd_api import LxdApi
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import NotFoundError, OptionError, RemoteError
+from .lxd_api import LxdApi
 from .projects import check_project_name
-from .remote import LxdApi
 
 # Deleting is final, so a clean shutdown would only add waiting (as for instances).
 STOP_TIMEOUT = 30

@@ -25,9 +25,9 @@ from typing import Any
 
 from .errors import NotFoundError, OptionError, RemoteError
 from .instance_spec import InstanceSpec, parse_config, parse_devices
+from .lxd_api import LxdApi
 from .masking import masked_diff
 from .provision import MANAGED_KEY, managed_record
-from .remote import LxdApi
 
 NEW_PROJECT_CONFIG = {"features.images": "false", "features.profiles": "true", "features.storage.volumes": "true"}
 NEW_PROJECT_DESCRIPTION = "Created by mage-lxd"

@@ -35,9 +35,10 @@ from .nat import (
     publish_nat,
     resolve_listen_addresses,
 )
+from .lxd_api import Log, LxdApi, _no_log
 from .nics import NicView, addresses_by_family, flat, managed_networks, nic_addresses
 from .records import decode_record
-from .remote import INCUS, Log, LxdApi, _no_log
+from .server_kind import INCUS
 
 MANAGED_KEY = "user.mage.managed"
 NAT_KEY = "user.mage.nat"

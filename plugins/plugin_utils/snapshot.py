@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 from .cluster import member_statuses
 from .errors import MageLxdError, NotFoundError, OptionError
+from .lxd_api import LxdApi
 from .nics import ManagedNetwork, NicView, attached_networks, managed_networks, nic_addresses
-from .remote import LxdApi
 from .values import INSTANCE_TYPES
 
 ALL_PROJECTS = "*"

@@ -10,9 +10,10 @@ import pytest
 
 from lxd_lab import (LAB, TITLE, ansible, create_project, delete_project, inventory_list, lab_remote, launch, lxc,
                      project_name, query, wait_for_leases)
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, local_socket_path
-from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiSession
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import local_socket_path
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
+from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiSession
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import pytest
 from lxd_lab import (CLI, ansible, create_project, delete_project, lab_remote, launch, lxc, project_name,
                      strip_unsafe, wait_for_leases)
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import InventoryOptions, plan_inventory
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote, local_socket_path
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, local_socket_path
 from ansible_collections.mage.lxd.plugins.plugin_utils.snapshot import take_snapshot
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import NotFoundError
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, ServerKind, server_kind
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.server_kind import ServerKind, server_kind
 
 RECORDED = Path(__file__).resolve().parent / "recorded" / "lxd-5.0.2.json"
 

@@ -65,7 +65,7 @@ def _channel_on(kind):
 
 
 def test_file_headers_speak_the_servers_own_dialect():
-    from ansible_collections.mage.lxd.plugins.plugin_utils.remote import INCUS, LXD
+    from ansible_collections.mage.lxd.plugins.plugin_utils.server_kind import INCUS, LXD
 
     # Incus 7.2 ignores X-LXD-*: a file would lose its mode and owner there.
     assert _channel_on(INCUS).file_headers(0o751, 1000, 1001) == {

@@ -14,7 +14,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.client_trust import ensure_client_pair, token_request
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError, RemoteError
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote, remote_from_mapping
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, remote_from_mapping
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -155,8 +156,8 @@ def test_an_untrusted_client_adds_itself_once_then_goes_on(tmp_path):
 
 @pytest.fixture
 def no_pauses(monkeypatch):
-    from ansible_collections.mage.lxd.plugins.plugin_utils import remote
-    monkeypatch.setattr(remote, "TRUST_RECHECKS", (0.0, 0.0, 0.0, 0.0))
+    from ansible_collections.mage.lxd.plugins.plugin_utils import lxd_api
+    monkeypatch.setattr(lxd_api, "TRUST_RECHECKS", (0.0, 0.0, 0.0, 0.0))
 
 
 def test_a_refused_token_names_the_remote_the_option_and_the_fix(tmp_path, no_pauses):

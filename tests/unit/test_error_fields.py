@@ -11,9 +11,10 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.config_apply import StepF
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import (
     NOT_STARTED, OVER_LIMIT, RAN, REFUSED, TIMED_OUT, ExecError, MageLxdError, MissingPackageError, NotFoundError,
     OptionError, RemoteError, missing_package)
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import BecomeError
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.transport import (
     ARGUMENTS_TOO_LONG, DEADLINE, FROZEN, INSTANCE_MISSING, NOT_RUNNING, ApiError, TransportError,
     classify_answer)

@@ -297,7 +297,8 @@ class FakeLxd:
     """The reads _image_source makes of the instance's server: aliases, images, projects."""
 
     def __init__(self, kind="lxd", have=(), aliases=(), own_images=False):
-        from ansible_collections.mage.lxd.plugins.plugin_utils.remote import INCUS, LXD, Remote
+        from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
+        from ansible_collections.mage.lxd.plugins.plugin_utils.server_kind import INCUS, LXD
         self.kind = INCUS if kind == "incus" else LXD
         self.remote = Remote()
         self.host_info = {"environment": {"architectures": X86}}

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, pem_cert
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import NotFoundError, OptionError, RemoteError
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import (
-    INCUS, LXD, LxdApi, Remote, local_socket_path, remote_from_mapping, remote_from_task_args, server_kind, unique_remotes)
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, local_socket_path, remote_from_mapping, remote_from_task_args, unique_remotes
+from ansible_collections.mage.lxd.plugins.plugin_utils.server_kind import INCUS, LXD, server_kind
 from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiError, ApiSession, check_pinned, pinned_sha256, tls_context
 
 

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.remote import LxdApi, Remote
+from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
+from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 from ansible_collections.mage.lxd.plugins.plugin_utils.transport import ApiSession, TransportError
 
 
