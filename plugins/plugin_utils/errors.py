@@ -126,3 +126,10 @@ def missing_package(package: str, cause: ImportError) -> MissingPackageError:
         f"the Python package '{package}' is missing from the Python that runs Ansible ({cause}).",
         fix=f"pip install -r requirements.txt of the mage.lxd collection (or pip install {package}) "
         "into that Python")
+
+
+def first_line(exc: BaseException) -> str:
+    """What an exception says, on one line for a message: its first line (at most 300 characters),
+    or its type's name when it says nothing."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from .errors import OptionError
+from .errors import OptionError, first_line
 from .transport import check_pinned_sha256, pinned_sha256
 
 # LXD's own names for the remotes its client comes with; on Incus only `images` exists there.
@@ -390,9 +390,9 @@ class ImageResolver:
             hint = (f"'{server.server_cert}' is not this server's certificate; fetch the right one" if server.server_cert
                     else "add the server's CA to the CA store of the controller and of the LXD host "
                     "(update-ca-certificates), or pin its certificate with image.server_cert")
-            raise _ServerError(f"TLS verification failed ({_first_line(exc)}). Fix: {hint}.") from None
+            raise _ServerError(f"TLS verification failed ({first_line(exc)}). Fix: {hint}.") from None
         except (OSError, ValueError) as exc:
-            raise _ServerError(f"the server cannot be read ({_first_line(exc)}). Fix: check the URL and that the "
+            raise _ServerError(f"the server cannot be read ({first_line(exc)}). Fix: check the URL and that the "
                                "controller reaches it, or set image_server: '' for local aliases only.") from None
 
 
@@ -405,12 +405,6 @@ def _sample(names: list[str]) -> str:
         return "it lists none for this instance type and architecture"
     shown = ", ".join(names[:8])
     return f"it has {shown}{', ...' if len(names) > 8 else ''}"
-
-
-def _first_line(exc: BaseException) -> str:
-    # An exception's first line (at most 300 characters) keeps a message on one line.
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _alias(value: Any, where: str) -> str:

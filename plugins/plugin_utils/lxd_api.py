@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from .client_trust import ensure_client_pair, token_request
-from .errors import NotFoundError, RemoteError
+from .errors import NotFoundError, RemoteError, first_line
 from .remote import LOCAL_SOCKETS, Remote, kind_from_url, local_socket_path
 from .server_kind import INCUS, LXD, ServerKind, server_kind
 from .transport import DEADLINE, UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
@@ -272,15 +272,15 @@ class _ErrorMapper:
                 if not self.remote.server_cert
                 else f"'{self.remote.server_cert}' is not this server's certificate; fetch the right one."
             )
-            raise RemoteError(f"TLS verification failed ({_first_line(exc)}).", where=where, action=self.what,
-                              cause=_first_line(exc), fix=fix) from exc
+            raise RemoteError(f"TLS verification failed ({first_line(exc)}).", where=where, action=self.what,
+                              cause=first_line(exc), fix=fix) from exc
         if isinstance(exc, TransportError) and exc.kind == "timeout":
             raise RemoteError(f"no answer within {self.remote.timeout:g}s to {self.what}.", where=where,
                               action=self.what, cause="no answer",
                               fix="check the daemon is healthy, or raise the remote's timeout.") from exc
         if isinstance(exc, TransportError):
             raise RemoteError(
-                f"cannot connect ({_first_line(exc)}).", where=where, action=self.what, cause=_first_line(exc),
+                f"cannot connect ({first_line(exc)}).", where=where, action=self.what, cause=first_line(exc),
                 fix=f"is {self.kind.title} running and listening there (core.https_address for HTTPS)? Is the url right?"
             ) from exc
         if isinstance(exc, ApiError) and exc.status == 404:
@@ -295,11 +295,6 @@ class _ErrorMapper:
 def _operation_id(operation_url: str) -> str:
     # LXD may append a query (`?project=...`, `?target=...`) to the operation's URL.
     return urlparse(operation_url).path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _api_message(exc: ApiError) -> str:

@@ -10,7 +10,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.channel import exec_error
 from ansible_collections.mage.lxd.plugins.plugin_utils.config_apply import StepFailed
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import (
     NOT_STARTED, OVER_LIMIT, RAN, REFUSED, TIMED_OUT, ExecError, MageLxdError, MissingPackageError, NotFoundError,
-    OptionError, RemoteError, missing_package)
+    OptionError, RemoteError, first_line, missing_package)
 from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from ansible_collections.mage.lxd.plugins.plugin_utils.password_prompt import BecomeError
 from ansible_collections.mage.lxd.plugins.plugin_utils.plugin_errors import raised_as
@@ -215,3 +215,9 @@ def test_a_watched_operation_reads_a_bounded_waits_end_from_the_classified_answe
     with pytest.raises(RemoteError) as raised:
         failed.post_watched("images", {}, None, watch=lambda _metadata: None)
     assert (raised.value.action, raised.value.cause, raised.value.status) == ("POST /1.0/images", "disk full", 500)
+
+
+def test_an_exception_is_named_by_its_first_line_or_its_type():
+    assert first_line(ValueError("Expecting value\n  at byte 0")) == "Expecting value"
+    assert first_line(OSError("")) == "OSError"
+    assert first_line(ValueError("x" * 400)) == "x" * 300
