@@ -64,7 +64,7 @@ options:
         carries its exec id in its environment, SIGKILL to those left 2 seconds later) and the task
         fails naming this option; the host stays reachable. A process that clears its environment (sudo
         without C(env_keep)) only gets the signal its parent forwards.
-      - Stdin counts: the limit runs from the moment the command's streams are connected.
+      - Stdin counts, since the limit runs from the moment the command's streams are connected.
     type: float
     default: 3600
     env:
