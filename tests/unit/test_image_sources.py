@@ -264,6 +264,24 @@ def test_an_lxd_protocol_alias_is_its_public_target_of_the_instances_type():
             resolver.resolve(server, alias, "container", WHERE)
 
 
+def test_an_lxd_protocol_alias_is_asked_once_for_the_batch_and_a_failure_too():
+    server = ImageServer("https://10.0.0.1:8443", "lxd")
+    base = f"{server.url}/1.0/images"
+    fake = FakeServer({f"{base}/aliases/pub": {"metadata": {"target": "8014a65f", "type": "container"}}})
+    resolver = ImageResolver("lxd", X86, fetch=fake)
+    for name in ("a", "b", "c"):
+        assert resolver.resolve(server, "pub", "container", f"instance '{name}' in project 'p'").fingerprint == "8014a65f"
+    assert fake.calls == [f"{base}/aliases/pub"]
+    broken = FakeServer({}, error=ConnectionRefusedError(111, "Connection refused"))
+    resolver = ImageResolver("lxd", X86, fetch=broken)
+    for name in ("a", "b"):
+        where = f"instance '{name}' in project 'p'"
+        with pytest.raises(OptionError) as refused:
+            resolver.resolve(server, "pub", "container", where)
+        assert str(refused.value).startswith(f"{where}: image 'pub' on {server.url} (lxd): the server cannot be read")
+    assert len(broken.calls) == 1
+
+
 def _plan(name, pull):
     spec = parse_spec({"name": name, "image": "mage/busybox"})
     return InstancePlan(spec=spec, facts=InstanceFacts(current=None, pull=pull),
