@@ -5,15 +5,20 @@ resolver's refusals, on plain data."""
 from __future__ import annotations
 
 import copy
+import re
 import ssl
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.batch import pull_gates
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.images import (
     INCUS_IMAGES,
     LXD_IMAGES,
+    PROTOCOLS,
+    UBUNTU_REMOTES,
     ImageResolver,
     ImageServer,
     ImageSource,
@@ -23,7 +28,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.images import (
     server_for,
     simplestreams_images,
 )
-from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import parse_spec
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import DEFAULT_IMAGE_SERVER, parse_spec
 from ansible_collections.mage.lxd.plugins.plugin_utils.provision import (
     ImagePull,
     InstanceFacts,
@@ -32,6 +37,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.provision import (
 )
 
 WHERE = "instance 'web1' in project 'default'"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _item(ftype, sha, size=100, **extra):
@@ -352,6 +358,54 @@ def test_an_alias_to_download_is_pulled_by_alias_with_its_planned_fingerprint():
 
 def test_an_image_the_server_has_is_used_by_fingerprint_and_nothing_is_pulled():
     assert _source(FakeLxd(have={"new-ct"}), "debian/12") == ({"type": "image", "fingerprint": "new-ct"}, None)
+
+
+def _module_options():
+    source = (ROOT / "plugins" / "modules" / "mage_lxd_instance.py").read_text()
+    return yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])["options"]
+
+
+def test_the_module_docs_the_role_and_readme_say_what_the_code_does_with_image_server():
+    # The action leaves documented defaults to the library: the documented one must be the code's.
+    options = _module_options()
+    role = ROOT / "roles" / "provisioning"
+    role_defaults = (role / "defaults" / "main.yml").read_text()
+    role_spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    variable = role_spec["lxd_provisioning_image_server"]
+    assert options["image_server"]["default"] == DEFAULT_IMAGE_SERVER == "images"
+    assert yaml.safe_load(role_defaults)["lxd_provisioning_image_server"] == variable["default"] == DEFAULT_IMAGE_SERVER
+    assert 'image_server: "{{ lxd_provisioning_image_server }}"' in (role / "tasks" / "main.yml").read_text()
+    # Each names the server that default is on LXD and on Incus, the right way round.
+    texts = {"module": " ".join(options["image_server"]["description"]), "role spec": " ".join(variable["description"]),
+             "role defaults": role_defaults, "README": (ROOT / "README.md").read_text()}
+    for where, text in texts.items():
+        text = " ".join(text.replace("#", " ").split())
+        assert re.search(re.escape(LXD_IMAGES) + r"[)`]? on LXD\b", text), where
+        assert re.search(re.escape(INCUS_IMAGES) + r"[)`]? on Incus\b", text), where
+    image = " ".join(options["image"]["description"])
+    assert all(f"C({name}:" in image for name in UBUNTU_REMOTES), "every ubuntu remote the code knows is documented"
+    assert all(f"V({name})" in image for name in PROTOCOLS), "every protocol the code takes is documented"
+
+
+@pytest.mark.parametrize(("kind", "url", "fingerprint"), [("lxd", LXD_IMAGES, "new-ct"), ("incus", INCUS_IMAGES, "new-ct-incus")])
+@pytest.mark.parametrize("declared", [{}, {"image_server": None}, {"image_server": "images"}])
+def test_the_shorthand_with_the_default_image_server_is_pulled_from_the_server_kinds_own(kind, url, fingerprint,
+                                                                                         declared):
+    # Left out, null (an unset role variable) or the role's default: LXD's server on LXD, Incus's on Incus.
+    from ansible_collections.mage.lxd.plugins.plugin_utils.provision import _image_source
+    spec = parse_spec({"name": "web1", "image": "debian/12/amd64", **declared})
+    answers = {f"{url}/streams/v1/index.json": INDEX, f"{url}/streams/v1/images.json": PRODUCTS}
+    fake = FakeServer(answers)
+    source, pull = _image_source(FakeLxd(kind=kind), spec, WHERE, ImageResolver(kind, X86, fetch=fake), False)
+    assert (source["server"], source["protocol"], source["alias"]) == (url, "simplestreams", "debian/12/amd64")
+    assert (pull.fingerprint, pull.server) == (fingerprint, url)
+    assert fake.calls and all(call.startswith(url + "/") for call in fake.calls)
+
+
+def test_the_users_image_server_wins_on_either_kind():
+    for kind in ("lxd", "incus"):
+        source, _pull = _source(FakeLxd(kind=kind), "debian/12/amd64")
+        assert source["server"] == LAB.url
 
 
 def test_a_named_server_is_asked_even_when_a_local_alias_has_that_name(tmp_path):
