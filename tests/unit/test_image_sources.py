@@ -419,3 +419,57 @@ def test_a_named_server_is_asked_even_when_a_local_alias_has_that_name(tmp_path)
     # Incus names the image API protocol 'incus'; LXD is given the pinned certificate too.
     assert source["protocol"] == "incus" and source["certificate"] == cert.read_text()
     assert pull.fingerprint == "8014" and not any(path.startswith("images/aliases/") for path in api.requests)
+
+
+@pytest.fixture
+def https_index(tmp_path):
+    """A simplestreams index served over HTTPS on loopback, with a certificate of a CA no store has."""
+    import http.server
+    import json
+    import threading
+
+    from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf
+
+    cert_pem, key_pem = make_leaf(make_ca(), ["127.0.0.1"])
+    (tmp_path / "server.crt").write_text(cert_pem)
+    (tmp_path / "server.key").write_text(key_pem)
+    other_pem, _other_key = make_leaf(make_ca(), ["127.0.0.1"])
+    (tmp_path / "other.crt").write_text(other_pem)
+    files = {"/streams/v1/index.json": INDEX, "/streams/v1/images.json": PRODUCTS}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the base class's name
+            body = json.dumps(files[self.path]).encode() if self.path in files else b"{}"
+            self.send_response(200 if self.path in files else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tmp_path / "server.crt"), str(tmp_path / "server.key"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_image_server_is_tls_checked_by_default_and_a_pin_must_match(https_index):
+    url, directory = https_index
+    resolver = ImageResolver("lxd", X86, timeout=5)
+    # Its CA is in no store: refused, though it would answer.
+    with pytest.raises(OptionError, match=rf"{WHERE}: image 'debian/12' on {re.escape(url)} \(simplestreams\): TLS "
+                                          "verification failed .*Fix: add the server's CA"):
+        resolver.resolve(ImageServer(url), "debian/12", "container", WHERE)
+    pinned = ImageServer(url, server_cert=str(directory / "server.crt"))
+    assert ImageResolver("lxd", X86, timeout=5).resolve(pinned, "debian/12", "container", WHERE).fingerprint == "new-ct"
+    wrong = ImageServer(url, server_cert=str(directory / "other.crt"))
+    with pytest.raises(OptionError, match="TLS verification failed .*is not this server's certificate"):
+        ImageResolver("lxd", X86, timeout=5).resolve(wrong, "debian/12", "container", WHERE)
