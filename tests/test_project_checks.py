@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import ipaddress
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from lxd_lab import REPO, ansible
+from lxd_lab import REPO, ansible, lab_env
 
 PLUGIN_DIRS = {
     "inventory": "plugins/inventory",
@@ -121,10 +122,6 @@ def test_test_files_have_unique_basenames():
 
 def test_the_lab_stays_on_this_machine_and_leaves_the_users_remotes_alone():
     # The image servers and HTTPS listeners the image and remote tests use: loopback addresses only.
-    import ipaddress
-
-    from lxd_lab import lab_env
-
     env = lab_env()
     for key in ("MAGE_IMAGE_SERVER_ADDRESS", "MAGE_LAB_HTTPS_ADDRESS", "MAGE_INCUS_HTTPS_ADDRESS"):
         host = env[key].rsplit(":", 1)[0].strip("[]")
