@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from .cli_config import find_cli_remote
-from .client_trust import ensure_client_pair, token_request
+from .client_trust import apply_token_defaults, ensure_client_pair, pin_from_token, token_request
 from .errors import NotFoundError, OptionError, RemoteError
 from .transport import DEADLINE, UNIX_BASE, ApiError, ApiSession, Response, TransportError, error_answer
 from .values import parse_bool
@@ -90,6 +90,9 @@ class Remote:
     trust_token: str | None = field(default=None, repr=False)
     # The project a CLI remote names (`lxc remote add --project`); plugins use it when they name none.
     project: str | None = None
+    # The server certificate's SHA-256 the trust_token names, when server_cert is the default path
+    # the certificate is pinned to from the token at connect (client_trust.apply_token_defaults).
+    token_fingerprint: str | None = None
 
     @property
     def is_https(self) -> bool:
@@ -157,6 +160,10 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
     if not url and name != "local":
         given = {**find_cli_remote(name, where), **given}
         url = str(given.get("url") or "")
+    token_fingerprint = None
+    if given.get("trust_token") and url.startswith("https://"):
+        given, token_fingerprint = apply_token_defaults(given, name, url, validate_certs, f"{where} '{name}'",
+                                                        os.environ, os.path.expanduser("~"))
     remote = Remote(
         name=name,
         url=url,
@@ -167,6 +174,7 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         timeout=timeout,
         trust_token=str(given["trust_token"]).strip() if given.get("trust_token") else None,
         project=str(given["project"]) if given.get("project") else None,
+        token_fingerprint=token_fingerprint,
     )
     _check_files(remote, where)
     return remote
@@ -209,17 +217,15 @@ def _optional_path(value: Any) -> str | None:
 def _check_files(remote: Remote, where: str) -> None:
     if bool(remote.client_cert) != bool(remote.client_key):
         raise OptionError(f"{where} '{remote.name}': client_cert and client_key go together; give both")
-    # With a token, a missing client pair is generated at first connect (client_trust.py).
+    # With a token, a missing client pair is generated and the server certificate pinned at first
+    # connect (client_trust.py).
     generated = ("client_cert", "client_key") if remote.trust_token and remote.is_https else ()
+    if remote.token_fingerprint:
+        generated = (*generated, "server_cert")
     for option in ("client_cert", "client_key", "server_cert"):
         path = getattr(remote, option)
         if path and option not in generated and not os.path.isfile(path):
             raise OptionError(f"{where} '{remote.name}': {option} file '{path}' does not exist")
-    if remote.is_https and not remote.client_cert and remote.trust_token:
-        raise OptionError(
-            f"{where} '{remote.name}': trust_token needs client_cert and client_key, the paths of the client "
-            "pair the token makes trusted. Fix: set both (a missing pair is generated there)."
-        )
     if remote.is_https and not remote.client_cert:
         raise OptionError(
             f"{where} '{remote.name}': an HTTPS remote needs client_cert and client_key "
@@ -254,6 +260,13 @@ class LxdApi:
 
     def __post_init__(self) -> None:
         endpoint = self._endpoint()
+        if self.remote.is_https and self.remote.token_fingerprint and self.remote.server_cert:
+            # Before any request or file: nothing is made for, nor sent to,
+            # a server whose certificate is not the token's.
+            if pin_from_token(self.remote.url, self.remote.token_fingerprint, self.remote.server_cert,
+                              self.remote.timeout, f"remote {self.remote.describe()}"):
+                self.log(f"mage_lxd: {self.remote.name}: pinned the server certificate {self.remote.server_cert} "
+                         f"(SHA-256 {self.remote.token_fingerprint}, as the trust token names)")
         if self.remote.is_https and self.remote.trust_token and self.remote.client_cert:
             if ensure_client_pair(self.remote.client_cert, self.remote.client_key or "",
                                   f"{self.remote.describe_as()}: client_cert"):

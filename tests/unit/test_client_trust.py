@@ -86,18 +86,20 @@ def test_the_token_goes_where_each_server_reads_it():
     assert token_request("T", {"api_extensions": []}, incus=True) == {"type": "client", "trust_token": "T"}
 
 
-def test_a_token_lets_the_client_pair_be_missing_but_needs_its_paths(tmp_path):
+def test_a_token_lets_the_client_pair_be_missing(tmp_path):
     data = {"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "eyJ-secret-token",
-            "client_cert": str(tmp_path / "c.crt"), "client_key": str(tmp_path / "c.key")}
+            "client_cert": str(tmp_path / "c.crt"), "client_key": str(tmp_path / "c.key"),
+            "server_cert": str(tmp_path / "server.crt")}
+    (tmp_path / "server.crt").write_text("pinned")
     remote = remote_from_mapping(data)
     assert remote.trust_token == "eyJ-secret-token"
+    # A server_cert given wins: the token is not read (so not decoded) and nothing is pinned from it.
+    assert remote.token_fingerprint is None and remote.server_cert == str(tmp_path / "server.crt")
     # A secret: never in a repr (logs, tracebacks) nor in the host variables the inventory sets.
     assert "eyJ-secret-token" not in repr(remote)
     assert "eyJ-secret-token" not in str(remote.connection_vars())
     with pytest.raises(OptionError, match="client_cert file .* does not exist"):
         remote_from_mapping({**data, "trust_token": ""})
-    with pytest.raises(OptionError, match="remote 'new': trust_token needs client_cert and client_key.*Fix:"):
-        remote_from_mapping({"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "T"})
     assert Remote().trust_token is None
 
 
