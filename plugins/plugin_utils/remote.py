@@ -158,7 +158,7 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
     validate_certs = parse_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs")
     given = {key: value for key, value in data.items() if value not in (None, "")}
     if not url and name != "local":
-        given = {**find_cli_remote(name, where), **given}
+        given = {**cli_options_for(find_cli_remote(name, where), bool(given.get("trust_token"))), **given}
         url = str(given.get("url") or "")
     token_fingerprint = None
     if given.get("trust_token") and url.startswith("https://"):
@@ -178,6 +178,16 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
     )
     _check_files(remote, where)
     return remote
+
+
+def cli_options_for(cli: Mapping[str, Any], token: bool, exists: Callable[[str], bool] = os.path.isfile) -> dict[str, Any]:
+    """A CLI remote's options as a remote with (or without) a trust_token takes them: with a token,
+    a client pair the CLI does not have is left out, so mage-lxd's own is generated rather than
+    one in the CLI's directory (which only the CLI writes)."""
+    pair = ("client_cert", "client_key")
+    if token and not all(cli.get(option) and exists(str(cli[option])) for option in pair):
+        return {key: value for key, value in cli.items() if key not in pair}
+    return dict(cli)
 
 
 def remote_from_options(option: Callable[[str], Any], where: str) -> Remote:
