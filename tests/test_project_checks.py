@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import ipaddress
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from lxd_lab import REPO, ansible
+from lxd_lab import REPO, ansible, lab_env
 
 PLUGIN_DIRS = {
     "inventory": "plugins/inventory",
@@ -117,3 +118,19 @@ def test_test_files_have_unique_basenames():
     # name stop the collection of the whole suite.
     names = [path.name for path in (REPO / "tests").rglob("test_*.py") if "output" not in path.parts]
     assert len(names) == len(set(names)), sorted({name for name in names if names.count(name) > 1})
+
+
+def test_the_lab_stays_on_this_machine_and_leaves_the_users_remotes_alone():
+    # The image servers and HTTPS listeners the image and remote tests use: loopback addresses only.
+    env = lab_env()
+    for key in ("MAGE_IMAGE_SERVER_ADDRESS", "MAGE_LAB_HTTPS_ADDRESS", "MAGE_INCUS_HTTPS_ADDRESS"):
+        host = env[key].rsplit(":", 1)[0].strip("[]")
+        assert ipaddress.ip_address(host).is_loopback, f"lab.env {key}={env[key]} is not a loopback address"
+    # No script of the lab adds, changes or removes a remote of the user's lxc or incus client, and
+    # none turns TLS verification off (curl -k / --insecure) when it checks its image server.
+    scripts = [*sorted((REPO / "lab").glob("*.sh")), *sorted((REPO / "lab").glob("*.py")), REPO / "run"]
+    for path in scripts:
+        text = path.read_text()
+        assert not re.search(r"\b(lxc|incus)\b[^\n]*\bremote\s+(add|remove|rename|set-url|switch|set-default)\b",
+                             text), path
+        assert not re.search(r"\bcurl\b[^\n]*(\s-k\b|--insecure)", text), path

@@ -34,7 +34,11 @@ options:
       - name: mage_lxd_url
       - name: ansible_mage_lxd_url
   client_cert:
-    description: PEM client certificate for an HTTPS remote (the server must trust it).
+    description:
+      - PEM client certificate for an HTTPS remote (the server must trust it).
+      - With O(trust_token) and neither O(client_cert) nor O(client_key) given, mage-lxd's own pair,
+        C($XDG_CONFIG_HOME/mage-lxd/client.crt) (else C(~/.config/mage-lxd/client.crt)), generated there when missing.
+        The C(lxc) and C(incus) clients' own files are never used nor changed for it.
     type: path
     env:
       - name: MAGE_LXD_CLIENT_CERT
@@ -42,7 +46,9 @@ options:
       - name: mage_lxd_client_cert
       - name: ansible_mage_lxd_client_cert
   client_key:
-    description: PEM key of O(client_cert).
+    description:
+      - PEM key of O(client_cert).
+      - With O(trust_token) and no client pair given, C(client.key) next to the default O(client_cert) (mode 0600).
     type: path
     env:
       - name: MAGE_LXD_CLIENT_KEY
@@ -50,7 +56,16 @@ options:
       - name: mage_lxd_client_key
       - name: ansible_mage_lxd_client_key
   server_cert:
-    description: The server's PEM certificate, pinned (its fingerprint must match).
+    description:
+      - The server's PEM certificate, pinned (its fingerprint must match).
+      - Without it, the server's certificate must be signed by a CA of the system's store, except with O(trust_token)
+        (and O(validate_certs) on). The token names the SHA-256 fingerprint of the server's certificate, so, as
+        C(lxc remote add NAME URL --token TOKEN) does, the certificate is read before anything is sent, accepted only
+        when its fingerprint is the token's (else the connection is refused naming both), and pinned at
+        C($XDG_CONFIG_HOME/mage-lxd/servercerts/NAME.crt) (else C(~/.config/mage-lxd/servercerts/NAME.crt); NAME
+        is O(remote), or C(HOST_PORT) for a remote named C(local)). Later runs pin that file, also once the token
+        is spent.
+      - A server_cert given always wins; the token is then not read.
     type: path
     env:
       - name: MAGE_LXD_SERVER_CERT
@@ -61,9 +76,13 @@ options:
     description:
       - A trust token of the server (C(lxc config trust add --name NAME) on LXD, C(incus config trust add NAME) on
         Incus). A client whose certificate the server does not trust yet adds it with the token once, then goes
-        on; a client that is trusted already never sends it. A token works once.
-      - A missing O(client_cert) and O(client_key) are generated at their paths first, as the CLIs make them
-        (EC P-384, self-signed; the key mode 0600, new directories 0700).
+        on; a client that is trusted already never sends it. A token works once; a spent, expired or wrong one fails
+        naming the remote and the fix. Anything that is not such a token fails naming the option.
+      - With a token, O(url) is all else an HTTPS remote needs. O(client_cert) and O(client_key) default to
+        mage-lxd's own pair and O(server_cert) is pinned from the token (see both). A missing pair is generated at
+        its paths first, as the CLIs make them (EC P-384, self-signed; the key mode 0600, new directories 0700).
+      - A second controller with a token another one spent fails; make a token for each controller, or give it
+        the first one's client pair.
     type: str
     version_added: 0.3.0
     env:

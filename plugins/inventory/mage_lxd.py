@@ -35,7 +35,7 @@ options:
       - The LXD servers to read. The default is the local unix socket.
       - Certificate verification is on by default; an HTTPS remote needs a client certificate the
         server trusts (or a O(remotes[].trust_token) that makes it trusted) and, for LXD's self-signed
-        certificate, O(remotes[].server_cert).
+        certificate, O(remotes[].server_cert) (which a O(remotes[].trust_token) pins on its own).
     type: list
     elements: dict
     default: [{name: local}]
@@ -61,13 +61,26 @@ options:
         type: str
         default: ""
       client_cert:
-        description: PEM client certificate for an HTTPS remote.
+        description:
+          - PEM client certificate for an HTTPS remote.
+          - With O(remotes[].trust_token) and no client pair given, mage-lxd's own, C($XDG_CONFIG_HOME/mage-lxd/client.crt)
+            (else C(~/.config/mage-lxd/client.crt)), generated there when missing; never the CLIs' files.
         type: path
       client_key:
-        description: PEM key of O(remotes[].client_cert).
+        description:
+          - PEM key of O(remotes[].client_cert).
+          - With O(remotes[].trust_token) and no client pair given, C(client.key) next to the default client_cert.
         type: path
       server_cert:
-        description: The server's PEM certificate; it is pinned (its fingerprint must match).
+        description:
+          - The server's PEM certificate; it is pinned (its fingerprint must match).
+          - Without it, the server's certificate must be signed by a CA of the system's store, except with
+            O(remotes[].trust_token) (and O(remotes[].validate_certs) on). As C(lxc remote add NAME URL --token TOKEN),
+            the server's certificate is then read before anything is sent, accepted only when its SHA-256 is the
+            fingerprint the token names, and pinned at C($XDG_CONFIG_HOME/mage-lxd/servercerts/NAME.crt) (else
+            C(~/.config/mage-lxd/servercerts/NAME.crt); NAME is O(remotes[].name), or C(HOST_PORT) for C(local)),
+            which later runs pin, the token spent or not.
+          - A server_cert given always wins; the token is then not read.
         type: path
       validate_certs:
         description: Verify the server's certificate. Only a throwaway lab should turn this off.
@@ -81,9 +94,12 @@ options:
         description:
           - A trust token of the server (C(lxc config trust add --name NAME) on LXD, C(incus config trust add NAME)
             on Incus). When the server does not trust the client certificate yet, it is added with the token
-            once; a trusted client never sends it. A token works once.
-          - A missing O(remotes[].client_cert) and O(remotes[].client_key) are generated at their paths first,
-            as the CLIs make them (EC P-384, self-signed; the key mode 0600).
+            once; a trusted client never sends it. A token works once; a spent, expired or wrong one fails naming
+            the remote and the fix, and anything that is not such a token fails naming the option.
+          - With a token, O(remotes[].url) is all else the remote needs. O(remotes[].client_cert) and
+            O(remotes[].client_key) default to mage-lxd's own pair and O(remotes[].server_cert) is pinned from the
+            token (see both). A missing pair is generated at its paths first, as the CLIs make them (EC P-384,
+            self-signed; the key mode 0600).
         type: str
         version_added: 0.3.0
   projects:
@@ -191,15 +207,13 @@ cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/mage-lxd
 
-# A server this controller has never talked to: the client pair is generated and trusted with a
-# token from `lxc config trust add --name ctl1` (Incus: `incus config trust add ctl1`)
+# A server this controller has never talked to, with a token from `lxc config trust add --name ctl1`
+# (Incus: `incus config trust add ctl1`): its certificate is pinned from the token
+# (~/.config/mage-lxd/servercerts/new.crt), and ~/.config/mage-lxd/client.crt is generated and trusted
 plugin: mage.lxd.mage_lxd
 remotes:
   - name: new
     url: https://lxd.example.org:8443
-    server_cert: ~/.config/mage-lxd/new-server.crt
-    client_cert: ~/.config/mage-lxd/client.crt
-    client_key: ~/.config/mage-lxd/client.key
     trust_token: eyJjbGllbnRfbmFtZSI6ImN0bDEi...
 
 # A remote of the lxc or incus client (`lxc remote add prod https://...`), in its own project

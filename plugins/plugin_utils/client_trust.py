@@ -3,26 +3,226 @@
 `lxc remote add` and `incus remote add` make an EC P-384 self-signed certificate (O=Linux
 Containers, CN=user@host, ten years, client authentication) when client.crt is missing, and add it
 to the server with a trust token. We do the same at the remote's client_cert/client_key paths, so a
-controller needs nothing but the token (from `lxc config trust add --name NAME` or
-`incus config trust add NAME`) and, ideally, the server's certificate to pin.
+controller needs nothing but the url and the token (from `lxc config trust add --name NAME` or
+`incus config trust add NAME`).
+
+The token is base64 of JSON that names the server certificate's SHA-256 fingerprint (with
+client_name, addresses, secret, expires_at), which is how the CLIs trust a self-signed server
+they have never seen: they read its certificate without trusting it, go on only when its
+fingerprint is the token's, and keep it as the remote's pinned certificate (servercerts/NAME.crt).
+Without a server_cert we do the same, in mage-lxd's own config directory (token_paths), and never
+touch the CLIs' files.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import datetime
 import fcntl
 import getpass
+import hashlib
+import json
 import os
+import re
+import secrets
 import socket
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
-from .errors import OptionError, missing_package
+from .errors import OptionError, RemoteError, missing_package
 
 # As the CLIs: shared/cert.go GenerateMemCert in LXD and Incus.
 VALID_DAYS = 3650
 ORGANIZATION = "Linux Containers"
+# mage-lxd's own config directory, under $XDG_CONFIG_HOME or ~/.config: the client pair a token
+# trusts and the server certificates pinned from tokens (servercerts/).
+CONFIG_DIR_NAME = "mage-lxd"
+DEFAULT_HTTPS_PORT = 8443
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# MageLxdError.reasons of the errors below, for callers to decide on.
+NOT_A_TOKEN = "not a trust token"
+FINGERPRINT_MISMATCH = "server fingerprint is not the token's"
+
+
+@dataclass(frozen=True)
+class TrustToken:
+    """What an LXD or Incus trust token says (`lxc config trust add`, `incus config trust add`)."""
+
+    client_name: str
+    fingerprint: str  # SHA-256 of the server certificate (DER), lowercase hex
+    addresses: tuple[str, ...]
+    expires_at: str = ""
+    secret: str = field(default="", repr=False)
+
+
+class FingerprintMismatchError(RemoteError):
+    """The server presented a certificate whose fingerprint is not the one its trust token names."""
+
+    def __init__(self, said: str = "", *, expected: str = "", presented: str = "", **fields: Any) -> None:
+        self.expected = expected
+        self.presented = presented
+        super().__init__(said, reasons=(FINGERPRINT_MISMATCH,), **fields)
+
+
+def decode_token(token: str, where: str) -> TrustToken:
+    """The trust token `token` decoded (base64 of JSON, as the CLIs read it); anything else is an
+    OptionError that names `where` and the option, never the secret itself."""
+    try:
+        data = json.loads(base64.b64decode("".join(token.split()), validate=True))
+    except (binascii.Error, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        data = None
+    missing = [] if isinstance(data, dict) else ["base64 of a JSON object"]
+    if not missing:
+        missing = [key for key in ("client_name", "fingerprint", "secret", "addresses") if not data.get(key)]
+    if not missing and not SHA256_HEX.fullmatch(str(data["fingerprint"]).lower()):
+        missing = ["a SHA-256 fingerprint"]
+    if missing:
+        raise OptionError(
+            f"option trust_token is not an LXD or Incus trust token (it lacks {', '.join(missing)}).", where=where,
+            reasons=(NOT_A_TOKEN,),
+            fix="give the whole token that 'lxc config trust add --name NAME' (LXD) or 'incus config trust add NAME' "
+                "(Incus) printed on the server, or leave trust_token out and set server_cert, client_cert and client_key.")
+    addresses = data["addresses"] if isinstance(data["addresses"], list) else [data["addresses"]]
+    return TrustToken(client_name=str(data["client_name"]), fingerprint=str(data["fingerprint"]).lower(),
+                      addresses=tuple(str(address) for address in addresses),
+                      expires_at=str(data.get("expires_at") or ""), secret=str(data["secret"]))
+
+
+def apply_token_defaults(given: Mapping[str, Any], name: str, url: str, validate_certs: bool, where: str,
+                         environ: Mapping[str, str], home: str) -> tuple[dict[str, Any], str | None]:
+    """The options of an HTTPS remote with a trust_token, completed as `lxc remote add URL --token`
+    needs nothing else: a client pair left out is mage-lxd's own (token_paths), and a server
+    certificate left out (with validate_certs on) is pinned from the token at the default path.
+    Returns the options and the fingerprint to pin (None when server_cert is given, or TLS is off).
+    Options given always win."""
+    options = dict(given)
+    defaults = token_paths(name, url, environ, home)
+    if not options.get("client_cert") and not options.get("client_key"):
+        options["client_cert"], options["client_key"] = defaults["client_cert"], defaults["client_key"]
+    if not validate_certs or options.get("server_cert"):
+        return options, None
+    options["server_cert"] = defaults["server_cert"]
+    return options, decode_token(str(options["trust_token"]), where).fingerprint
+
+
+def config_dir(environ: Mapping[str, str], home: str) -> str:
+    """mage-lxd's own config directory: $XDG_CONFIG_HOME/mage-lxd, else ~/.config/mage-lxd."""
+    base = environ.get("XDG_CONFIG_HOME") or ""
+    # The XDG spec: a relative $XDG_CONFIG_HOME is invalid and ignored.
+    return os.path.join(base if os.path.isabs(base) else os.path.join(home, ".config"), CONFIG_DIR_NAME)
+
+
+def pin_name(name: str, url: str) -> str:
+    """The file name (without .crt) of a remote's certificate pinned from its token: the remote's
+    name, or HOST_PORT for a remote with none of its own ('local', the default of a task's)."""
+    if name and name != "local":
+        return name.replace(os.sep, "_")
+    parsed = urlparse(url)
+    return f"{parsed.hostname or 'server'}_{parsed.port or DEFAULT_HTTPS_PORT}".replace(os.sep, "_")
+
+
+def token_paths(name: str, url: str, environ: Mapping[str, str], home: str) -> dict[str, str]:
+    """Where a remote with a trust_token keeps what the token's options leave out: the client pair
+    (client.crt, client.key) and the server certificate pinned from the token
+    (servercerts/NAME.crt), in mage-lxd's config directory."""
+    directory = config_dir(environ, home)
+    return {"client_cert": os.path.join(directory, "client.crt"), "client_key": os.path.join(directory, "client.key"),
+            "server_cert": os.path.join(directory, "servercerts", f"{pin_name(name, url)}.crt")}
+
+
+def der_fingerprint(der: bytes) -> str:
+    """The SHA-256 fingerprint of a DER certificate, lowercase hex (as the CLIs and tokens print it)."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def pem_fingerprint(pem: bytes) -> str | None:
+    """The fingerprint of the first certificate in `pem`, or None when there is none."""
+    try:
+        return der_fingerprint(ssl.PEM_cert_to_DER_cert(pem.decode("ascii", errors="replace").strip()))
+    except ValueError:  # binascii.Error included
+        return None
+
+
+def check_token_fingerprint(expected: str, presented_der: bytes, where: str, pin_path: str) -> None:
+    """Refuse a server certificate (DER) whose fingerprint is not `expected`, the trust token's."""
+    presented = der_fingerprint(presented_der)
+    if presented != expected:
+        raise FingerprintMismatchError(
+            f"the server's certificate has the SHA-256 fingerprint {presented}, but the trust_token names "
+            f"{expected}; nothing was sent to it and nothing was pinned.", where=where,
+            expected=expected, presented=presented,
+            fix="check that the url is the server that made the token (another server, or something between us and "
+                "it, answers there); or make a new token on that server, or set server_cert to its certificate "
+                f"(server.crt in its state directory). {pin_path} is written once the fingerprints agree.")
+
+
+def stored_pin_matches(path: str, expected: str) -> bool:
+    """True when `path` holds the certificate whose fingerprint is `expected` (pinned on an earlier run)."""
+    try:
+        with open(path, "rb") as handle:
+            return pem_fingerprint(handle.read()) == expected
+    except FileNotFoundError:
+        return False
+
+
+def fetch_server_certificate(host: str, port: int, timeout: float | None) -> bytes:
+    """The certificate (DER) the server at host:port presents, read WITHOUT verifying it: only to
+    compare its fingerprint with a trust token's. No request is sent."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as sock:
+            der = sock.getpeercert(binary_form=True)
+    if not der:
+        raise ssl.SSLError("the server presented no certificate")
+    return der
+
+
+def pin_from_token(url: str, expected: str, path: str, timeout: float | None, where: str) -> bool:
+    """Pin the server at `url` from its trust token: when `path` does not hold the certificate
+    whose fingerprint is `expected` already, read the server's certificate (unverified), refuse it
+    unless its fingerprint is `expected`, and write it to `path`. True when it was written."""
+    if stored_pin_matches(path, expected):
+        return False
+    parsed = urlparse(url)
+    try:
+        der = fetch_server_certificate(parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT, timeout)
+    except OSError as exc:  # ssl.SSLError and TimeoutError included
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RemoteError(where=where, action="reading the server's certificate to compare it with the trust_token",
+                          cause=cause, fix="is LXD or Incus running and listening there (core.https_address)? "
+                          "Is the url right?") from None
+    check_token_fingerprint(expected, der, where, path)
+    write_pinned_cert(path, der, where)
+    return True
+
+
+def write_pinned_cert(path: str, der: bytes, where: str) -> None:
+    """Write the pinned server certificate (PEM, mode 0644) to `path`: under a new name created with
+    O_EXCL, then renamed over it, so a reader never sees half a file. New directories are 0700."""
+    _make_private_dirs(os.path.dirname(os.path.abspath(path)), where, "the pinned server certificate", "server_cert")
+    temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.fchmod(descriptor, 0o644)
+            os.write(descriptor, ssl.DER_cert_to_PEM_cert(der).encode("ascii"))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise OptionError(f"cannot write the pinned server certificate {path} ({exc.strerror}).", where=where,
+                          fix="set server_cert to the server's certificate, or make the directory writable.") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def generate_client_pair() -> tuple[bytes, bytes]:
@@ -90,7 +290,8 @@ def ensure_client_pair(cert_path: str, key_path: str, where: str) -> bool:
     return True
 
 
-def _make_private_dirs(directory: str, where: str) -> None:
+def _make_private_dirs(directory: str, where: str, what: str = "the client certificate",
+                       options: str = "client_cert and client_key") -> None:
     missing = []
     while directory and not os.path.isdir(directory):
         missing.append(directory)
@@ -101,8 +302,8 @@ def _make_private_dirs(directory: str, where: str) -> None:
         except FileExistsError:
             pass
         except OSError as exc:
-            raise OptionError(f"{where}: cannot create {path} for the client certificate ({exc.strerror}). "
-                              "Fix: set client_cert and client_key to paths you can write.") from None
+            raise OptionError(f"{where}: cannot create {path} for {what} ({exc.strerror}). "
+                              f"Fix: set {options} to paths you can write.") from None
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ longer serves LXD), `ubuntu:` is Canonical's https://cloud-images.ubuntu.com/rel
 only). `ImageResolver` then finds the alias on that server while the batch is planned - the
 simplestreams index (streams/v1/index.json and the products files it names) or the LXD/Incus
 image API (`GET /1.0/images/aliases/NAME`, public images) - TLS checked against the controller's
-CA store, or a pinned `server_cert`. Each server is read once per batch. The alias rules are the
+CA store, or a pinned `server_cert`. Each index (each alias of an image API) is read once per batch. The alias rules are the
 servers' own (shared/simplestreams in LXD and Incus): an alias `A` of a product names its image of
 the server's native architecture, `A/ARCH` the image of that architecture; the newest serial wins.
 """
@@ -299,8 +299,9 @@ Fetch = Callable[[str, ImageServer], Any]
 
 @dataclass
 class ImageResolver:
-    """Resolves aliases on image servers for one batch: each server's index is read once (threads
-    share it), and every failure is an OptionError naming the instance, the alias and the server."""
+    """Resolves aliases on image servers for one batch: each server's index, and each alias an
+    LXD/Incus image server is asked for, is read once (threads share it; a failure too), and every
+    failure is an OptionError naming the instance, the alias and the server."""
 
     kind: str
     architectures: list[str]
@@ -309,6 +310,8 @@ class ImageResolver:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _catalogs: dict[ImageServer, Any] = field(default_factory=dict, init=False, repr=False)
     _server_locks: dict[ImageServer, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    # (server, alias, instance type) -> what the LXD/Incus image API answered for it.
+    _answers: dict[tuple[ImageServer, str, str], Any] = field(default_factory=dict, init=False, repr=False)
 
     def resolve(self, server: ImageServer, alias: str, instance_type: str, where: str) -> RemoteImage:
         """The image `alias` names on `server` for an instance of `instance_type`."""
@@ -334,6 +337,22 @@ class ImageResolver:
         return RemoteImage(alias, image["fingerprint"], server, image["size"], image["description"])
 
     def _resolve_api(self, server: ImageServer, alias: str, instance_type: str) -> RemoteImage:
+        # One look per (server, alias, type) for the batch, shared by its instances, as an index is.
+        key = (server, alias, instance_type)
+        with self._lock:
+            lock = self._server_locks.setdefault(server, threading.Lock())
+        with lock:
+            if key not in self._answers:
+                try:
+                    self._answers[key] = self._look_up_api(server, alias, instance_type)
+                except _ServerError as exc:
+                    self._answers[key] = exc
+            found = self._answers[key]
+        if isinstance(found, _ServerError):
+            raise found
+        return found
+
+    def _look_up_api(self, server: ImageServer, alias: str, instance_type: str) -> RemoteImage:
         base = server.url.rstrip("/") + "/1.0/images"
         answer = self._get(f"{base}/aliases/{quote(alias, safe='')}", server, missing_ok=True)
         target = ""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from .client_trust import ensure_client_pair, token_request
+from .client_trust import ensure_client_pair, pin_from_token, token_request
 from .errors import NotFoundError, RemoteError, first_line
 from .remote import LOCAL_SOCKETS, Remote, kind_from_url, local_socket_path
 from .server_kind import INCUS, LXD, ServerKind, server_kind
@@ -44,6 +44,13 @@ class LxdApi:
 
     def __post_init__(self) -> None:
         endpoint = self._endpoint()
+        if self.remote.is_https and self.remote.token_fingerprint and self.remote.server_cert:
+            # Before any request or file: nothing is made for, nor sent to,
+            # a server whose certificate is not the token's.
+            if pin_from_token(self.remote.url, self.remote.token_fingerprint, self.remote.server_cert,
+                              self.remote.timeout, f"remote {self.remote.describe()}"):
+                self.log(f"mage_lxd: {self.remote.name}: pinned the server certificate {self.remote.server_cert} "
+                         f"(SHA-256 {self.remote.token_fingerprint}, as the trust token names)")
         if self.remote.is_https and self.remote.trust_token and self.remote.client_cert:
             if ensure_client_pair(self.remote.client_cert, self.remote.client_key or "",
                                   f"{self.remote.describe_as()}: client_cert"):
@@ -55,8 +62,8 @@ class LxdApi:
         if self.timeout is None:
             self.timeout = self.remote.timeout
         self.log(f"mage_lxd: connecting to {self.remote.describe_as()}")
-        with self._errors("connect"):
-            self.host_info = self.request("get", "").json().get("metadata") or {}
+        # With a token, another controller may be adding this same pair right now (see _read_host_info).
+        self.host_info = self._read_host_info(TRUST_RECHECKS if self.remote.trust_token else (0.0,))
         if self.remote.is_https and self.host_info.get("auth") != "trusted" and self.remote.trust_token:
             self._trust_with_token()
         if self.remote.is_https and self.host_info.get("auth") != "trusted":
@@ -83,8 +90,7 @@ class LxdApi:
         # and its add may not be visible yet (two at once on LXD 5.0.2), so trust is looked for briefly.
         for pause in (0.0,) if refused is None else TRUST_RECHECKS:
             time.sleep(pause)
-            with self._errors("connect"):
-                self.host_info = self.request("get", "").json().get("metadata") or {}
+            self.host_info = self._read_host_info(TRUST_RECHECKS)
             if self.host_info.get("auth") == "trusted":
                 return
         cli = self.kind.cli
@@ -98,6 +104,23 @@ class LxdApi:
             f"'{cli} config trust add{'-certificate' if self.kind is INCUS else ''} "
             f"{os.path.basename(self.remote.client_cert or 'client.crt')}'."
         )
+
+    def _read_host_info(self, pauses: tuple[float, ...]) -> dict[str, Any]:
+        """`GET /1.0`, asked again after each pause while the server answers it with an error.
+
+        A request that arrives while a client certificate is being added can get an error answer
+        instead of `auth` (Incus 6.0.4: "Failed to extract request details: Username not present in
+        request context"), which says nothing about our trust yet. The last error answer is raised.
+        """
+        for attempt, pause in enumerate(pauses):
+            time.sleep(pause if attempt else 0.0)
+            with self._errors("connect"):
+                try:
+                    return self.request("get", "").json().get("metadata") or {}
+                except ApiError:
+                    if attempt == len(pauses) - 1:
+                        raise
+        return {}
 
     @property
     def kind(self) -> ServerKind:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .cli_config import find_cli_remote
+from .client_trust import apply_token_defaults
 from .errors import OptionError
 from .server_kind import INCUS, LXD, ServerKind
 from .values import parse_bool
@@ -48,6 +49,9 @@ class Remote:
     trust_token: str | None = field(default=None, repr=False)
     # The project a CLI remote names (`lxc remote add --project`); plugins use it when they name none.
     project: str | None = None
+    # The server certificate's SHA-256 the trust_token names, when server_cert is the default path
+    # the certificate is pinned to from the token at connect (client_trust.apply_token_defaults).
+    token_fingerprint: str | None = None
 
     @property
     def is_https(self) -> bool:
@@ -118,8 +122,12 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
     validate_certs = parse_bool(data.get("validate_certs", True), f"{where} '{name}': validate_certs")
     given = {key: value for key, value in data.items() if value not in (None, "")}
     if not url and name != "local":
-        given = {**find_cli_remote(name, where), **given}
+        given = {**cli_options_for(find_cli_remote(name, where), bool(given.get("trust_token"))), **given}
         url = str(given.get("url") or "")
+    token_fingerprint = None
+    if given.get("trust_token") and url.startswith("https://"):
+        given, token_fingerprint = apply_token_defaults(given, name, url, validate_certs, f"{where} '{name}'",
+                                                        os.environ, os.path.expanduser("~"))
     remote = Remote(
         name=name,
         url=url,
@@ -130,9 +138,20 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         timeout=timeout,
         trust_token=str(given["trust_token"]).strip() if given.get("trust_token") else None,
         project=str(given["project"]) if given.get("project") else None,
+        token_fingerprint=token_fingerprint,
     )
     _check_files(remote, where)
     return remote
+
+
+def cli_options_for(cli: Mapping[str, Any], token: bool, exists: Callable[[str], bool] = os.path.isfile) -> dict[str, Any]:
+    """A CLI remote's options as a remote with (or without) a trust_token takes them: with a token,
+    a client pair the CLI does not have is left out, so mage-lxd's own is generated rather than
+    one in the CLI's directory (which only the CLI writes)."""
+    pair = ("client_cert", "client_key")
+    if token and not all(cli.get(option) and exists(str(cli[option])) for option in pair):
+        return {key: value for key, value in cli.items() if key not in pair}
+    return dict(cli)
 
 
 def remote_from_options(option: Callable[[str], Any], where: str) -> Remote:
@@ -172,17 +191,15 @@ def _optional_path(value: Any) -> str | None:
 def _check_files(remote: Remote, where: str) -> None:
     if bool(remote.client_cert) != bool(remote.client_key):
         raise OptionError(f"{where} '{remote.name}': client_cert and client_key go together; give both")
-    # With a token, a missing client pair is generated at first connect (client_trust.py).
+    # With a token, a missing client pair is generated and the server certificate pinned at first
+    # connect (client_trust.py).
     generated = ("client_cert", "client_key") if remote.trust_token and remote.is_https else ()
+    if remote.token_fingerprint:
+        generated = (*generated, "server_cert")
     for option in ("client_cert", "client_key", "server_cert"):
         path = getattr(remote, option)
         if path and option not in generated and not os.path.isfile(path):
             raise OptionError(f"{where} '{remote.name}': {option} file '{path}' does not exist")
-    if remote.is_https and not remote.client_cert and remote.trust_token:
-        raise OptionError(
-            f"{where} '{remote.name}': trust_token needs client_cert and client_key, the paths of the client "
-            "pair the token makes trusted. Fix: set both (a missing pair is generated there)."
-        )
     if remote.is_https and not remote.client_cert:
         raise OptionError(
             f"{where} '{remote.name}': an HTTPS remote needs client_cert and client_key "

@@ -115,13 +115,23 @@ def test_a_simplestreams_alias_is_pulled_once_for_the_batch_then_used_from_the_s
 
 def test_an_image_on_an_lxd_protocol_server_is_pulled_with_its_pinned_certificate(images):
     fingerprint = public_fingerprint()
+    source = {"alias": PUBLIC_ALIAS, "server": OTHER_URL, "protocol": "lxd", "server_cert": OTHER_CERT}
     result = run_module("mage.lxd.mage_lxd_instance", {
-        **BASE, "name": "img-pub1",
-        "image": {"alias": PUBLIC_ALIAS, "server": OTHER_URL, "protocol": "lxd", "server_cert": OTHER_CERT}},
-        project=PROJECT)
-    assert result.get("status") == "running", result.get("msg")
-    assert base_image("img-pub1") == fingerprint
-    assert any(action.startswith(f"pulled image '{PUBLIC_ALIAS}'") for action in result["actions"])
+        **BASE, "image": source, "instances": [{"name": "img-pub1"}, {"name": "img-pub2"}]}, project=PROJECT)
+    assert not result.get("failed"), result.get("msg")
+    assert [item["status"] for item in result["instances"]] == ["running"] * 2
+    assert {base_image(name) for name in ("img-pub1", "img-pub2")} == {fingerprint}
+    # The first instance pulled it; the second was created from the pulled image by its fingerprint
+    # (a source without a server: LXD has nothing to download it from).
+    pulled = [item["name"] for item in result["instances"]
+              if any(action.startswith(f"pulled image '{PUBLIC_ALIAS}'") for action in item["actions"])]
+    assert pulled == ["img-pub1"]
+
+    again = run_module("mage.lxd.mage_lxd_instance", {**BASE, "name": "img-pub3", "image": source}, project=PROJECT)
+    assert again.get("status") == "running", again.get("msg")
+    assert base_image("img-pub3") == fingerprint
+    assert not any(action.startswith("pulled image") for action in again["actions"])
+    assert "pulling image" not in again["_stdout"]
 
 
 def test_a_misspelt_alias_refuses_the_batch_before_any_write(images):
@@ -188,4 +198,5 @@ def test_the_seeds_role_form_pulls_the_largest_image_from_the_lab_server_showing
     progress = re.findall(r"instance 'img-seed1' in project '[^']+': pulling image 'debian/12/amd64' "
                           r"\([0-9a-f]{12}\) from " + re.escape(SERVER) + r": (.*)", run.stdout)
     assert progress, run.stdout
-    assert any(re.search(r"\d+%", line) for line in progress), progress
+    # Percent and speed, as LXD and Incus word it ("metadata: 38% (24.99MB/s)").
+    assert any(re.search(r"\d+% \([^)]*/s\)", line) for line in progress), progress

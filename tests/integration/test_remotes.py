@@ -4,6 +4,7 @@ to the server is named mage-test-trem-* (mage-test-inc-trem-* on Incus) and remo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -273,3 +274,103 @@ def test_a_cli_remote_that_is_missing_or_no_api_is_named_with_the_files(cli_remo
     conf = f"{cli_remote['dir']}/config.yml"
     assert expected.format(conf=conf, cli=CLI) in one_line(result)
     assert "Fix:" in one_line(result)
+
+
+def token_only_inventory(directory: Path, token: str) -> Path:
+    """An inventory that gives a remote nothing but its url and a trust token, as `lxc remote add
+    NAME URL --token T` needs nothing else: no server certificate, no client pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "mage_lxd.yml"
+    path.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\nremotes:\n  - {{name: trem, url: {URL}, "
+                    f"trust_token: \"{token}\"}}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def token_only_controller(lab_project, tmp_path_factory):
+    """A fresh controller with a HOME of its own (XDG_CONFIG_HOME unset: ~/.config), whose first
+    `ansible-inventory` pins the server from the token and trusts its new client pair."""
+    directory = tmp_path_factory.mktemp("tokenonly")
+    home = directory / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": ""}
+    name = PREFIX + "only"
+    token = new_token(name)
+    inventory = token_only_inventory(directory, token)
+    listed = inventory_list(inventory, env=env)
+    return {"env": env, "config": home / ".config" / "mage-lxd", "inventory": inventory, "token": token, "name": name,
+            "listed": listed}
+
+
+def test_a_url_and_a_token_alone_pin_the_server_and_trust_a_new_pair(token_only_controller):
+    config, listed = token_only_controller["config"], token_only_controller["listed"]
+    host = listed["_meta"]["hostvars"]["trem1"]
+    assert (host["lxd_project"], host["mage_lxd_url"], host["mage_lxd_validate_certs"]) == (PROJECT, URL, True)
+    # mage-lxd's own files, never the CLI's: the pin is the daemon's own server.crt, and the pair is trusted.
+    assert host["mage_lxd_server_cert"] == str(config / "servercerts" / "trem.crt")
+    assert host["mage_lxd_client_cert"] == str(config / "client.crt")
+    assert fingerprint(config / "servercerts" / "trem.crt") == fingerprint(Path(SERVER_CERT))
+    assert trusted_names()[token_only_controller["name"]] == fingerprint(config / "client.crt")
+    assert stat.S_IMODE((config / "servercerts" / "trem.crt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((config / "client.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.stat().st_mode) == 0o700
+    assert token_only_controller["token"] not in json.dumps(listed)
+
+
+def test_the_token_only_controller_pings_and_creates_an_instance_with_the_spent_token(token_only_controller, tmp_path):
+    env = token_only_controller["env"]
+    # The same options, the token spent: the pin and the pair are used, the token is not sent again.
+    pinged = ansible("ansible", "-i", str(token_only_controller["inventory"]), "trem1", "-m", "ansible.builtin.ping",
+                     env=env, check=False)
+    assert pinged.returncode == 0 and '"ping": "pong"' in pinged.stdout, one_line(pinged)
+    playbook = tmp_path / "create.yml"
+    playbook.write_text(textwrap.dedent(f"""\
+        - hosts: localhost
+          connection: local
+          gather_facts: false
+          tasks:
+            - mage.lxd.mage_lxd_instance:
+                url: {URL}
+                trust_token: "{token_only_controller['token']}"
+                project: {PROJECT}
+                name: trem5
+                image: mage/busybox
+                bootstrap: false
+                wait_for_address: none
+        """))
+    created = ansible("ansible-playbook", "-i", "localhost,", str(playbook), env=env, check=False)
+    assert created.returncode == 0, one_line(created)
+    assert "trem5" in instance_names(PROJECT)
+    # A task's remote has no name of its own: its pin is named after the host and port.
+    host_port = LAB["MAGE_LAB_HTTPS_ADDRESS"].replace(":", "_")
+    assert fingerprint(token_only_controller["config"] / "servercerts" / f"{host_port}.crt") == fingerprint(
+        Path(SERVER_CERT))
+    # Still the one certificate of that name: a trusted client never sends the (spent) token, which
+    # the server would refuse.
+    listed = json.loads(lxc("config", "trust", "list", "--format", "json").stdout)
+    assert [cert["name"] for cert in listed].count(token_only_controller["name"]) == 1
+
+
+@pytest.mark.parametrize("which", ["spent", "other server"])
+def test_a_second_fresh_controller_with_the_token_fails_clearly(token_only_controller, tmp_path, which):
+    token = token_only_controller["token"]
+    if which == "other server":
+        # The same token naming another server's certificate: refused before anything is sent.
+        data = json.loads(base64.b64decode(token))
+        token = base64.b64encode(json.dumps({**data, "fingerprint": "ab" * 32}).encode()).decode()
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    (tmp_path / "home").mkdir()
+    result = ansible("ansible-inventory", "-i", str(token_only_inventory(tmp_path, token)), "--list", env=env,
+                     check=False)
+    message = one_line(result)
+    assert result.returncode != 0
+    config = tmp_path / "xdg" / "mage-lxd"
+    if which == "spent":
+        assert f"{TITLE} remote 'trem' ({URL}): option trust_token: the server refused the token" in message
+        assert f"Fix: on the server run '{CLI} config trust add" in message
+        assert fingerprint(config / "client.crt") not in trusted_names().values()
+    else:
+        assert (f"remote 'trem' ({URL}): the server's certificate has the SHA-256 fingerprint "
+                f"{fingerprint(Path(SERVER_CERT))}, but the trust_token names {'ab' * 32}") in message
+        assert "Fix: check that the url is the server that made the token" in message
+        assert not config.exists()

@@ -66,6 +66,23 @@ def test_an_incus_remote_gives_its_project_and_explicit_options_win(no_cli, monk
     assert (labelled.url, labelled.server_cert, labelled.project) == ("unix:/run/other.socket", None, None)
 
 
+def test_a_token_never_makes_a_pair_in_the_clis_directory(no_cli, monkeypatch, tmp_path):
+    directory = cli_dir(no_cli, "lxc-5.0.2", "tremx", client_pair=False)
+    monkeypatch.setenv("LXD_CONF", str(directory))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    # The CLI has no pair: with a token, mage-lxd's own is used (and generated there at connect).
+    remote = remote_from_mapping({"name": "tremx", "trust_token": "eyJ-not-read"}, where="remotes")
+    assert (remote.client_cert, remote.client_key) == (str(tmp_path / "xdg/mage-lxd/client.crt"),
+                                                       str(tmp_path / "xdg/mage-lxd/client.key"))
+    # The server certificate `lxc remote add` pinned is still the CLI's, so the token is not read.
+    assert remote.server_cert == str(directory / "servercerts/tremx.crt") and remote.token_fingerprint is None
+    # The CLI's pair, when it has one, is used as before.
+    (directory / "client.crt").write_text("crt")
+    (directory / "client.key").write_text("key")
+    remote = remote_from_mapping({"name": "tremx", "trust_token": "eyJ-not-read"}, where="remotes")
+    assert remote.client_cert == str(directory / "client.crt")
+
+
 def test_incus_per_remote_client_certificates_come_first(no_cli, monkeypatch):
     directory = cli_dir(no_cli, "incus-6.0.4", "tremy")
     (directory / "clientcerts").mkdir()

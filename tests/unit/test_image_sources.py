@@ -5,15 +5,20 @@ resolver's refusals, on plain data."""
 from __future__ import annotations
 
 import copy
+import re
 import ssl
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.mage.lxd.plugins.plugin_utils.batch import pull_gates
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.images import (
     INCUS_IMAGES,
     LXD_IMAGES,
+    PROTOCOLS,
+    UBUNTU_REMOTES,
     ImageResolver,
     ImageServer,
     ImageSource,
@@ -23,7 +28,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.images import (
     server_for,
     simplestreams_images,
 )
-from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import parse_spec
+from ansible_collections.mage.lxd.plugins.plugin_utils.instance_spec import DEFAULT_IMAGE_SERVER, parse_spec
 from ansible_collections.mage.lxd.plugins.plugin_utils.provision import (
     ImagePull,
     InstanceFacts,
@@ -32,6 +37,7 @@ from ansible_collections.mage.lxd.plugins.plugin_utils.provision import (
 )
 
 WHERE = "instance 'web1' in project 'default'"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _item(ftype, sha, size=100, **extra):
@@ -276,6 +282,24 @@ def test_an_lxd_protocol_alias_is_its_public_target_of_the_instances_type():
             resolver.resolve(server, alias, "container", WHERE)
 
 
+def test_an_lxd_protocol_alias_is_asked_once_for_the_batch_and_a_failure_too():
+    server = ImageServer("https://10.0.0.1:8443", "lxd")
+    base = f"{server.url}/1.0/images"
+    fake = FakeServer({f"{base}/aliases/pub": {"metadata": {"target": "8014a65f", "type": "container"}}})
+    resolver = ImageResolver("lxd", X86, fetch=fake)
+    for name in ("a", "b", "c"):
+        assert resolver.resolve(server, "pub", "container", f"instance '{name}' in project 'p'").fingerprint == "8014a65f"
+    assert fake.calls == [f"{base}/aliases/pub"]
+    broken = FakeServer({}, error=ConnectionRefusedError(111, "Connection refused"))
+    resolver = ImageResolver("lxd", X86, fetch=broken)
+    for name in ("a", "b"):
+        where = f"instance '{name}' in project 'p'"
+        with pytest.raises(OptionError) as refused:
+            resolver.resolve(server, "pub", "container", where)
+        assert str(refused.value).startswith(f"{where}: image 'pub' on {server.url} (lxd): the server cannot be read")
+    assert len(broken.calls) == 1
+
+
 def _plan(name, pull):
     spec = parse_spec({"name": name, "image": "mage/busybox"})
     return InstancePlan(spec=spec, facts=InstanceFacts(current=None, pull=pull),
@@ -349,6 +373,54 @@ def test_an_image_the_server_has_is_used_by_fingerprint_and_nothing_is_pulled():
     assert _source(FakeLxd(have={"new-ct"}), "debian/12") == ({"type": "image", "fingerprint": "new-ct"}, None)
 
 
+def _module_options():
+    source = (ROOT / "plugins" / "modules" / "mage_lxd_instance.py").read_text()
+    return yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])["options"]
+
+
+def test_the_module_docs_the_role_and_readme_say_what_the_code_does_with_image_server():
+    # The action leaves documented defaults to the library: the documented one must be the code's.
+    options = _module_options()
+    role = ROOT / "roles" / "provisioning"
+    role_defaults = (role / "defaults" / "main.yml").read_text()
+    role_spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    variable = role_spec["lxd_provisioning_image_server"]
+    assert options["image_server"]["default"] == DEFAULT_IMAGE_SERVER == "images"
+    assert yaml.safe_load(role_defaults)["lxd_provisioning_image_server"] == variable["default"] == DEFAULT_IMAGE_SERVER
+    assert 'image_server: "{{ lxd_provisioning_image_server }}"' in (role / "tasks" / "main.yml").read_text()
+    # Each names the server that default is on LXD and on Incus, the right way round.
+    texts = {"module": " ".join(options["image_server"]["description"]), "role spec": " ".join(variable["description"]),
+             "role defaults": role_defaults, "README": (ROOT / "README.md").read_text()}
+    for where, text in texts.items():
+        text = " ".join(text.replace("#", " ").split())
+        assert re.search(re.escape(LXD_IMAGES) + r"[)`]? on LXD\b", text), where
+        assert re.search(re.escape(INCUS_IMAGES) + r"[)`]? on Incus\b", text), where
+    image = " ".join(options["image"]["description"])
+    assert all(f"C({name}:" in image for name in UBUNTU_REMOTES), "every ubuntu remote the code knows is documented"
+    assert all(f"V({name})" in image for name in PROTOCOLS), "every protocol the code takes is documented"
+
+
+@pytest.mark.parametrize(("kind", "url", "fingerprint"), [("lxd", LXD_IMAGES, "new-ct"), ("incus", INCUS_IMAGES, "new-ct-incus")])
+@pytest.mark.parametrize("declared", [{}, {"image_server": None}, {"image_server": "images"}])
+def test_the_shorthand_with_the_default_image_server_is_pulled_from_the_server_kinds_own(kind, url, fingerprint,
+                                                                                         declared):
+    # Left out, null (an unset role variable) or the role's default: LXD's server on LXD, Incus's on Incus.
+    from ansible_collections.mage.lxd.plugins.plugin_utils.provision import _image_source
+    spec = parse_spec({"name": "web1", "image": "debian/12/amd64", **declared})
+    answers = {f"{url}/streams/v1/index.json": INDEX, f"{url}/streams/v1/images.json": PRODUCTS}
+    fake = FakeServer(answers)
+    source, pull = _image_source(FakeLxd(kind=kind), spec, WHERE, ImageResolver(kind, X86, fetch=fake), False)
+    assert (source["server"], source["protocol"], source["alias"]) == (url, "simplestreams", "debian/12/amd64")
+    assert (pull.fingerprint, pull.server) == (fingerprint, url)
+    assert fake.calls and all(call.startswith(url + "/") for call in fake.calls)
+
+
+def test_the_users_image_server_wins_on_either_kind():
+    for kind in ("lxd", "incus"):
+        source, _pull = _source(FakeLxd(kind=kind), "debian/12/amd64")
+        assert source["server"] == LAB.url
+
+
 def test_a_named_server_is_asked_even_when_a_local_alias_has_that_name(tmp_path):
     api = FakeLxd(kind="incus", aliases={"mage-public/busybox"})
     cert = tmp_path / "server.crt"
@@ -360,3 +432,57 @@ def test_a_named_server_is_asked_even_when_a_local_alias_has_that_name(tmp_path)
     # Incus names the image API protocol 'incus'; LXD is given the pinned certificate too.
     assert source["protocol"] == "incus" and source["certificate"] == cert.read_text()
     assert pull.fingerprint == "8014" and not any(path.startswith("images/aliases/") for path in api.requests)
+
+
+@pytest.fixture
+def https_index(tmp_path):
+    """A simplestreams index served over HTTPS on loopback, with a certificate of a CA no store has."""
+    import http.server
+    import json
+    import threading
+
+    from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf
+
+    cert_pem, key_pem = make_leaf(make_ca(), ["127.0.0.1"])
+    (tmp_path / "server.crt").write_text(cert_pem)
+    (tmp_path / "server.key").write_text(key_pem)
+    other_pem, _other_key = make_leaf(make_ca(), ["127.0.0.1"])
+    (tmp_path / "other.crt").write_text(other_pem)
+    files = {"/streams/v1/index.json": INDEX, "/streams/v1/images.json": PRODUCTS}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the base class's name
+            body = json.dumps(files[self.path]).encode() if self.path in files else b"{}"
+            self.send_response(200 if self.path in files else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tmp_path / "server.crt"), str(tmp_path / "server.key"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_image_server_is_tls_checked_by_default_and_a_pin_must_match(https_index):
+    url, directory = https_index
+    resolver = ImageResolver("lxd", X86, timeout=5)
+    # Its CA is in no store: refused, though it would answer.
+    with pytest.raises(OptionError, match=rf"{WHERE}: image 'debian/12' on {re.escape(url)} \(simplestreams\): TLS "
+                                          "verification failed .*Fix: add the server's CA"):
+        resolver.resolve(ImageServer(url), "debian/12", "container", WHERE)
+    pinned = ImageServer(url, server_cert=str(directory / "server.crt"))
+    assert ImageResolver("lxd", X86, timeout=5).resolve(pinned, "debian/12", "container", WHERE).fingerprint == "new-ct"
+    wrong = ImageServer(url, server_cert=str(directory / "other.crt"))
+    with pytest.raises(OptionError, match="TLS verification failed .*is not this server's certificate"):
+        ImageResolver("lxd", X86, timeout=5).resolve(wrong, "debian/12", "container", WHERE)
