@@ -94,20 +94,23 @@ def decode_token(token: str, where: str) -> TrustToken:
 
 
 def apply_token_defaults(given: Mapping[str, Any], name: str, url: str, validate_certs: bool, where: str,
-                         environ: Mapping[str, str], home: str) -> tuple[dict[str, Any], str | None]:
+                         environ: Mapping[str, str], home: str) -> tuple[dict[str, Any], str, bool]:
     """The options of an HTTPS remote with a trust_token, completed as `lxc remote add URL --token`
     needs nothing else: a client pair left out is mage-lxd's own (token_paths), and a server
     certificate left out (with validate_certs on) is pinned from the token at the default path.
-    Returns the options and the fingerprint to pin (None when server_cert is given, or TLS is off).
-    Options given always win."""
+    Returns the options, the fingerprint the token names (always decoded, so a malformed token
+    fails here; the server's certificate is checked against it before the token is sent, whatever
+    validate_certs says) and whether server_cert is the default path to pin it to. Options given
+    always win."""
     options = dict(given)
+    fingerprint = decode_token(str(options["trust_token"]), where).fingerprint
     defaults = token_paths(name, url, environ, home)
     if not options.get("client_cert") and not options.get("client_key"):
         options["client_cert"], options["client_key"] = defaults["client_cert"], defaults["client_key"]
     if not validate_certs or options.get("server_cert"):
-        return options, None
+        return options, fingerprint, False
     options["server_cert"] = defaults["server_cert"]
-    return options, decode_token(str(options["trust_token"]), where).fingerprint
+    return options, fingerprint, True
 
 
 def config_dir(environ: Mapping[str, str], home: str) -> str:
@@ -148,17 +151,39 @@ def pem_fingerprint(pem: bytes) -> str | None:
         return None
 
 
-def check_token_fingerprint(expected: str, presented_der: bytes, where: str, pin_path: str) -> None:
-    """Refuse a server certificate (DER) whose fingerprint is not `expected`, the trust token's."""
-    presented = der_fingerprint(presented_der)
+def check_token_fingerprint(expected: str, presented_der: bytes | None, where: str, pin_path: str | None) -> None:
+    """Refuse a server certificate (DER) whose fingerprint is not `expected`, the trust token's.
+    `pin_path` is where it is pinned once it agrees (None when nothing is pinned)."""
+    presented = der_fingerprint(presented_der or b"")
     if presented != expected:
+        pinned = ("nothing was sent to it and nothing was pinned.", f" {pin_path} is written once the fingerprints "
+                  "agree.") if pin_path else ("the trust_token was not sent to it.", "")
         raise FingerprintMismatchError(
             f"the server's certificate has the SHA-256 fingerprint {presented}, but the trust_token names "
-            f"{expected}; nothing was sent to it and nothing was pinned.", where=where,
+            f"{expected}; {pinned[0]}", where=where,
             expected=expected, presented=presented,
             fix="check that the url is the server that made the token (another server, or something between us and "
                 "it, answers there); or make a new token on that server, or set server_cert to its certificate "
-                f"(server.crt in its state directory). {pin_path} is written once the fingerprints agree.")
+                f"(server.crt in its state directory).{pinned[1]}")
+
+
+def check_server_cert_is_tokens(server_cert: str, expected: str, where: str) -> None:
+    """Refuse a server_cert given with a trust_token that is not the certificate the token names."""
+    try:
+        with open(server_cert, "rb") as handle:
+            presented = pem_fingerprint(handle.read())
+    except OSError as exc:
+        raise OptionError(f"cannot read server_cert '{server_cert}' ({exc.strerror or exc}).", where=where,
+                          fix="set server_cert to a readable copy of the server's certificate.") from None
+    if presented is None:
+        raise OptionError(f"server_cert '{server_cert}' is not a PEM certificate.", where=where,
+                          fix="copy the server's own certificate (server.crt in its state directory).")
+    if presented != expected:
+        raise FingerprintMismatchError(
+            f"server_cert '{server_cert}' has the SHA-256 fingerprint {presented}, but the trust_token names "
+            f"{expected}; the trust_token was not sent.", where=where, expected=expected, presented=presented,
+            fix="set server_cert to the certificate of the server that made the token, or leave server_cert out to "
+                "pin it from the token; or make a new token on the server that server_cert names.")
 
 
 def stored_pin_matches(path: str, expected: str) -> bool:

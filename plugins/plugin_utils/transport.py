@@ -21,7 +21,7 @@ import selectors
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlparse
 
@@ -211,9 +211,11 @@ class ApiSession:
 
     def request(self, method: str, url: str, params: Mapping[str, Any] | None = None, json: Any = None,
                 data: Any = None, headers: Mapping[str, str] | None = None, stream: bool = False,
-                timeout: Timeout = None) -> Response:
+                timeout: Timeout = None, peer_check: Callable[[bytes | None], None] | None = None) -> Response:
         """`method` `url` (its path is used) with `params` as the query; `json` or `data` (bytes or
-        a file, streamed) as the body. The body is read at once unless `stream`."""
+        a file, streamed) as the body. The body is read at once unless `stream`. `peer_check` is
+        given the server's certificate (DER) of every TLS connection the request is to go on, before
+        anything is sent on it, and refuses it by raising."""
         connect_timeout, read_timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         target = urlparse(url).path + (f"?{urlencode(params)}" if params else "")
         sent_headers = dict(headers or {})
@@ -227,22 +229,27 @@ class ApiSession:
         method = method.upper()
         start = body.tell() if hasattr(body, "seek") else None
         try:
-            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout)
+            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout, peer_check)
         except _StaleConnection:
             # The server had closed the kept connection (a race a poll cannot see): the request did
             # not reach it, so it is sent once more, on a new connection.
             if start is not None:
                 body.seek(start)
-            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout)
+            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout, peer_check)
         response = Response(raw, self._release)
         if not stream:
             response.read()
         return response
 
     def _send(self, method: str, target: str, body: Any, headers: dict[str, str], connect_timeout: float | None,
-              read_timeout: float | None) -> http.client.HTTPResponse:
+              read_timeout: float | None, peer_check: Callable[[bytes | None], None] | None = None
+              ) -> http.client.HTTPResponse:
         connection, reused = self._connection(connect_timeout)
         try:
+            if peer_check is not None:
+                if connection.sock is None:
+                    connection.connect()
+                peer_check(connection.sock.getpeercert(binary_form=True))
             try:
                 connection.request(method, target, body=body, headers=headers)
             except (BrokenPipeError, ConnectionResetError) as exc:

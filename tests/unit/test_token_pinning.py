@@ -90,17 +90,22 @@ def test_a_pinned_certificate_is_named_after_the_remote_or_its_host_and_port():
 def test_options_given_win_over_the_tokens_defaults():
     token = make_token()
     given = {"trust_token": token}
-    options, fingerprint = apply_token_defaults(given, "prod", "https://h:8443", True, "w", {}, "/home/u")
-    assert fingerprint == LAB_TOKEN_JSON["fingerprint"]
+    options, fingerprint, pin = apply_token_defaults(given, "prod", "https://h:8443", True, "w", {}, "/home/u")
+    assert fingerprint == LAB_TOKEN_JSON["fingerprint"] and pin is True
     assert (options["client_cert"], options["client_key"], options["server_cert"]) == (
         "/home/u/.config/mage-lxd/client.crt", "/home/u/.config/mage-lxd/client.key",
         "/home/u/.config/mage-lxd/servercerts/prod.crt")
     assert given == {"trust_token": token}  # not changed in place
-    mine = {"trust_token": "eyJ-not-decoded", "client_cert": "/c.crt", "client_key": "/c.key", "server_cert": "/s.crt"}
-    assert apply_token_defaults(mine, "prod", "https://h", True, "w", {}, "/home/u") == (mine, None)
-    # TLS turned off: nothing to pin, so the token is not decoded; the pair still has its default.
-    options, fingerprint = apply_token_defaults({"trust_token": "x"}, "prod", "https://h", False, "w", {}, "/home/u")
-    assert fingerprint is None and "server_cert" not in options and options["client_cert"].endswith("client.crt")
+    # A server_cert given wins: nothing is pinned, but the token is still decoded, its fingerprint
+    # checked before the token is sent.
+    mine = {"trust_token": token, "client_cert": "/c.crt", "client_key": "/c.key", "server_cert": "/s.crt"}
+    assert apply_token_defaults(mine, "prod", "https://h", True, "w", {}, "/home/u") == (
+        mine, LAB_TOKEN_JSON["fingerprint"], False)
+    # TLS turned off: nothing to pin, the fingerprint still checked; the pair still has its default.
+    options, fingerprint, pin = apply_token_defaults({"trust_token": token}, "prod", "https://h", False, "w", {},
+                                                     "/home/u")
+    assert (fingerprint, pin) == (LAB_TOKEN_JSON["fingerprint"], False)
+    assert "server_cert" not in options and options["client_cert"].endswith("client.crt")
 
 
 def test_a_remote_with_only_a_url_and_a_token_is_complete(monkeypatch, tmp_path):
@@ -112,6 +117,7 @@ def test_a_remote_with_only_a_url_and_a_token_is_complete(monkeypatch, tmp_path)
     assert (remote.client_cert, remote.client_key, remote.server_cert) == (
         str(directory / "client.crt"), str(directory / "client.key"), str(directory / "servercerts" / "new.crt"))
     assert remote.token_fingerprint == LAB_TOKEN_JSON["fingerprint"] and remote.validate_certs is True
+    assert remote.pin_token is True
     # Nothing is written before a connection: parsing options stays pure.
     assert not (tmp_path / "conf").exists()
     # The host variables point the connection at the same files, never at the token.
@@ -295,7 +301,7 @@ def test_an_explicit_server_cert_wins_and_tls_stays_verified(lxd, tmp_path, monk
     wrong.write_text(make_leaf(make_ca(), ["127.0.0.1"])[0])
     remote = remote_from_mapping({"name": "new", "url": lxd.url, "trust_token": lxd.token(), "server_cert": str(wrong),
                                   "timeout": 5}, where="remotes")
-    assert remote.token_fingerprint is None
+    assert remote.pin_token is False and remote.token_fingerprint == der_fingerprint(lxd.der)
     # The given pin is not this server's: refused at the TLS check, before any request, and nothing
     # is pinned from the token instead.
     with pytest.raises(RemoteError, match=r"TLS verification failed .*is not this server's certificate"):
@@ -316,3 +322,53 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _connect_with(monkeypatch, home, **options) -> LxdApi:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    return LxdApi(remote_from_mapping({"name": "new", "timeout": 5, **options}, where="remotes"))
+
+
+@pytest.mark.parametrize("validate_certs", [False, "no"])
+def test_without_tls_checks_the_token_still_goes_only_to_the_server_it_names(lxd, tmp_path, monkeypatch,
+                                                                             validate_certs):
+    other = ssl.PEM_cert_to_DER_cert(make_leaf(make_ca(), ["127.0.0.1"])[0])
+    with pytest.raises(FingerprintMismatchError) as error:
+        _connect_with(monkeypatch, tmp_path, url=lxd.url, trust_token=lxd.token(fingerprint=der_fingerprint(other)),
+                      validate_certs=validate_certs)
+    assert (error.value.expected, error.value.presented) == (der_fingerprint(other), der_fingerprint(lxd.der))
+    # The untrusted GET /1.0 only: the token was never sent, and nothing was pinned.
+    assert lxd.requests == [("GET", "/1.0")] and lxd.spent == set()
+    assert not (tmp_path / ".config" / "mage-lxd" / "servercerts").exists()
+    # The token's own server: trusted, still without a pin (TLS checks are off).
+    api = _connect_with(monkeypatch, tmp_path, url=lxd.url, trust_token=lxd.token(), validate_certs=validate_certs)
+    assert api.host_info["auth"] == "trusted" and api.remote.server_cert is None
+    assert not (tmp_path / ".config" / "mage-lxd" / "servercerts").exists()
+
+
+def test_a_server_cert_given_that_is_not_the_tokens_is_refused_naming_both(lxd, tmp_path, monkeypatch):
+    wrong = tmp_path / "wrong.crt"
+    wrong.write_text(make_leaf(make_ca(), ["127.0.0.1"])[0])
+    with pytest.raises(FingerprintMismatchError) as error:
+        _connect_with(monkeypatch, tmp_path, url=lxd.url, trust_token=lxd.token(), server_cert=str(wrong),
+                      validate_certs=False)
+    presented = der_fingerprint(ssl.PEM_cert_to_DER_cert(wrong.read_text()))
+    assert (error.value.expected, error.value.presented) == (der_fingerprint(lxd.der), presented)
+    assert str(wrong) in str(error.value) and presented in str(error.value) and der_fingerprint(lxd.der) in str(
+        error.value)
+    assert lxd.requests == [("GET", "/1.0")] and lxd.spent == set()
+    # The server's own certificate as server_cert: the token is sent, and nothing is pinned from it.
+    right = tmp_path / "right.crt"
+    right.write_text(ssl.DER_cert_to_PEM_cert(lxd.der))
+    api = _connect_with(monkeypatch, tmp_path, url=lxd.url, trust_token=lxd.token(), server_cert=str(right))
+    assert api.host_info["auth"] == "trusted" and api.remote.server_cert == str(right)
+    assert not (tmp_path / ".config" / "mage-lxd" / "servercerts").exists()
+
+
+@pytest.mark.parametrize("options", [{"validate_certs": False}, {"server_cert": __file__}])
+def test_a_malformed_token_is_an_option_error_whatever_tls_says(tmp_path, monkeypatch, options):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    with pytest.raises(OptionError) as error:
+        remote_from_mapping({"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "eyJ-not-a-token",
+                             **options}, where="remotes")
+    assert NOT_A_TOKEN in error.value.reasons
