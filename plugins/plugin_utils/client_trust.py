@@ -186,13 +186,19 @@ def check_server_cert_is_tokens(server_cert: str, expected: str, where: str) -> 
                 "pin it from the token; or make a new token on the server that server_cert names.")
 
 
-def stored_pin_matches(path: str, expected: str) -> bool:
-    """True when `path` holds the certificate whose fingerprint is `expected` (pinned on an earlier run)."""
+def stored_pin_matches(path: str, expected: str, where: str) -> bool:
+    """True when `path` holds the certificate whose fingerprint is `expected` (pinned on an earlier
+    run); False when there is no file. A path that cannot be read (a directory, a symlink loop,
+    another user's file) is an OptionError naming `where` and server_cert."""
     try:
         with open(path, "rb") as handle:
             return pem_fingerprint(handle.read()) == expected
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise OptionError(f"cannot read the pinned server certificate, server_cert '{path}' ({exc.strerror or exc}).",
+                          where=where, fix="remove it (it is pinned again from the trust_token), or set server_cert "
+                          "to a readable copy of the server's certificate.") from None
 
 
 def fetch_server_certificate(host: str, port: int, timeout: float | None) -> bytes:
@@ -213,7 +219,7 @@ def pin_from_token(url: str, expected: str, path: str, timeout: float | None, wh
     """Pin the server at `url` from its trust token: when `path` does not hold the certificate
     whose fingerprint is `expected` already, read the server's certificate (unverified), refuse it
     unless its fingerprint is `expected`, and write it to `path`. True when it was written."""
-    if stored_pin_matches(path, expected):
+    if stored_pin_matches(path, expected, where):
         return False
     parsed = urlparse(url)
     try:

@@ -9,6 +9,7 @@ before anything connects; lxd_api.py connects to it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ REMOTE_KEYS = frozenset({"name", *REMOTE_OPTIONS})
 # The environment variables the connection and lookup read (doc_fragments/mage_lxd.py); the
 # instance action reads them too when its task leaves the option out, so one `export` points
 # site.yml, its role and proxy.yml at a remote LXD or cluster.
+# A remote's name names files (its pinned certificate) and is shown in messages: no control characters.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 REMOTE_ENV = {"url": "MAGE_LXD_URL", "client_cert": "MAGE_LXD_CLIENT_CERT", "client_key": "MAGE_LXD_CLIENT_KEY",
               "server_cert": "MAGE_LXD_SERVER_CERT", "trust_token": "MAGE_LXD_TRUST_TOKEN"}
 
@@ -106,6 +109,9 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(REMOTE_KEYS))}"
         )
     name = str(data.get("name") or "local")
+    if CONTROL_CHARACTER.search(name):
+        raise OptionError(f"{where}: the remote name {name!r} has a control character (a NUL, a line break, ...); "
+                          "give it a name of printable characters")
     url = str(data.get("url") or "")
     if url and not (url.startswith(("https://", "unix:", "/"))):
         raise OptionError(

@@ -286,9 +286,9 @@ def test_a_pin_another_token_made_is_replaced_only_when_the_server_shows_the_new
     old_pem = make_leaf(make_ca(), ["127.0.0.1"])[0]
     pinned.write_text(old_pem)
     expected = der_fingerprint(lxd.der)
-    assert not stored_pin_matches(str(pinned), expected)
+    assert not stored_pin_matches(str(pinned), expected, "w")
     assert pin_from_token(lxd.url, expected, str(pinned), 5, "w") is True
-    assert stored_pin_matches(str(pinned), expected) and _mode(pinned) == 0o644
+    assert stored_pin_matches(str(pinned), expected, "w") and _mode(pinned) == 0o644
     # Pinned: no connection at all (the server is gone).
     lxd.stop()
     assert pin_from_token(lxd.url, expected, str(pinned), 5, "w") is False
@@ -372,3 +372,24 @@ def test_a_malformed_token_is_an_option_error_whatever_tls_says(tmp_path, monkey
         remote_from_mapping({"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "eyJ-not-a-token",
                              **options}, where="remotes")
     assert NOT_A_TOKEN in error.value.reasons
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink loop"])
+def test_a_pin_path_that_cannot_be_read_is_an_option_error_naming_the_remote_and_server_cert(tmp_path, kind):
+    path = tmp_path / "pin.crt"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(path)
+    with pytest.raises(OptionError) as error:
+        pin_from_token("https://127.0.0.1:1", "ab" * 32, str(path), 2, "remote 'new' (https://127.0.0.1:1)")
+    assert error.value.where == "remote 'new' (https://127.0.0.1:1)"
+    assert f"server_cert '{path}'" in str(error.value) and "Fix: " in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb", "a\x1bb", "a\x7fb"])
+def test_a_remote_name_with_a_control_character_is_refused(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    with pytest.raises(OptionError, match=r"^remotes: the remote name .* has a control character"):
+        remote_from_mapping({"name": name, "url": "https://127.0.0.1:18443", "trust_token": make_token()},
+                            where="remotes")
