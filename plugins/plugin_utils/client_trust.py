@@ -11,7 +11,8 @@ client_name, addresses, secret, expires_at), which is how the CLIs trust a self-
 they have never seen: they read its certificate without trusting it, go on only when its
 fingerprint is the token's, and keep it as the remote's pinned certificate (servercerts/NAME.crt).
 Without a server_cert we do the same, in mage-lxd's own config directory (token_paths), and never
-touch the CLIs' files.
+touch the CLIs' files. Whatever validate_certs says, and with a server_cert given too, the token
+is sent only on a connection whose certificate has the token's fingerprint (lxd_api.py).
 """
 
 from __future__ import annotations
@@ -121,18 +122,20 @@ def config_dir(environ: Mapping[str, str], home: str) -> str:
 
 
 def pin_name(name: str, url: str) -> str:
-    """The file name (without .crt) of a remote's certificate pinned from its token: the remote's
-    name, or HOST_PORT for a remote with none of its own ('local', the default of a task's)."""
-    if name and name != "local":
-        return name.replace(os.sep, "_")
+    """The file name (without .crt) of a remote's certificate pinned from its token: NAME-HASH, the
+    remote's name ('local' for a task's) and 16 hex digits of the SHA-256 of the name, the host and
+    the port, so no two remotes share a file (neither 'local' at h:8443 and a remote named h_8443,
+    nor names that read alike once made safe for a file name)."""
+    name = name or "local"
     parsed = urlparse(url)
-    return f"{parsed.hostname or 'server'}_{parsed.port or DEFAULT_HTTPS_PORT}".replace(os.sep, "_")
+    server = json.dumps([name, parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT])
+    return f"{name.replace(os.sep, '_')}-{hashlib.sha256(server.encode()).hexdigest()[:16]}"
 
 
 def token_paths(name: str, url: str, environ: Mapping[str, str], home: str) -> dict[str, str]:
     """Where a remote with a trust_token keeps what the token's options leave out: the client pair
     (client.crt, client.key) and the server certificate pinned from the token
-    (servercerts/NAME.crt), in mage-lxd's config directory."""
+    (servercerts/NAME-HASH.crt, pin_name), in mage-lxd's config directory."""
     directory = config_dir(environ, home)
     return {"client_cert": os.path.join(directory, "client.crt"), "client_key": os.path.join(directory, "client.key"),
             "server_cert": os.path.join(directory, "servercerts", f"{pin_name(name, url)}.crt")}

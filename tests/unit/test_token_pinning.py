@@ -9,6 +9,7 @@ import base64
 import http.server
 import json
 import os
+import re
 import socket
 import ssl
 import stat
@@ -76,15 +77,24 @@ def test_the_config_directory_is_mage_lxds_own_under_xdg_config_home_or_home():
     assert config_dir({"XDG_CONFIG_HOME": "conf"}, "/home/u") == "/home/u/.config/mage-lxd"
     assert token_paths("prod", "https://lxd.example.org:8443", {}, "/home/u") == {
         "client_cert": "/home/u/.config/mage-lxd/client.crt", "client_key": "/home/u/.config/mage-lxd/client.key",
-        "server_cert": "/home/u/.config/mage-lxd/servercerts/prod.crt"}
+        "server_cert": f"/home/u/.config/mage-lxd/servercerts/{pin_name('prod', 'https://lxd.example.org:8443')}.crt"}
 
 
-def test_a_pinned_certificate_is_named_after_the_remote_or_its_host_and_port():
-    assert pin_name("prod", "https://h:1") == "prod"
+def test_a_pinned_certificate_is_named_after_the_remote_and_its_server():
+    assert re.fullmatch(r"prod-[0-9a-f]{16}", pin_name("prod", "https://h:1"))
     # A task's remote is 'local' unless named: its host and port tell servers apart.
-    assert pin_name("local", "https://lxd.example.org") == "lxd.example.org_8443"
-    assert pin_name("", "https://[fd00::1]:9443") == "fd00::1_9443"
-    assert pin_name("a/b", "https://h") == "a_b"
+    assert re.fullmatch(r"local-[0-9a-f]{16}", pin_name("local", "https://lxd.example.org"))
+    assert pin_name("local", "https://lxd.example.org") != pin_name("local", "https://lxd.example.org:9443")
+    assert pin_name("", "https://[fd00::1]:9443") == pin_name("local", "https://[fd00::1]:9443")
+    assert pin_name("a/b", "https://h").startswith("a_b-")
+    # The same server however its url is written: the default port, a trailing slash, the host's case.
+    assert pin_name("prod", "https://H/") == pin_name("prod", "https://h:8443")
+    # One file per (name, server): 'local' at h:8443 and a remote named 'h_8443' elsewhere do not
+    # share one, nor do names that read alike once made safe for a file name.
+    names = [pin_name("local", "https://h:8443"), pin_name("h_8443", "https://other:8443"),
+             pin_name("h_8443", "https://h:8443"), pin_name("a/b", "https://h"), pin_name("a_b", "https://h"),
+             pin_name("a-b", "https://c"), pin_name("a", "https://b-c")]
+    assert len(set(names)) == len(names)
 
 
 def test_options_given_win_over_the_tokens_defaults():
@@ -94,7 +104,7 @@ def test_options_given_win_over_the_tokens_defaults():
     assert fingerprint == LAB_TOKEN_JSON["fingerprint"] and pin is True
     assert (options["client_cert"], options["client_key"], options["server_cert"]) == (
         "/home/u/.config/mage-lxd/client.crt", "/home/u/.config/mage-lxd/client.key",
-        "/home/u/.config/mage-lxd/servercerts/prod.crt")
+        f"/home/u/.config/mage-lxd/servercerts/{pin_name('prod', 'https://h:8443')}.crt")
     assert given == {"trust_token": token}  # not changed in place
     # A server_cert given wins: nothing is pinned, but the token is still decoded, its fingerprint
     # checked before the token is sent.
@@ -115,13 +125,14 @@ def test_a_remote_with_only_a_url_and_a_token_is_complete(monkeypatch, tmp_path)
                                  where="remotes")
     directory = tmp_path / "conf" / "mage-lxd"
     assert (remote.client_cert, remote.client_key, remote.server_cert) == (
-        str(directory / "client.crt"), str(directory / "client.key"), str(directory / "servercerts" / "new.crt"))
+        str(directory / "client.crt"), str(directory / "client.key"),
+        str(directory / "servercerts" / f"{pin_name('new', 'https://127.0.0.1:18443')}.crt"))
     assert remote.token_fingerprint == LAB_TOKEN_JSON["fingerprint"] and remote.validate_certs is True
     assert remote.pin_token is True
     # Nothing is written before a connection: parsing options stays pure.
     assert not (tmp_path / "conf").exists()
     # The host variables point the connection at the same files, never at the token.
-    assert remote.connection_vars()["mage_lxd_server_cert"] == str(directory / "servercerts" / "new.crt")
+    assert remote.connection_vars()["mage_lxd_server_cert"] == remote.server_cert
     assert token not in str(remote.connection_vars())
     with pytest.raises(OptionError, match=r"^remotes 'new': option trust_token is not an LXD or Incus trust token"):
         remote_from_mapping({"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "bm90IGEgdG9rZW4="},
@@ -131,7 +142,8 @@ def test_a_remote_with_only_a_url_and_a_token_is_complete(monkeypatch, tmp_path)
 def test_a_task_with_only_url_and_token_pins_under_host_and_port(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     remote = remote_from_task_args({"url": "https://127.0.0.1:18444", "trust_token": make_token()}, "task remote")
-    assert remote.server_cert == str(tmp_path / "mage-lxd" / "servercerts" / "127.0.0.1_18444.crt")
+    assert remote.server_cert == str(tmp_path / "mage-lxd" / "servercerts" /
+                                     f"{pin_name('local', 'https://127.0.0.1:18444')}.crt")
 
 
 def test_a_fingerprint_that_is_not_the_tokens_is_refused_with_both_and_the_fix():
@@ -239,13 +251,13 @@ def test_a_fresh_controller_with_only_url_and_token_pins_the_server_and_is_trust
     assert api.host_info["auth"] == "trusted" and api.kind.title == "LXD"
     assert lxd.requests == [("GET", "/1.0"), ("POST", "/1.0/certificates"), ("GET", "/1.0")]
     directory = tmp_path / ".config" / "mage-lxd"
-    pinned = directory / "servercerts" / "new.crt"
+    pinned = directory / "servercerts" / f"{pin_name('new', lxd.url)}.crt"
     # The server's own certificate, pinned: 0644, in new 0700 directories, next to the 0600 key.
     assert ssl.PEM_cert_to_DER_cert(pinned.read_text()) == lxd.der
     assert _mode(pinned) == 0o644 and _mode(directory) == 0o700 and _mode(directory / "servercerts") == 0o700
     assert _mode(directory / "client.key") == 0o600
     assert sorted(os.listdir(directory)) == ["client.crt", "client.key", "servercerts"]
-    assert os.listdir(directory / "servercerts") == ["new.crt"]
+    assert os.listdir(directory / "servercerts") == [pinned.name]
 
     # The next run, the token spent: the pin and the pair are there, the token is never sent again.
     lxd.requests.clear()
@@ -265,7 +277,7 @@ def test_a_second_fresh_controller_with_the_spent_token_fails_clearly(lxd, tmp_p
     assert message.startswith(f"LXD remote 'new' ({lxd.url}): option trust_token: the server refused the token")
     assert "(not authorized)" in message and "Fix: on the server run 'lxc config trust add --name NAME'" in message
     # Its pin was still made from the token: the token names the server, spent or not.
-    assert (tmp_path / "second" / ".config" / "mage-lxd" / "servercerts" / "new.crt").exists()
+    assert (tmp_path / "second" / ".config" / "mage-lxd" / "servercerts" / f"{pin_name('new', lxd.url)}.crt").exists()
 
 
 def test_a_server_whose_certificate_is_not_the_tokens_gets_no_request_and_no_pin(lxd, tmp_path, monkeypatch):
