@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import OptionError, RemoteError, missing_package
+from .transport import pem_sha256
 
 # As the CLIs: shared/cert.go GenerateMemCert in LXD and Incus.
 VALID_DAYS = 3650
@@ -147,9 +148,10 @@ def der_fingerprint(der: bytes) -> str:
 
 
 def pem_fingerprint(pem: bytes) -> str | None:
-    """The fingerprint of the first certificate in `pem`, or None when there is none."""
+    """The fingerprint of the first certificate in `pem` (transport.pem_sha256, the rule a pinned
+    server_cert is checked by), or None when there is none."""
     try:
-        return der_fingerprint(ssl.PEM_cert_to_DER_cert(pem.decode("ascii", errors="replace").strip()))
+        return pem_sha256(pem)
     except ValueError:  # binascii.Error included
         return None
 

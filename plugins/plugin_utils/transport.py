@@ -311,15 +311,23 @@ def _closed_by_peer(sock: socket.socket | None) -> bool:
     return bool(poller.poll(0))
 
 
+def pem_sha256(pem: bytes) -> str:
+    """The SHA-256 fingerprint (lowercase hex) of the first certificate in PEM text `pem`: the first
+    BEGIN/END CERTIFICATE block, whatever comes before or after it (OpenSSL's "Bag Attributes", a
+    chain), its base64 strict. ValueError when there is none. The one rule for a pinned
+    certificate (pinned_sha256) and one pinned from a token (client_trust.pem_fingerprint)."""
+    block = PEM_CERTIFICATE.search(pem.decode(errors="replace"))
+    if block is None:
+        raise ValueError("no BEGIN/END CERTIFICATE block")
+    return hashlib.sha256(base64.b64decode("".join(block.group(1).split()), validate=True)).hexdigest()
+
+
 def pinned_sha256(server_cert: str) -> bytes:
-    """The SHA-256 fingerprint of the (first) PEM certificate in `server_cert`."""
+    """The SHA-256 fingerprint of the (first) PEM certificate in `server_cert` (pem_sha256)."""
     with open(server_cert, "rb") as handle:
-        text = handle.read().decode(errors="replace")
-    block = PEM_CERTIFICATE.search(text)
+        pem = handle.read()
     try:
-        if block is None:
-            raise ValueError("no BEGIN/END CERTIFICATE block")
-        return hashlib.sha256(base64.b64decode("".join(block.group(1).split()), validate=True)).digest()
+        return bytes.fromhex(pem_sha256(pem))
     except ValueError as exc:  # binascii.Error included
         raise OptionError(f"server_cert '{server_cert}' is not a PEM certificate ({exc}). Fix: copy the "
                           "server's own certificate (server.crt in its state directory).") from None

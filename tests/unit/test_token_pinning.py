@@ -19,11 +19,13 @@ import pytest
 
 from ansible_collections.mage.lxd.plugins.plugin_utils import lxd_api as lxd_api_module
 from ansible_collections.mage.lxd.plugins.plugin_utils.client_trust import (
-    FINGERPRINT_MISMATCH, NOT_A_TOKEN, FingerprintMismatchError, apply_token_defaults, check_token_fingerprint,
-    config_dir, decode_token, der_fingerprint, pin_from_token, pin_name, stored_pin_matches, token_paths)
+    FINGERPRINT_MISMATCH, NOT_A_TOKEN, FingerprintMismatchError, apply_token_defaults, check_server_cert_is_tokens,
+    check_token_fingerprint, config_dir, decode_token, der_fingerprint, pem_fingerprint, pin_from_token, pin_name,
+    stored_pin_matches, token_paths)
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError, RemoteError
 from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import remote_from_mapping, remote_from_task_args
+from ansible_collections.mage.lxd.plugins.plugin_utils.transport import pinned_sha256
 from ansible_collections.mage.lxd.tests.unit.tls_material import make_ca, make_leaf
 
 # What `lxc config trust add --name probe-x` printed on the lab's LXD 5.0 (the secret changed): the
@@ -405,3 +407,20 @@ def test_a_remote_name_with_a_control_character_is_refused(tmp_path, monkeypatch
     with pytest.raises(OptionError, match=r"^remotes: the remote name .* has a control character"):
         remote_from_mapping({"name": name, "url": "https://127.0.0.1:18443", "trust_token": make_token()},
                             where="remotes")
+
+
+def test_one_rule_for_a_pem_certificates_fingerprint(tmp_path):
+    pem = make_leaf(make_ca(), ["127.0.0.1"])[0]
+    expected = der_fingerprint(ssl.PEM_cert_to_DER_cert(pem))
+    # As OpenSSL's pkcs12 export writes it: attributes before the block; and text after it.
+    path = tmp_path / "server.crt"
+    path.write_text(f"Bag Attributes\n    friendlyName: lxd\nsubject=/CN=lxd\n{pem}\ntrailing words\n")
+    assert pem_fingerprint(path.read_bytes()) == expected == pinned_sha256(str(path)).hex()
+    assert stored_pin_matches(str(path), expected, "w")
+    check_server_cert_is_tokens(str(path), expected, "w")
+    # No certificate, or a block that is not base64: none for either.
+    for text in ("no certificate here", "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"):
+        path.write_text(text)
+        assert pem_fingerprint(text.encode()) is None
+        with pytest.raises(OptionError):
+            pinned_sha256(str(path))
