@@ -62,10 +62,11 @@ options:
         (and O(validate_certs) on). The token names the SHA-256 fingerprint of the server's certificate, so, as
         C(lxc remote add NAME URL --token TOKEN) does, the certificate is read before anything is sent, accepted only
         when its fingerprint is the token's (else the connection is refused naming both), and pinned at
-        C($XDG_CONFIG_HOME/mage-lxd/servercerts/NAME.crt) (else C(~/.config/mage-lxd/servercerts/NAME.crt); NAME
-        is O(remote), or C(HOST_PORT) for a remote named C(local)). Later runs pin that file, also once the token
-        is spent.
-      - A server_cert given always wins; the token is then not read.
+        C($XDG_CONFIG_HOME/mage-lxd/servercerts/NAME-HASH.crt) (else C(~/.config/mage-lxd/servercerts/NAME-HASH.crt);
+        NAME is O(remote), C(local) for a task's, and HASH 16 hex digits of the SHA-256 of the name, host and port,
+        so each remote and server has a file of its own). Later runs pin that file, also once the token is spent.
+      - A server_cert given always wins, and nothing is pinned from the token; but a token is sent only when
+        server_cert is the certificate the token names (else it is refused naming both fingerprints).
     type: path
     env:
       - name: MAGE_LXD_SERVER_CERT
@@ -78,6 +79,8 @@ options:
         Incus). A client whose certificate the server does not trust yet adds it with the token once, then goes
         on; a client that is trusted already never sends it. A token works once; a spent, expired or wrong one fails
         naming the remote and the fix. Anything that is not such a token fails naming the option.
+      - As C(lxc remote add --token), the token is sent only to the server it names, whatever O(validate_certs)
+        says; the certificate of the connection it goes on must have the token's SHA-256 fingerprint.
       - With a token, O(url) is all else an HTTPS remote needs. O(client_cert) and O(client_key) default to
         mage-lxd's own pair and O(server_cert) is pinned from the token (see both). A missing pair is generated at
         its paths first, as the CLIs make them (EC P-384, self-signed; the key mode 0600, new directories 0700).

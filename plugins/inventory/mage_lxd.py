@@ -77,10 +77,13 @@ options:
           - Without it, the server's certificate must be signed by a CA of the system's store, except with
             O(remotes[].trust_token) (and O(remotes[].validate_certs) on). As C(lxc remote add NAME URL --token TOKEN),
             the server's certificate is then read before anything is sent, accepted only when its SHA-256 is the
-            fingerprint the token names, and pinned at C($XDG_CONFIG_HOME/mage-lxd/servercerts/NAME.crt) (else
-            C(~/.config/mage-lxd/servercerts/NAME.crt); NAME is O(remotes[].name), or C(HOST_PORT) for C(local)),
-            which later runs pin, the token spent or not.
-          - A server_cert given always wins; the token is then not read.
+            fingerprint the token names, and pinned at C($XDG_CONFIG_HOME/mage-lxd/servercerts/NAME-HASH.crt)
+            (else C(~/.config/mage-lxd/servercerts/NAME-HASH.crt); NAME is O(remotes[].name) and HASH 16 hex digits
+            of the SHA-256 of the name, host and port), which later runs pin, the token spent or not.
+          - A server_cert given always wins, and nothing is pinned from the token; but a token is sent only when
+            server_cert is the certificate the token names (else it is refused naming both fingerprints).
+          - Whatever O(remotes[].validate_certs) says, a token is sent only on a connection whose certificate has
+            the token's fingerprint, as C(lxc remote add --token) does.
         type: path
       validate_certs:
         description: Verify the server's certificate. Only a throwaway lab should turn this off.
@@ -209,7 +212,7 @@ cache_connection: ~/.cache/mage-lxd
 
 # A server this controller has never talked to, with a token from `lxc config trust add --name ctl1`
 # (Incus: `incus config trust add ctl1`): its certificate is pinned from the token
-# (~/.config/mage-lxd/servercerts/new.crt), and ~/.config/mage-lxd/client.crt is generated and trusted
+# (~/.config/mage-lxd/servercerts/new-HASH.crt), and ~/.config/mage-lxd/client.crt is generated and trusted
 plugin: mage.lxd.mage_lxd
 remotes:
   - name: new

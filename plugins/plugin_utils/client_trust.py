@@ -11,7 +11,8 @@ client_name, addresses, secret, expires_at), which is how the CLIs trust a self-
 they have never seen: they read its certificate without trusting it, go on only when its
 fingerprint is the token's, and keep it as the remote's pinned certificate (servercerts/NAME.crt).
 Without a server_cert we do the same, in mage-lxd's own config directory (token_paths), and never
-touch the CLIs' files.
+touch the CLIs' files. Whatever validate_certs says, and with a server_cert given too, the token
+is sent only on a connection whose certificate has the token's fingerprint (lxd_api.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import OptionError, RemoteError, missing_package
+from .transport import pem_sha256
 
 # As the CLIs: shared/cert.go GenerateMemCert in LXD and Incus.
 VALID_DAYS = 3650
@@ -94,20 +96,23 @@ def decode_token(token: str, where: str) -> TrustToken:
 
 
 def apply_token_defaults(given: Mapping[str, Any], name: str, url: str, validate_certs: bool, where: str,
-                         environ: Mapping[str, str], home: str) -> tuple[dict[str, Any], str | None]:
+                         environ: Mapping[str, str], home: str) -> tuple[dict[str, Any], str, bool]:
     """The options of an HTTPS remote with a trust_token, completed as `lxc remote add URL --token`
     needs nothing else: a client pair left out is mage-lxd's own (token_paths), and a server
     certificate left out (with validate_certs on) is pinned from the token at the default path.
-    Returns the options and the fingerprint to pin (None when server_cert is given, or TLS is off).
-    Options given always win."""
+    Returns the options, the fingerprint the token names (always decoded, so a malformed token
+    fails here; the server's certificate is checked against it before the token is sent, whatever
+    validate_certs says) and whether server_cert is the default path to pin it to. Options given
+    always win."""
     options = dict(given)
+    fingerprint = decode_token(str(options["trust_token"]), where).fingerprint
     defaults = token_paths(name, url, environ, home)
     if not options.get("client_cert") and not options.get("client_key"):
         options["client_cert"], options["client_key"] = defaults["client_cert"], defaults["client_key"]
     if not validate_certs or options.get("server_cert"):
-        return options, None
+        return options, fingerprint, False
     options["server_cert"] = defaults["server_cert"]
-    return options, decode_token(str(options["trust_token"]), where).fingerprint
+    return options, fingerprint, True
 
 
 def config_dir(environ: Mapping[str, str], home: str) -> str:
@@ -118,18 +123,20 @@ def config_dir(environ: Mapping[str, str], home: str) -> str:
 
 
 def pin_name(name: str, url: str) -> str:
-    """The file name (without .crt) of a remote's certificate pinned from its token: the remote's
-    name, or HOST_PORT for a remote with none of its own ('local', the default of a task's)."""
-    if name and name != "local":
-        return name.replace(os.sep, "_")
+    """The file name (without .crt) of a remote's certificate pinned from its token: NAME-HASH, the
+    remote's name ('local' for a task's) and 16 hex digits of the SHA-256 of the name, the host and
+    the port, so no two remotes share a file (neither 'local' at h:8443 and a remote named h_8443,
+    nor names that read alike once made safe for a file name)."""
+    name = name or "local"
     parsed = urlparse(url)
-    return f"{parsed.hostname or 'server'}_{parsed.port or DEFAULT_HTTPS_PORT}".replace(os.sep, "_")
+    server = json.dumps([name, parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT])
+    return f"{name.replace(os.sep, '_')}-{hashlib.sha256(server.encode()).hexdigest()[:16]}"
 
 
 def token_paths(name: str, url: str, environ: Mapping[str, str], home: str) -> dict[str, str]:
     """Where a remote with a trust_token keeps what the token's options leave out: the client pair
     (client.crt, client.key) and the server certificate pinned from the token
-    (servercerts/NAME.crt), in mage-lxd's config directory."""
+    (servercerts/NAME-HASH.crt, pin_name), in mage-lxd's config directory."""
     directory = config_dir(environ, home)
     return {"client_cert": os.path.join(directory, "client.crt"), "client_key": os.path.join(directory, "client.key"),
             "server_cert": os.path.join(directory, "servercerts", f"{pin_name(name, url)}.crt")}
@@ -141,33 +148,62 @@ def der_fingerprint(der: bytes) -> str:
 
 
 def pem_fingerprint(pem: bytes) -> str | None:
-    """The fingerprint of the first certificate in `pem`, or None when there is none."""
+    """The fingerprint of the first certificate in `pem` (transport.pem_sha256, the rule a pinned
+    server_cert is checked by), or None when there is none."""
     try:
-        return der_fingerprint(ssl.PEM_cert_to_DER_cert(pem.decode("ascii", errors="replace").strip()))
+        return pem_sha256(pem)
     except ValueError:  # binascii.Error included
         return None
 
 
-def check_token_fingerprint(expected: str, presented_der: bytes, where: str, pin_path: str) -> None:
-    """Refuse a server certificate (DER) whose fingerprint is not `expected`, the trust token's."""
-    presented = der_fingerprint(presented_der)
+def check_token_fingerprint(expected: str, presented_der: bytes | None, where: str, pin_path: str | None) -> None:
+    """Refuse a server certificate (DER) whose fingerprint is not `expected`, the trust token's.
+    `pin_path` is where it is pinned once it agrees (None when nothing is pinned)."""
+    presented = der_fingerprint(presented_der or b"")
     if presented != expected:
+        pinned = ("nothing was sent to it and nothing was pinned.", f" {pin_path} is written once the fingerprints "
+                  "agree.") if pin_path else ("the trust_token was not sent to it.", "")
         raise FingerprintMismatchError(
             f"the server's certificate has the SHA-256 fingerprint {presented}, but the trust_token names "
-            f"{expected}; nothing was sent to it and nothing was pinned.", where=where,
+            f"{expected}; {pinned[0]}", where=where,
             expected=expected, presented=presented,
             fix="check that the url is the server that made the token (another server, or something between us and "
                 "it, answers there); or make a new token on that server, or set server_cert to its certificate "
-                f"(server.crt in its state directory). {pin_path} is written once the fingerprints agree.")
+                f"(server.crt in its state directory).{pinned[1]}")
 
 
-def stored_pin_matches(path: str, expected: str) -> bool:
-    """True when `path` holds the certificate whose fingerprint is `expected` (pinned on an earlier run)."""
+def check_server_cert_is_tokens(server_cert: str, expected: str, where: str) -> None:
+    """Refuse a server_cert given with a trust_token that is not the certificate the token names."""
+    try:
+        with open(server_cert, "rb") as handle:
+            presented = pem_fingerprint(handle.read())
+    except OSError as exc:
+        raise OptionError(f"cannot read server_cert '{server_cert}' ({exc.strerror or exc}).", where=where,
+                          fix="set server_cert to a readable copy of the server's certificate.") from None
+    if presented is None:
+        raise OptionError(f"server_cert '{server_cert}' is not a PEM certificate.", where=where,
+                          fix="copy the server's own certificate (server.crt in its state directory).")
+    if presented != expected:
+        raise FingerprintMismatchError(
+            f"server_cert '{server_cert}' has the SHA-256 fingerprint {presented}, but the trust_token names "
+            f"{expected}; the trust_token was not sent.", where=where, expected=expected, presented=presented,
+            fix="set server_cert to the certificate of the server that made the token, or leave server_cert out to "
+                "pin it from the token; or make a new token on the server that server_cert names.")
+
+
+def stored_pin_matches(path: str, expected: str, where: str) -> bool:
+    """True when `path` holds the certificate whose fingerprint is `expected` (pinned on an earlier
+    run); False when there is no file. A path that cannot be read (a directory, a symlink loop,
+    another user's file) is an OptionError naming `where` and server_cert."""
     try:
         with open(path, "rb") as handle:
             return pem_fingerprint(handle.read()) == expected
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise OptionError(f"cannot read the pinned server certificate, server_cert '{path}' ({exc.strerror or exc}).",
+                          where=where, fix="remove it (it is pinned again from the trust_token), or set server_cert "
+                          "to a readable copy of the server's certificate.") from None
 
 
 def fetch_server_certificate(host: str, port: int, timeout: float | None) -> bytes:
@@ -188,7 +224,7 @@ def pin_from_token(url: str, expected: str, path: str, timeout: float | None, wh
     """Pin the server at `url` from its trust token: when `path` does not hold the certificate
     whose fingerprint is `expected` already, read the server's certificate (unverified), refuse it
     unless its fingerprint is `expected`, and write it to `path`. True when it was written."""
-    if stored_pin_matches(path, expected):
+    if stored_pin_matches(path, expected, where):
         return False
     parsed = urlparse(url)
     try:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from .client_trust import ensure_client_pair, pin_from_token, token_request
+from .client_trust import (check_server_cert_is_tokens, check_token_fingerprint, decode_token, ensure_client_pair,
+                           pin_from_token, token_request)
 from .errors import NotFoundError, RemoteError, first_line
 from .remote import LOCAL_SOCKETS, Remote, kind_from_url, local_socket_path
 from .server_kind import INCUS, LXD, ServerKind, server_kind
@@ -44,7 +45,7 @@ class LxdApi:
 
     def __post_init__(self) -> None:
         endpoint = self._endpoint()
-        if self.remote.is_https and self.remote.token_fingerprint and self.remote.server_cert:
+        if self.remote.is_https and self.remote.pin_token and self.remote.token_fingerprint and self.remote.server_cert:
             # Before any request or file: nothing is made for, nor sent to,
             # a server whose certificate is not the token's.
             if pin_from_token(self.remote.url, self.remote.token_fingerprint, self.remote.server_cert,
@@ -77,13 +78,25 @@ class LxdApi:
 
     def _trust_with_token(self) -> None:
         # Only a client the server does not trust yet gets here: a trusted one never sends the token.
+        # The token goes only to the server it names, whatever validate_certs says (as `lxc remote add
+        # --token`): a server_cert given must be the token's certificate, and the connection that
+        # sends the token is checked against the token's fingerprint before anything is sent on it.
+        where = f"remote {self.remote.describe()}"
+        expected = self.remote.token_fingerprint or decode_token(self.remote.trust_token or "", where).fingerprint
+        if self.remote.server_cert and not self.remote.pin_token:
+            check_server_cert_is_tokens(self.remote.server_cert, expected, where)
+        pin_path = self.remote.server_cert if self.remote.pin_token else None
+
+        def check_peer(der: bytes | None) -> None:
+            check_token_fingerprint(expected, der, where, pin_path)
+
         self.log(f"mage_lxd: {self.remote.name}: POST /1.0/certificates (adding {self.remote.client_cert} "
                  "with the trust token)")
         refused: ApiError | None = None
         with self._errors("POST /1.0/certificates"):
             try:
                 self.request("post", "certificates", json=token_request(self.remote.trust_token or "", self.host_info,
-                                                                        incus=self.kind is INCUS))
+                                                                        incus=self.kind is INCUS), peer_check=check_peer)
             except ApiError as exc:
                 refused = exc
         # Refused: another controller with the same pair may have spent the token a moment before us,

@@ -9,6 +9,7 @@ before anything connects; lxd_api.py connects to it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ REMOTE_KEYS = frozenset({"name", *REMOTE_OPTIONS})
 # The environment variables the connection and lookup read (doc_fragments/mage_lxd.py); the
 # instance action reads them too when its task leaves the option out, so one `export` points
 # site.yml, its role and proxy.yml at a remote LXD or cluster.
+# A remote's name names files (its pinned certificate) and is shown in messages: no control characters.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 REMOTE_ENV = {"url": "MAGE_LXD_URL", "client_cert": "MAGE_LXD_CLIENT_CERT", "client_key": "MAGE_LXD_CLIENT_KEY",
               "server_cert": "MAGE_LXD_SERVER_CERT", "trust_token": "MAGE_LXD_TRUST_TOKEN"}
 
@@ -49,9 +52,11 @@ class Remote:
     trust_token: str | None = field(default=None, repr=False)
     # The project a CLI remote names (`lxc remote add --project`); plugins use it when they name none.
     project: str | None = None
-    # The server certificate's SHA-256 the trust_token names, when server_cert is the default path
-    # the certificate is pinned to from the token at connect (client_trust.apply_token_defaults).
+    # The server certificate's SHA-256 the trust_token names: the server's certificate is checked
+    # against it before the token is sent, whatever validate_certs says (client_trust.apply_token_defaults).
     token_fingerprint: str | None = None
+    # True when server_cert is the default path the certificate is pinned to from the token at connect.
+    pin_token: bool = False
 
     @property
     def is_https(self) -> bool:
@@ -104,6 +109,9 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(REMOTE_KEYS))}"
         )
     name = str(data.get("name") or "local")
+    if CONTROL_CHARACTER.search(name):
+        raise OptionError(f"{where}: the remote name {name!r} has a control character (a NUL, a line break, ...); "
+                          "give it a name of printable characters")
     url = str(data.get("url") or "")
     if url and not (url.startswith(("https://", "unix:", "/"))):
         raise OptionError(
@@ -124,10 +132,10 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
     if not url and name != "local":
         given = {**cli_options_for(find_cli_remote(name, where), bool(given.get("trust_token"))), **given}
         url = str(given.get("url") or "")
-    token_fingerprint = None
+    token_fingerprint, pin_token = None, False
     if given.get("trust_token") and url.startswith("https://"):
-        given, token_fingerprint = apply_token_defaults(given, name, url, validate_certs, f"{where} '{name}'",
-                                                        os.environ, os.path.expanduser("~"))
+        given, token_fingerprint, pin_token = apply_token_defaults(
+            given, name, url, validate_certs, f"{where} '{name}'", os.environ, os.path.expanduser("~"))
     remote = Remote(
         name=name,
         url=url,
@@ -139,6 +147,7 @@ def remote_from_mapping(data: Mapping[str, Any], where: str = "remote") -> Remot
         trust_token=str(given["trust_token"]).strip() if given.get("trust_token") else None,
         project=str(given["project"]) if given.get("project") else None,
         token_fingerprint=token_fingerprint,
+        pin_token=pin_token,
     )
     _check_files(remote, where)
     return remote
@@ -194,7 +203,7 @@ def _check_files(remote: Remote, where: str) -> None:
     # With a token, a missing client pair is generated and the server certificate pinned at first
     # connect (client_trust.py).
     generated = ("client_cert", "client_key") if remote.trust_token and remote.is_https else ()
-    if remote.token_fingerprint:
+    if remote.pin_token:
         generated = (*generated, "server_cert")
     for option in ("client_cert", "client_key", "server_cert"):
         path = getattr(remote, option)

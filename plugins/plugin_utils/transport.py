@@ -21,7 +21,7 @@ import selectors
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlparse
 
@@ -211,9 +211,11 @@ class ApiSession:
 
     def request(self, method: str, url: str, params: Mapping[str, Any] | None = None, json: Any = None,
                 data: Any = None, headers: Mapping[str, str] | None = None, stream: bool = False,
-                timeout: Timeout = None) -> Response:
+                timeout: Timeout = None, peer_check: Callable[[bytes | None], None] | None = None) -> Response:
         """`method` `url` (its path is used) with `params` as the query; `json` or `data` (bytes or
-        a file, streamed) as the body. The body is read at once unless `stream`."""
+        a file, streamed) as the body. The body is read at once unless `stream`. `peer_check` is
+        given the server's certificate (DER) of every TLS connection the request is to go on, before
+        anything is sent on it, and refuses it by raising."""
         connect_timeout, read_timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         target = urlparse(url).path + (f"?{urlencode(params)}" if params else "")
         sent_headers = dict(headers or {})
@@ -227,22 +229,27 @@ class ApiSession:
         method = method.upper()
         start = body.tell() if hasattr(body, "seek") else None
         try:
-            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout)
+            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout, peer_check)
         except _StaleConnection:
             # The server had closed the kept connection (a race a poll cannot see): the request did
             # not reach it, so it is sent once more, on a new connection.
             if start is not None:
                 body.seek(start)
-            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout)
+            raw = self._send(method, target, body, sent_headers, connect_timeout, read_timeout, peer_check)
         response = Response(raw, self._release)
         if not stream:
             response.read()
         return response
 
     def _send(self, method: str, target: str, body: Any, headers: dict[str, str], connect_timeout: float | None,
-              read_timeout: float | None) -> http.client.HTTPResponse:
+              read_timeout: float | None, peer_check: Callable[[bytes | None], None] | None = None
+              ) -> http.client.HTTPResponse:
         connection, reused = self._connection(connect_timeout)
         try:
+            if peer_check is not None:
+                if connection.sock is None:
+                    connection.connect()
+                peer_check(connection.sock.getpeercert(binary_form=True))
             try:
                 connection.request(method, target, body=body, headers=headers)
             except (BrokenPipeError, ConnectionResetError) as exc:
@@ -304,15 +311,23 @@ def _closed_by_peer(sock: socket.socket | None) -> bool:
     return bool(poller.poll(0))
 
 
+def pem_sha256(pem: bytes) -> str:
+    """The SHA-256 fingerprint (lowercase hex) of the first certificate in PEM text `pem`: the first
+    BEGIN/END CERTIFICATE block, whatever comes before or after it (OpenSSL's "Bag Attributes", a
+    chain), its base64 strict. ValueError when there is none. The one rule for a pinned
+    certificate (pinned_sha256) and one pinned from a token (client_trust.pem_fingerprint)."""
+    block = PEM_CERTIFICATE.search(pem.decode(errors="replace"))
+    if block is None:
+        raise ValueError("no BEGIN/END CERTIFICATE block")
+    return hashlib.sha256(base64.b64decode("".join(block.group(1).split()), validate=True)).hexdigest()
+
+
 def pinned_sha256(server_cert: str) -> bytes:
-    """The SHA-256 fingerprint of the (first) PEM certificate in `server_cert`."""
+    """The SHA-256 fingerprint of the (first) PEM certificate in `server_cert` (pem_sha256)."""
     with open(server_cert, "rb") as handle:
-        text = handle.read().decode(errors="replace")
-    block = PEM_CERTIFICATE.search(text)
+        pem = handle.read()
     try:
-        if block is None:
-            raise ValueError("no BEGIN/END CERTIFICATE block")
-        return hashlib.sha256(base64.b64decode("".join(block.group(1).split()), validate=True)).digest()
+        return bytes.fromhex(pem_sha256(pem))
     except ValueError as exc:  # binascii.Error included
         raise OptionError(f"server_cert '{server_cert}' is not a PEM certificate ({exc}). Fix: copy the "
                           "server's own certificate (server.crt in its state directory).") from None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.mage.lxd.plugins.plugin_utils.client_trust import pin_name
+
 from lxd_lab import (CLI, LAB, ON_INCUS, SERVER_CERT, TITLE, ansible, create_project, delete_project, instance_names,
                      inventory_list, launch, lxc, project_name, run_module)
 
@@ -276,13 +278,13 @@ def test_a_cli_remote_that_is_missing_or_no_api_is_named_with_the_files(cli_remo
     assert "Fix:" in one_line(result)
 
 
-def token_only_inventory(directory: Path, token: str) -> Path:
+def token_only_inventory(directory: Path, token: str, more: str = "") -> Path:
     """An inventory that gives a remote nothing but its url and a trust token, as `lxc remote add
     NAME URL --token T` needs nothing else: no server certificate, no client pair."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "mage_lxd.yml"
     path.write_text(f"plugin: mage_lxd\nprojects: [{PROJECT}]\nremotes:\n  - {{name: trem, url: {URL}, "
-                    f"trust_token: \"{token}\"}}\n")
+                    f"trust_token: \"{token}\"{more}}}\n")
     return path
 
 
@@ -307,11 +309,12 @@ def test_a_url_and_a_token_alone_pin_the_server_and_trust_a_new_pair(token_only_
     host = listed["_meta"]["hostvars"]["trem1"]
     assert (host["lxd_project"], host["mage_lxd_url"], host["mage_lxd_validate_certs"]) == (PROJECT, URL, True)
     # mage-lxd's own files, never the CLI's: the pin is the daemon's own server.crt, and the pair is trusted.
-    assert host["mage_lxd_server_cert"] == str(config / "servercerts" / "trem.crt")
+    pinned = config / "servercerts" / f"{pin_name('trem', URL)}.crt"
+    assert host["mage_lxd_server_cert"] == str(pinned)
     assert host["mage_lxd_client_cert"] == str(config / "client.crt")
-    assert fingerprint(config / "servercerts" / "trem.crt") == fingerprint(Path(SERVER_CERT))
+    assert fingerprint(pinned) == fingerprint(Path(SERVER_CERT))
     assert trusted_names()[token_only_controller["name"]] == fingerprint(config / "client.crt")
-    assert stat.S_IMODE((config / "servercerts" / "trem.crt").stat().st_mode) == 0o644
+    assert stat.S_IMODE(pinned.stat().st_mode) == 0o644
     assert stat.S_IMODE((config / "client.key").stat().st_mode) == 0o600
     assert stat.S_IMODE(config.stat().st_mode) == 0o700
     assert token_only_controller["token"] not in json.dumps(listed)
@@ -341,9 +344,8 @@ def test_the_token_only_controller_pings_and_creates_an_instance_with_the_spent_
     created = ansible("ansible-playbook", "-i", "localhost,", str(playbook), env=env, check=False)
     assert created.returncode == 0, one_line(created)
     assert "trem5" in instance_names(PROJECT)
-    # A task's remote has no name of its own: its pin is named after the host and port.
-    host_port = LAB["MAGE_LAB_HTTPS_ADDRESS"].replace(":", "_")
-    assert fingerprint(token_only_controller["config"] / "servercerts" / f"{host_port}.crt") == fingerprint(
+    # A task's remote has no name of its own: its pin is 'local' and a hash of that name, the host and port.
+    assert fingerprint(token_only_controller["config"] / "servercerts" / f"{pin_name('local', URL)}.crt") == fingerprint(
         Path(SERVER_CERT))
     # Still the one certificate of that name: a trusted client never sends the (spent) token, which
     # the server would refuse.
@@ -351,16 +353,17 @@ def test_the_token_only_controller_pings_and_creates_an_instance_with_the_spent_
     assert [cert["name"] for cert in listed].count(token_only_controller["name"]) == 1
 
 
-@pytest.mark.parametrize("which", ["spent", "other server"])
+@pytest.mark.parametrize("which", ["spent", "other server", "other server, no TLS checks"])
 def test_a_second_fresh_controller_with_the_token_fails_clearly(token_only_controller, tmp_path, which):
     token = token_only_controller["token"]
-    if which == "other server":
+    if which.startswith("other server"):
         # The same token naming another server's certificate: refused before anything is sent.
         data = json.loads(base64.b64decode(token))
         token = base64.b64encode(json.dumps({**data, "fingerprint": "ab" * 32}).encode()).decode()
     env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     (tmp_path / "home").mkdir()
-    result = ansible("ansible-inventory", "-i", str(token_only_inventory(tmp_path, token)), "--list", env=env,
+    more = ", validate_certs: false" if which.endswith("no TLS checks") else ""
+    result = ansible("ansible-inventory", "-i", str(token_only_inventory(tmp_path, token, more)), "--list", env=env,
                      check=False)
     message = one_line(result)
     assert result.returncode != 0
@@ -369,8 +372,16 @@ def test_a_second_fresh_controller_with_the_token_fails_clearly(token_only_contr
         assert f"{TITLE} remote 'trem' ({URL}): option trust_token: the server refused the token" in message
         assert f"Fix: on the server run '{CLI} config trust add" in message
         assert fingerprint(config / "client.crt") not in trusted_names().values()
-    else:
+    elif which == "other server":
         assert (f"remote 'trem' ({URL}): the server's certificate has the SHA-256 fingerprint "
                 f"{fingerprint(Path(SERVER_CERT))}, but the trust_token names {'ab' * 32}") in message
         assert "Fix: check that the url is the server that made the token" in message
         assert not config.exists()
+    else:
+        # TLS checks off: the token still goes only to the server it names, so it is never sent (the
+        # client pair was made first, and stays untrusted); nothing is pinned.
+        assert (f"remote 'trem' ({URL}): the server's certificate has the SHA-256 fingerprint "
+                f"{fingerprint(Path(SERVER_CERT))}, but the trust_token names {'ab' * 32}; the trust_token was "
+                "not sent to it.") in message
+        assert fingerprint(config / "client.crt") not in trusted_names().values()
+        assert not (config / "servercerts").exists()

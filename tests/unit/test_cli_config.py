@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -71,15 +73,19 @@ def test_a_token_never_makes_a_pair_in_the_clis_directory(no_cli, monkeypatch, t
     monkeypatch.setenv("LXD_CONF", str(directory))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     # The CLI has no pair: with a token, mage-lxd's own is used (and generated there at connect).
-    remote = remote_from_mapping({"name": "tremx", "trust_token": "eyJ-not-read"}, where="remotes")
+    token = base64.b64encode(json.dumps({"client_name": "x", "fingerprint": "ab" * 32, "addresses": ["h:8443"],
+                                         "secret": "s"}).encode()).decode()
+    remote = remote_from_mapping({"name": "tremx", "trust_token": token}, where="remotes")
     assert (remote.client_cert, remote.client_key) == (str(tmp_path / "xdg/mage-lxd/client.crt"),
                                                        str(tmp_path / "xdg/mage-lxd/client.key"))
-    # The server certificate `lxc remote add` pinned is still the CLI's, so the token is not read.
-    assert remote.server_cert == str(directory / "servercerts/tremx.crt") and remote.token_fingerprint is None
+    # The server certificate `lxc remote add` pinned is still the CLI's: nothing is pinned from the
+    # token, whose fingerprint is still read, to be checked before the token is sent.
+    assert remote.server_cert == str(directory / "servercerts/tremx.crt") and remote.pin_token is False
+    assert remote.token_fingerprint == "ab" * 32
     # The CLI's pair, when it has one, is used as before.
     (directory / "client.crt").write_text("crt")
     (directory / "client.key").write_text("key")
-    remote = remote_from_mapping({"name": "tremx", "trust_token": "eyJ-not-read"}, where="remotes")
+    remote = remote_from_mapping({"name": "tremx", "trust_token": token}, where="remotes")
     assert remote.client_cert == str(directory / "client.crt")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import multiprocessing
 import os
 import stat
@@ -12,12 +15,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ansible_collections.mage.lxd.plugins.plugin_utils.client_trust import ensure_client_pair, token_request
+from ansible_collections.mage.lxd.plugins.plugin_utils.client_trust import (
+    FingerprintMismatchError, ensure_client_pair, token_request)
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError, RemoteError
 from ansible_collections.mage.lxd.plugins.plugin_utils.lxd_api import LxdApi
 from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote, remote_from_mapping
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+# The certificate the fake server presents (only its SHA-256 matters) and a trust token naming it.
+SERVER_DER = b"the server's certificate"
+TOKEN = base64.b64encode(json.dumps({"client_name": "new", "fingerprint": hashlib.sha256(SERVER_DER).hexdigest(),
+                                     "addresses": ["h:8443"], "secret": "s" * 64}).encode()).decode()
 
 
 def _mode(path) -> int:
@@ -88,17 +96,19 @@ def test_the_token_goes_where_each_server_reads_it():
 
 
 def test_a_token_lets_the_client_pair_be_missing(tmp_path):
-    data = {"name": "new", "url": "https://127.0.0.1:18443", "trust_token": "eyJ-secret-token",
+    data = {"name": "new", "url": "https://127.0.0.1:18443", "trust_token": TOKEN,
             "client_cert": str(tmp_path / "c.crt"), "client_key": str(tmp_path / "c.key"),
             "server_cert": str(tmp_path / "server.crt")}
     (tmp_path / "server.crt").write_text("pinned")
     remote = remote_from_mapping(data)
-    assert remote.trust_token == "eyJ-secret-token"
-    # A server_cert given wins: the token is not read (so not decoded) and nothing is pinned from it.
-    assert remote.token_fingerprint is None and remote.server_cert == str(tmp_path / "server.crt")
+    assert remote.trust_token == TOKEN
+    # A server_cert given wins: nothing is pinned from the token (its fingerprint is still checked
+    # before the token is sent).
+    assert remote.pin_token is False and remote.server_cert == str(tmp_path / "server.crt")
+    assert remote.token_fingerprint == hashlib.sha256(SERVER_DER).hexdigest()
     # A secret: never in a repr (logs, tracebacks) nor in the host variables the inventory sets.
-    assert "eyJ-secret-token" not in repr(remote)
-    assert "eyJ-secret-token" not in str(remote.connection_vars())
+    assert TOKEN not in repr(remote)
+    assert TOKEN not in str(remote.connection_vars())
     with pytest.raises(OptionError, match="client_cert file .* does not exist"):
         remote_from_mapping({**data, "trust_token": ""})
     assert Remote().trust_token is None
@@ -122,8 +132,11 @@ class _Server:
 
     def __init__(self, hosts: list, post: tuple[int, dict] = (200, {"type": "sync", "metadata": {}})) -> None:
         self.hosts, self.post, self.sent = hosts, post, []
+        self.der = SERVER_DER
 
     def request(self, method: str, url: str, params=None, **kwargs):
+        if kwargs.get("peer_check"):
+            kwargs["peer_check"](self.der)  # the server's certificate, checked before anything is sent
         self.sent.append((method, url.split("/1.0", 1)[1] or "/", kwargs.get("json")))
         if method == "post":
             return _Answer(*self.post)
@@ -142,10 +155,11 @@ MID_ADD = (500, {"type": "error", "error": "Failed to extract request details: U
                  "error_code": 500})
 
 
-def _remote(tmp_path, token="tok") -> Remote:
+def _remote(tmp_path, token=TOKEN) -> Remote:
     cert, key = tmp_path / "c.crt", tmp_path / "c.key"
     ensure_client_pair(str(cert), str(key), "test")
-    return Remote(name="new", url="https://h:8443", client_cert=str(cert), client_key=str(key), trust_token=token)
+    return Remote(name="new", url="https://h:8443", client_cert=str(cert), client_key=str(key), trust_token=token,
+                  token_fingerprint=hashlib.sha256(SERVER_DER).hexdigest() if token else None)
 
 
 def test_a_trusted_client_never_sends_its_token(tmp_path):
@@ -157,7 +171,7 @@ def test_a_trusted_client_never_sends_its_token(tmp_path):
 def test_an_untrusted_client_adds_itself_once_then_goes_on(tmp_path):
     server = _Server([UNTRUSTED, TRUSTED])
     api = LxdApi(_remote(tmp_path), session=server)
-    assert server.sent == [("get", "/", None), ("post", "/certificates", {"type": "client", "password": "tok"}),
+    assert server.sent == [("get", "/", None), ("post", "/certificates", {"type": "client", "password": TOKEN}),
                            ("get", "/", None)]
     assert api.host_info["auth"] == "trusted"
 
@@ -205,3 +219,12 @@ def test_an_error_answer_that_lasts_is_raised_naming_the_remote(tmp_path, no_pau
     with pytest.raises(RemoteError):
         LxdApi(_remote(tmp_path, token=None), session=server)
     assert len(server.sent) == 1
+
+
+def test_a_token_goes_only_to_the_server_the_token_names(tmp_path):
+    server = _Server([UNTRUSTED, TRUSTED])
+    server.der = b"another server's certificate"
+    with pytest.raises(FingerprintMismatchError) as error:
+        LxdApi(_remote(tmp_path), session=server)
+    assert error.value.presented == hashlib.sha256(server.der).hexdigest()
+    assert [sent[:2] for sent in server.sent] == [("get", "/")]
