@@ -549,8 +549,11 @@ def network_projects(projects: Iterable[Mapping[str, Any]] | None) -> list[str]:
 def read_published(api: LxdApi, networks: Mapping[str, Mapping[str, ManagedNetwork]]) -> list[PublishedRule]:
     """Every forward port and iptables rule with our mark on this server's managed networks,
     `networks` being {project: {name: network}} for each project that has networks of its own
-    (reads only). iptables rules count only when they point into one of these networks: LXD and
-    Incus on one host share its firewall, and a rule of the other server is not ours to judge."""
+    (reads only). iptables rules count only when they point into one of the default project's
+    networks: LXD and Incus on one host share its firewall, and a rule of the other server is not
+    ours to judge. Only those networks' host bridges carry the iptables backend's traffic; another
+    project's networks are named and numbered by its tenant, who could make them look like the other
+    server's."""
     found = []
     if api.has_extension("network_forward"):
         for project, name in sorted((project, name) for project, named in networks.items() for name in named):
@@ -567,11 +570,11 @@ def read_published(api: LxdApi, networks: Mapping[str, Mapping[str, ManagedNetwo
                                                    member=str(forward.get("location") or "") if api.clustered else "",
                                                    description=str(port.get("description"))))
     if not api.remote.is_https and not api.clustered and shutil.which("iptables-save"):
-        every = [network for named in networks.values() for network in named.values()]
+        default = list((networks.get("default") or {}).values())
         for table in ("nat", "filter"):
             for args in _marked_rules(table):
                 mark = parse_mark(_value_after(args, "--comment"))
-                if mark and _points_into(args, every):
+                if mark and _points_into(args, default):
                     found.append(PublishedRule(*mark, backend="iptables", table=table, args=tuple(args)))
     return found
 

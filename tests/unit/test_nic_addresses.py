@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ansible_collections.mage.lxd.plugins.plugin_utils import nat
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import vouched_address
 from ansible_collections.mage.lxd.plugins.plugin_utils.nat import (
@@ -190,7 +191,7 @@ def test_forwards_on_a_projects_own_network_are_read_and_removed_in_that_project
                 "shop": managed_networks([{"name": "lxdbr0", "managed": True}])}
     found = read_published(api, networks)
     assert [(rule.owner, rule.network_project) for rule in found] == [(("default", "gone"), "default"),
-                                                                    (("shop", "web"), "shop")]
+                                                                      (("shop", "web"), "shop")]
     assert "on network 'lxdbr0' of project 'shop' listen address" in found[1].describe()
     stale = plan_stale_nat(found, {("default", "gone"): {"config": {}}, ("shop", "web"): None})
     api.requests.clear()
@@ -207,3 +208,29 @@ def test_an_unmanaged_nics_address_is_the_inventorys_only_when_no_managed_networ
     assert vouched_address({"eth0": [unvouched], "eth1": [vouched]}, "inet") == ("10.0.0.5", "mage0")
     assert vouched_address({"eth0": [unvouched]}, "inet") == ("192.0.2.77", "")
     assert vouched_address({}, "inet") == ("", "")
+
+
+def iptables_pair(owner: str, extport: int, target: str, bridge: str) -> list[list[str]]:
+    comment = ["-m", "comment", "--comment", f"mage-lxd:{owner}:tcp-{extport}"]
+    return [["PREROUTING", "-i", "eth0", "-p", "tcp", "-m", "tcp", "--dport", str(extport), *comment,
+             "-j", "DNAT", "--to-destination", f"{target}:80"],
+            ["FORWARD", "-d", f"{target}/32", "-i", "eth0", "-o", bridge, "-p", "tcp", "-m", "tcp", "--dport", "80",
+             *comment, "-j", "ACCEPT"]]
+
+
+def test_iptables_rules_count_only_into_the_default_projects_networks_not_a_tenants_lookalike(monkeypatch):
+    # LXD and Incus share this host's firewall. A tenant of LXD names its project's own network
+    # incusbr0 and gives it Incus's subnet: Incus's rules must still not be LXD's to judge (and remove).
+    lxd_rules = iptables_pair("default/web", 8080, "10.10.0.5", "lxdbr0")
+    incus_rules = iptables_pair("default/web", 9090, "10.20.0.5", "incusbr0")
+    monkeypatch.setattr(nat.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(nat, "_marked_rules", lambda table: [
+        args for args in lxd_rules + incus_rules if (args[0] == "PREROUTING") == (table == "nat")])
+    api = SimpleNamespace(clustered=False, remote=SimpleNamespace(is_https=False), has_extension=lambda name: False)
+    networks = {"default": managed_networks([{"name": "lxdbr0", "managed": True,
+                                              "config": {"ipv4.address": "10.10.0.1/24"}}]),
+                "tenant": managed_networks([{"name": "incusbr0", "managed": True,
+                                             "config": {"ipv4.address": "10.20.0.1/24"}}])}
+    found = read_published(api, networks)
+    assert [(rule.owner, rule.table, rule.args) for rule in found] == [
+        (("default", "web"), "nat", tuple(lxd_rules[0])), (("default", "web"), "filter", tuple(lxd_rules[1]))]
