@@ -18,12 +18,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from .cluster import member_statuses
 from .errors import NotFoundError, OptionError, RemoteError
 from .lxd_api import LxdApi
 from .nics import ManagedNetwork, NicView
 from .records import decode_record
+from .values import is_instance_name, is_project_name
 
 PROXY_DEVICE_PREFIX = "mage-nat-"
 FORWARD_DESCRIPTION = "mage-lxd"
@@ -496,12 +498,16 @@ class StaleRule:
 
 
 def parse_mark(mark: str) -> tuple[str, str, str] | None:
-    """(project, instance, rule key) of a mark `mage-lxd:PROJECT/INSTANCE:KEY`, None if it is not one."""
+    """(project, instance, rule key) of a mark `mage-lxd:PROJECT/INSTANCE:KEY`, None if it is not one.
+
+    A forward port's description is a tenant's to write: only a valid project and instance name
+    make a mark, so an owner read is always GET /1.0/instances/NAME. Anything else is not ours and
+    is left alone."""
     if not mark.startswith(MARK_PREFIX):
         return None
     owner, _colon, key = mark[len(MARK_PREFIX):].rpartition(":")
     project, _slash, instance = owner.partition("/")
-    return (project, instance, key) if project and instance and key else None
+    return (project, instance, key) if is_project_name(project) and is_instance_name(instance) and key else None
 
 
 def recorded_nat(instance: Mapping[str, Any] | None) -> set[tuple[str, str]] | None:
@@ -584,7 +590,7 @@ def read_owners(api: LxdApi, published: Iterable[PublishedRule]) -> dict[tuple[s
     owners: dict[tuple[str, str], dict[str, Any] | None] = {}
     for project, name in sorted({rule.owner for rule in published}):
         try:
-            owners[(project, name)] = api.get(f"instances/{name}", {"project": project}) or {}
+            owners[(project, name)] = api.get(f"instances/{quote(name, safe='')}", {"project": project}) or {}
         except NotFoundError:
             owners[(project, name)] = None
         except RemoteError:

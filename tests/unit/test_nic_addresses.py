@@ -15,8 +15,8 @@ from ansible_collections.mage.lxd.plugins.plugin_utils import nat
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import vouched_address
 from ansible_collections.mage.lxd.plugins.plugin_utils.nat import (
-    NatRule, PublishedRule, nat_targets, network_projects, parse_mark, plan_stale_nat, read_published, recorded_nat,
-    remove_stale_nat)
+    NatRule, PublishedRule, nat_targets, network_projects, parse_mark, plan_stale_nat, read_owners, read_published,
+    recorded_nat, remove_stale_nat)
 from ansible_collections.mage.lxd.plugins.plugin_utils.nics import managed_networks, nic_addresses
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
@@ -234,3 +234,46 @@ def test_iptables_rules_count_only_into_the_default_projects_networks_not_a_tena
     found = read_published(api, networks)
     assert [(rule.owner, rule.table, rule.args) for rule in found] == [
         (("default", "web"), "nat", tuple(lxd_rules[0])), (("default", "web"), "filter", tuple(lxd_rules[1]))]
+
+
+HOSTILE_MARKS = ["mage-lxd:tenant/box/logs/lxc.log:tcp-80", "mage-lxd:tenant/../../1.0:tcp-80",
+                 "mage-lxd:tenant/box?recursion=1:tcp-80", "mage-lxd:tenant/-box:tcp-80", "mage-lxd:ten ant/box:tcp-80",
+                 "mage-lxd:../box:tcp-80", "mage-lxd:a/b/box:tcp-80", "mage-lxd:tenant/" + "b" * 64 + ":tcp-80"]
+
+
+@pytest.mark.parametrize("mark", HOSTILE_MARKS)
+def test_a_mark_whose_owner_is_no_valid_project_and_instance_name_is_not_ours(mark):
+    assert parse_mark(mark) is None
+    assert parse_mark("mage-lxd:tenant.eu_1/box-2:udp-53") == ("tenant.eu_1", "box-2", "udp-53")
+
+
+class MarkedPortApi(ForwardsApi):
+    """One forward port on project tenant's own network carrying `mark`; instances answer {}."""
+
+    def __init__(self, mark: str) -> None:
+        super().__init__()
+        self.mark = mark
+
+    def get(self, path: str, params: dict | None = None) -> list[dict] | dict:
+        self.requests.append(("GET", path, dict(params or {})))
+        if path.startswith("instances/"):
+            return {}
+        return [{"listen_address": "192.0.2.9", "description": "mage-lxd",
+                 "ports": [{"description": self.mark, "target_address": "10.0.0.2"}]}]
+
+
+@pytest.mark.parametrize("mark", HOSTILE_MARKS)
+def test_a_tenants_port_with_a_hostile_mark_is_left_alone_and_no_owner_is_read_for_it(mark):
+    api = MarkedPortApi(mark)
+    networks = {"default": {}, "tenant": managed_networks([{"name": "ovn0", "managed": True}])}
+    found = read_published(api, networks)
+    assert found == []
+    assert read_owners(api, found) == {} and plan_stale_nat(found, {}) == []
+    assert [path for _method, path, _params in api.requests] == ["networks/ovn0/forwards"]
+
+
+def test_an_owners_name_is_one_path_segment_of_the_instance_url():
+    api = MarkedPortApi("unused")
+    rule = PublishedRule("tenant", "box/logs/lxc.log", "tcp-80", "forward")
+    assert read_owners(api, [rule]) == {("tenant", "box/logs/lxc.log"): {}}
+    assert api.requests == [("GET", "instances/box%2Flogs%2Flxc.log", {"project": "tenant"})]
