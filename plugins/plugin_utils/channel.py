@@ -266,8 +266,9 @@ class InstanceChannel:
     def fetch_file(self, remote_path: str, local_path: str, user: ExecUser = ROOT) -> None:
         """Stream a regular file out of the instance into `local_path`, in fixed-size chunks: as
         root through the files API, as any other user through an exec as that user. Root inside
-        the instance decides what the files API sends (a sparse file of any size, one it keeps
-        writing): that transfer is bounded by command_timeout and max_output, as a command is."""
+        the instance decides what the files API sends (one it keeps writing): that transfer is
+        bounded by command_timeout, as a command is. Its size is the user's to ask for, as with
+        ssh: the file goes to disk as it comes, and max_output (memory held) does not apply."""
         self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path} as uid {user.uid}")
         if user.uid != 0:
             partial = f"{local_path}.part"
@@ -300,13 +301,7 @@ class InstanceChannel:
     def _receive_file(self, remote_path: str, response: Any, target: IO[bytes]) -> None:
         # Checked between chunks; each socket read within one waits at most the remote's timeout.
         deadline = None if self.command_timeout is None else time.monotonic() + self.command_timeout
-        size = 0
         for chunk in response.iter_content(CHUNK_SIZE):
-            size += len(chunk)
-            if self.max_output is not None and size > self.max_output:
-                raise ExecError(f"fetch_file {remote_path}: the file is more than {self.max_output} bytes (max_output); "
-                                "the transfer was stopped.", where=self.describe(), over_limit=True,
-                                fix="raise max_output (ansible_mage_lxd_max_output), or fetch a smaller file.")
             if deadline is not None and time.monotonic() > deadline:
                 raise ExecError(f"fetch_file {remote_path}: the file did not arrive within {self.command_timeout:g}s "
                                 "(command_timeout); the transfer was stopped.", where=self.describe(), timed_out=True,
