@@ -79,7 +79,8 @@ options:
       - Most bytes of output (stdout and stderr together) one command may send; the output is held in
         memory until the task ends. A command that sends more is stopped as at O(command_timeout) and
         the task fails, naming this option. V(0) means no limit.
-      - Files fetched from the instance are written to disk as they come and do not count.
+      - Files fetched from the instance are written to disk as they come and do not count; they must
+        arrive within O(command_timeout).
     type: int
     default: 268435456
     vars:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -264,7 +265,10 @@ class InstanceChannel:
 
     def fetch_file(self, remote_path: str, local_path: str, user: ExecUser = ROOT) -> None:
         """Stream a regular file out of the instance into `local_path`, in fixed-size chunks: as
-        root through the files API, as any other user through an exec as that user."""
+        root through the files API, as any other user through an exec as that user. Root inside
+        the instance decides what the files API sends (one it keeps writing): that transfer is
+        bounded by command_timeout, as a command is. Its size is the user's to ask for, as with
+        ssh: the file goes to disk as it comes, and max_output (memory held) does not apply."""
         self.log(f"mage_lxd: fetch {self.describe()}:{remote_path} -> {local_path} as uid {user.uid}")
         if user.uid != 0:
             partial = f"{local_path}.part"
@@ -285,11 +289,24 @@ class InstanceChannel:
                     raise RemoteError(f"{self.describe()}: {remote_path} is a {self._file_type(response.headers)}, not a file")
                 partial = f"{local_path}.part"
                 with open(partial, "wb") as target:
-                    for chunk in response.iter_content(CHUNK_SIZE):
-                        target.write(chunk)
+                    try:
+                        self._receive_file(remote_path, response, target)
+                    except BaseException:
+                        os.unlink(partial)  # a limit that is hit leaves no part of the file behind
+                        raise
                 os.replace(partial, local_path)
             finally:
                 response.close()
+
+    def _receive_file(self, remote_path: str, response: Any, target: IO[bytes]) -> None:
+        # Checked between chunks; each socket read within one waits at most the remote's timeout.
+        deadline = None if self.command_timeout is None else time.monotonic() + self.command_timeout
+        for chunk in response.iter_content(CHUNK_SIZE):
+            if deadline is not None and time.monotonic() > deadline:
+                raise ExecError(f"fetch_file {remote_path}: the file did not arrive within {self.command_timeout:g}s "
+                                "(command_timeout); the transfer was stopped.", where=self.describe(), timed_out=True,
+                                fix="raise command_timeout (ansible_mage_lxd_command_timeout).")
+            target.write(chunk)
 
     def _errors(self, what: str) -> _InstanceErrors:
         return _InstanceErrors(self, what)

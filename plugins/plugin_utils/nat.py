@@ -18,12 +18,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from .cluster import member_statuses
 from .errors import NotFoundError, OptionError, RemoteError
 from .lxd_api import LxdApi
 from .nics import ManagedNetwork, NicView
 from .records import decode_record
+from .values import is_instance_name, is_project_name
 
 PROXY_DEVICE_PREFIX = "mage-nat-"
 FORWARD_DESCRIPTION = "mage-lxd"
@@ -496,12 +498,16 @@ class StaleRule:
 
 
 def parse_mark(mark: str) -> tuple[str, str, str] | None:
-    """(project, instance, rule key) of a mark `mage-lxd:PROJECT/INSTANCE:KEY`, None if it is not one."""
+    """(project, instance, rule key) of a mark `mage-lxd:PROJECT/INSTANCE:KEY`, None if it is not one.
+
+    A forward port's description is a tenant's to write: only a valid project and instance name
+    make a mark, so an owner read is always GET /1.0/instances/NAME. Anything else is not ours and
+    is left alone."""
     if not mark.startswith(MARK_PREFIX):
         return None
     owner, _colon, key = mark[len(MARK_PREFIX):].rpartition(":")
     project, _slash, instance = owner.partition("/")
-    return (project, instance, key) if project and instance and key else None
+    return (project, instance, key) if is_project_name(project) and is_instance_name(instance) and key else None
 
 
 def recorded_nat(instance: Mapping[str, Any] | None) -> set[tuple[str, str]] | None:
@@ -549,8 +555,11 @@ def network_projects(projects: Iterable[Mapping[str, Any]] | None) -> list[str]:
 def read_published(api: LxdApi, networks: Mapping[str, Mapping[str, ManagedNetwork]]) -> list[PublishedRule]:
     """Every forward port and iptables rule with our mark on this server's managed networks,
     `networks` being {project: {name: network}} for each project that has networks of its own
-    (reads only). iptables rules count only when they point into one of these networks: LXD and
-    Incus on one host share its firewall, and a rule of the other server is not ours to judge."""
+    (reads only). iptables rules count only when they point into one of the default project's
+    networks: LXD and Incus on one host share its firewall, and a rule of the other server is not
+    ours to judge. Only those networks' host bridges carry the iptables backend's traffic; another
+    project's networks are named and numbered by its tenant, who could make them look like the other
+    server's."""
     found = []
     if api.has_extension("network_forward"):
         for project, name in sorted((project, name) for project, named in networks.items() for name in named):
@@ -567,11 +576,11 @@ def read_published(api: LxdApi, networks: Mapping[str, Mapping[str, ManagedNetwo
                                                    member=str(forward.get("location") or "") if api.clustered else "",
                                                    description=str(port.get("description"))))
     if not api.remote.is_https and not api.clustered and shutil.which("iptables-save"):
-        every = [network for named in networks.values() for network in named.values()]
+        default = list((networks.get("default") or {}).values())
         for table in ("nat", "filter"):
             for args in _marked_rules(table):
                 mark = parse_mark(_value_after(args, "--comment"))
-                if mark and _points_into(args, every):
+                if mark and _points_into(args, default):
                     found.append(PublishedRule(*mark, backend="iptables", table=table, args=tuple(args)))
     return found
 
@@ -581,7 +590,7 @@ def read_owners(api: LxdApi, published: Iterable[PublishedRule]) -> dict[tuple[s
     owners: dict[tuple[str, str], dict[str, Any] | None] = {}
     for project, name in sorted({rule.owner for rule in published}):
         try:
-            owners[(project, name)] = api.get(f"instances/{name}", {"project": project}) or {}
+            owners[(project, name)] = api.get(f"instances/{quote(name, safe='')}", {"project": project}) or {}
         except NotFoundError:
             owners[(project, name)] = None
         except RemoteError:

@@ -91,7 +91,8 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
                       become_timeout: float) -> tuple[int, bytes]:
     """Run `request` on a pty, typing the become password when `dialogue` sees its prompt; return
     (exit code, everything the terminal showed). A failed become stops the command (its terminal
-    closes) and raises BecomeError; the password is never part of a message."""
+    closes) and raises BecomeError; the password is never part of a message. command_timeout counts
+    once, from the moment the streams are connected (as exec_stream.run_exec's does)."""
     require_websockets()
     exec_id = uuid.uuid4().hex
     response = api.request("post", f"instances/{quote(instance, safe='')}/exec",
@@ -104,11 +105,12 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
             # The terminal ("0") carries the command's output as well as the password.
             streams[fd] = open_stream(api.remote, operation_url, secrets[fd], api.project,
                                       reads_output=fd == "0")
+        deadline = None if request.timeout is None else time.monotonic() + request.timeout
         stage, ran = "started, but become did not finish (the terminal broke)", True
         output = answer_prompts(streams["0"], dialogue, become_timeout, request.max_output)
         # When the command exits, LXD sends an empty message on the terminal and then waits for us
         # to close it before it ends the operation.
-        rest, finished = read_terminal(streams["0"], request.timeout,
+        rest, finished = read_terminal(streams["0"], _left(deadline),
                                        None if request.max_output is None else request.max_output - len(output))
         output += rest
         if finished is None:
@@ -119,9 +121,9 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
         streams["0"].close()
         streams["control"].close()
         stage = "started, but its result is unknown (waiting for it to finish failed)"
-        operation = wait_for_exec(api, operation_url, request.timeout)
+        operation = wait_for_exec(api, operation_url, _left(deadline))
         if operation is None:
-            raise stopped_after_timeout(api, instance, exec_id, request.timeout)
+            raise stopped_after_timeout(api, instance, exec_id, request.timeout or 0)
         check_operation(operation)
     except (ExecError, BecomeError):
         raise
@@ -131,6 +133,11 @@ def run_with_password(api: LxdApi, instance: str, request: ExecRequest, dialogue
         for stream in streams.values():
             stream.close()
     return int(operation["metadata"]["return"]), output
+
+
+def _left(deadline: float | None) -> float | None:
+    """The seconds left until `deadline` (a time.monotonic() value), at least 0; None: no limit."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeout: float,

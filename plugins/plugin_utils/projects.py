@@ -17,7 +17,6 @@ devices mage-lxd set are ever removed (they are listed in the profile's `user.ma
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,12 +27,11 @@ from .instance_spec import InstanceSpec, parse_config, parse_devices
 from .lxd_api import LxdApi
 from .masking import masked_diff
 from .provision import MANAGED_KEY, managed_record
+from .values import is_project_name
 
 NEW_PROJECT_CONFIG = {"features.images": "false", "features.profiles": "true", "features.storage.volumes": "true"}
 NEW_PROJECT_DESCRIPTION = "Created by mage-lxd"
 PROFILE_KEYS = frozenset({"name", "description", "config", "devices"})
-# LXD's rule for project and profile names: no slashes, spaces or other separators it uses in URLs.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class ProjectPlan:
 def check_project_name(value: Any, what: str) -> str:
     """A project or profile name LXD accepts."""
     text = str(value or "")
-    if not _NAME.fullmatch(text):
+    if not is_project_name(text):
         raise OptionError(f"{what}: '{text}' is not a valid LXD name (letters, digits, '-_.'; up to 63)")
     return text
 

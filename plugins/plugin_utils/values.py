@@ -1,7 +1,8 @@
 """The one rule for each kind of value a user or a server gives as text: boolean, port, address
 and its family, choice. Options arrive as text from -e key=no, INI inventories and templates, and
 LXD keeps its config as strings; every reader of such a value goes through here. Also the one rule
-for an instance's name, which the declarations, the routes and mageproxy's /etc/hosts share."""
+for an instance's name, which the declarations, the routes and mageproxy's /etc/hosts share, and
+for a project's."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ INSTANCE_TYPES = ("container", "virtual-machine")
 # LXD's and Incus's instance name (their IsHostname): 1-63 ASCII letters, digits and '-', starting
 # with a letter and not ending with '-'.
 _INSTANCE_NAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# LXD's rule for project and profile names: no slashes, spaces or other separators it uses in URLs.
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def read_bool(value: Any) -> bool | None:
@@ -88,6 +91,11 @@ def address_family(address: str) -> socket.AddressFamily:
 def is_instance_name(value: Any) -> bool:
     """True when `value` is a name LXD and Incus give an instance (the one name rule)."""
     return isinstance(value, str) and _INSTANCE_NAME.fullmatch(value) is not None
+
+
+def is_project_name(value: Any) -> bool:
+    """True when `value` is a project (or profile) name mage-lxd accepts (the one project name rule)."""
+    return isinstance(value, str) and _PROJECT_NAME.fullmatch(value) is not None
 
 
 def parse_choice(value: Any, allowed: tuple[str, ...], what: str) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from ansible_collections.mage.lxd.plugins.plugin_utils import channel as channel_module
 from ansible_collections.mage.lxd.plugins.plugin_utils.channel import (EXIT_MARKER, ExecUser, InstanceChannel, command_limit,
                                                                        unwrap_exit_status)
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
@@ -54,8 +57,6 @@ def test_become_success_marker_is_stripped_only_when_it_begins_a_line():
 
 
 def _channel_on(kind):
-    from types import SimpleNamespace
-
     from ansible_collections.mage.lxd.plugins.plugin_utils.channel import InstanceChannel
     from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
 
@@ -108,3 +109,67 @@ def test_a_command_timeout_that_is_no_number_of_seconds_is_refused_as_data(value
     with pytest.raises(OptionError) as raised:
         command_limit(value)
     assert raised.value.fix.startswith("set ansible_mage_lxd_command_timeout")
+
+
+class EndlessFile:
+    """The files API's answer for a file root inside the instance made endless (a sparse 1 PiB
+    file, or one it keeps writing): chunks without end, each `step` seconds on `clock`."""
+
+    headers = {"X-LXD-type": "file"}
+
+    def __init__(self, clock: list[float], step: float) -> None:
+        self.clock = clock
+        self.step = step
+        self.sent = 0
+        self.closed = False
+
+    def iter_content(self, size: int):
+        while True:
+            if self.sent > 50:
+                raise AssertionError("the fetch read on without limit")
+            self.sent += 1
+            self.clock[0] += self.step
+            yield b"\0" * size
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fetching_channel(response, command_timeout, max_output):
+    from ansible_collections.mage.lxd.plugins.plugin_utils.remote import Remote
+    from ansible_collections.mage.lxd.plugins.plugin_utils.server_kind import LXD
+
+    api = SimpleNamespace(remote=Remote(), project="p", log=lambda _m: None, kind=LXD, clustered=False,
+                          describe=lambda: "local LXD", request=lambda *_args, **_kwargs: response,
+                          _errors=lambda _what: nullcontext())
+    return InstanceChannel(api, "web1", command_timeout=command_timeout, max_output=max_output)
+
+
+def test_a_file_fetched_as_root_stops_at_command_timeout_naming_the_option(tmp_path, monkeypatch):
+    from ansible_collections.mage.lxd.plugins.plugin_utils.errors import ExecError
+
+    clock = [0.0]
+    monkeypatch.setattr(channel_module, "time", SimpleNamespace(monotonic=lambda: clock[0]), raising=False)
+    response = EndlessFile(clock, 1.0)
+    local = tmp_path / "fetched"
+    with pytest.raises(ExecError) as raised:
+        _fetching_channel(response, 10.0, None).fetch_file("/var/log/big", str(local))
+    assert raised.value.timed_out and raised.value.task_failure
+    assert "within 10s (command_timeout)" in str(raised.value)
+    assert "Fix: raise command_timeout (ansible_mage_lxd_command_timeout)" in str(raised.value)
+    assert response.sent == 11 and not local.exists() and not (tmp_path / "fetched.part").exists()
+
+
+class FiveMiBFile(EndlessFile):
+    def iter_content(self, size: int):
+        for _ in range(5):
+            self.sent += 1
+            yield b"x" * size
+
+
+def test_a_file_fetched_as_root_larger_than_max_output_arrives_whole(tmp_path):
+    # max_output bounds what is held in memory; a fetched file goes to disk as it comes, and its
+    # size is the user's to ask for, as with ssh.
+    local = tmp_path / "fetched"
+    _fetching_channel(FiveMiBFile([0.0], 0.0), 10.0, 1000).fetch_file("/var/log/big", str(local))
+    assert local.stat().st_size == 5 * 1024 * 1024

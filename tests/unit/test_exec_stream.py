@@ -8,9 +8,11 @@ import hashlib
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from ansible_collections.mage.lxd.plugins.plugin_utils import password_prompt
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import ExecError
 from ansible_collections.mage.lxd.plugins.plugin_utils.exec_stream import (
     EXEC_ID_VARIABLE, ExecRequest, OutputBudget, OutputReader, check_operation, exec_body, open_stream, stop_script,
@@ -192,3 +194,44 @@ def test_a_terminal_that_ends_or_stays_silent_before_the_marker_is_a_become_erro
         answer_prompts(ScriptedTerminal(PROMPT, b""), dialogue(), timeout=5)
     with pytest.raises(BecomeError, match="no become success within 5s"):
         answer_prompts(ScriptedTerminal(PROMPT), dialogue(), timeout=5)
+
+
+class ClockedTerminal(ScriptedTerminal):
+    """A scripted terminal on a fake clock: each message takes `step` seconds to arrive."""
+
+    def __init__(self, clock: list[float], step: float, *shown: bytes) -> None:
+        super().__init__(*shown)
+        self.clock = clock
+        self.step = step
+        self.waits: list[float | None] = []
+
+    def recv(self, timeout: float | None = None, decode: bool | None = None) -> bytes:
+        self.waits.append(timeout)
+        self.clock[0] += self.step
+        return super().recv(timeout, decode)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_become_path_spends_command_timeout_once_across_reading_the_terminal_and_waiting(monkeypatch):
+    clock = [100.0]
+    terminal = ClockedTerminal(clock, 2.0, PROMPT, SUCCESS + b"\r\n", b"{\"ok\": 1}\r\n", b"")
+    waited: list[float | None] = []
+
+    def wait_for_exec(_api, _url, timeout):
+        waited.append(timeout)
+        return {"status": "Success", "metadata": {"return": 0}}
+
+    monkeypatch.setattr(password_prompt, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(password_prompt, "require_websockets", lambda: None)
+    monkeypatch.setattr(password_prompt, "exec_answer", lambda _response: ("/1.0/operations/x", {"0": "a", "control": "b"}))
+    monkeypatch.setattr(password_prompt, "open_stream", lambda _remote, _url, secret, _project, reads_output:
+                        terminal if secret == "a" else ClockedTerminal(clock, 0.0))
+    monkeypatch.setattr(password_prompt, "wait_for_exec", wait_for_exec)
+    api = SimpleNamespace(request=lambda *_args, **_kwargs: None, remote=SimpleNamespace(timeout=5), project="p")
+    request = ExecRequest(argv=["true"], environment={}, timeout=10.0)
+    code, output = password_prompt.run_with_password(api, "web1", request, dialogue(), become_timeout=5)
+    assert code == 0 and output.endswith(b"{\"ok\": 1}\r\n")
+    # Become took 4s of the 10 and the rest of the output 4s more: reading it may take 6s, the wait 2s.
+    assert terminal.waits[2] == 6.0 and waited == [2.0]

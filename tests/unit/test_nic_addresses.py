@@ -11,11 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from ansible_collections.mage.lxd.plugins.plugin_utils import nat
 from ansible_collections.mage.lxd.plugins.plugin_utils.errors import OptionError
 from ansible_collections.mage.lxd.plugins.plugin_utils.inventory import vouched_address
 from ansible_collections.mage.lxd.plugins.plugin_utils.nat import (
-    NatRule, PublishedRule, nat_targets, network_projects, parse_mark, plan_stale_nat, read_published, recorded_nat,
-    remove_stale_nat)
+    NatRule, PublishedRule, nat_targets, network_projects, parse_mark, plan_stale_nat, read_owners, read_published,
+    recorded_nat, remove_stale_nat)
 from ansible_collections.mage.lxd.plugins.plugin_utils.nics import managed_networks, nic_addresses
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
@@ -190,7 +191,7 @@ def test_forwards_on_a_projects_own_network_are_read_and_removed_in_that_project
                 "shop": managed_networks([{"name": "lxdbr0", "managed": True}])}
     found = read_published(api, networks)
     assert [(rule.owner, rule.network_project) for rule in found] == [(("default", "gone"), "default"),
-                                                                    (("shop", "web"), "shop")]
+                                                                      (("shop", "web"), "shop")]
     assert "on network 'lxdbr0' of project 'shop' listen address" in found[1].describe()
     stale = plan_stale_nat(found, {("default", "gone"): {"config": {}}, ("shop", "web"): None})
     api.requests.clear()
@@ -207,3 +208,72 @@ def test_an_unmanaged_nics_address_is_the_inventorys_only_when_no_managed_networ
     assert vouched_address({"eth0": [unvouched], "eth1": [vouched]}, "inet") == ("10.0.0.5", "mage0")
     assert vouched_address({"eth0": [unvouched]}, "inet") == ("192.0.2.77", "")
     assert vouched_address({}, "inet") == ("", "")
+
+
+def iptables_pair(owner: str, extport: int, target: str, bridge: str) -> list[list[str]]:
+    comment = ["-m", "comment", "--comment", f"mage-lxd:{owner}:tcp-{extport}"]
+    return [["PREROUTING", "-i", "eth0", "-p", "tcp", "-m", "tcp", "--dport", str(extport), *comment,
+             "-j", "DNAT", "--to-destination", f"{target}:80"],
+            ["FORWARD", "-d", f"{target}/32", "-i", "eth0", "-o", bridge, "-p", "tcp", "-m", "tcp", "--dport", "80",
+             *comment, "-j", "ACCEPT"]]
+
+
+def test_iptables_rules_count_only_into_the_default_projects_networks_not_a_tenants_lookalike(monkeypatch):
+    # LXD and Incus share this host's firewall. A tenant of LXD names its project's own network
+    # incusbr0 and gives it Incus's subnet: Incus's rules must still not be LXD's to judge (and remove).
+    lxd_rules = iptables_pair("default/web", 8080, "10.10.0.5", "lxdbr0")
+    incus_rules = iptables_pair("default/web", 9090, "10.20.0.5", "incusbr0")
+    monkeypatch.setattr(nat.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(nat, "_marked_rules", lambda table: [
+        args for args in lxd_rules + incus_rules if (args[0] == "PREROUTING") == (table == "nat")])
+    api = SimpleNamespace(clustered=False, remote=SimpleNamespace(is_https=False), has_extension=lambda name: False)
+    networks = {"default": managed_networks([{"name": "lxdbr0", "managed": True,
+                                              "config": {"ipv4.address": "10.10.0.1/24"}}]),
+                "tenant": managed_networks([{"name": "incusbr0", "managed": True,
+                                             "config": {"ipv4.address": "10.20.0.1/24"}}])}
+    found = read_published(api, networks)
+    assert [(rule.owner, rule.table, rule.args) for rule in found] == [
+        (("default", "web"), "nat", tuple(lxd_rules[0])), (("default", "web"), "filter", tuple(lxd_rules[1]))]
+
+
+HOSTILE_MARKS = ["mage-lxd:tenant/box/logs/lxc.log:tcp-80", "mage-lxd:tenant/../../1.0:tcp-80",
+                 "mage-lxd:tenant/box?recursion=1:tcp-80", "mage-lxd:tenant/-box:tcp-80", "mage-lxd:ten ant/box:tcp-80",
+                 "mage-lxd:../box:tcp-80", "mage-lxd:a/b/box:tcp-80", "mage-lxd:tenant/" + "b" * 64 + ":tcp-80"]
+
+
+@pytest.mark.parametrize("mark", HOSTILE_MARKS)
+def test_a_mark_whose_owner_is_no_valid_project_and_instance_name_is_not_ours(mark):
+    assert parse_mark(mark) is None
+    assert parse_mark("mage-lxd:tenant.eu_1/box-2:udp-53") == ("tenant.eu_1", "box-2", "udp-53")
+
+
+class MarkedPortApi(ForwardsApi):
+    """One forward port on project tenant's own network carrying `mark`; instances answer {}."""
+
+    def __init__(self, mark: str) -> None:
+        super().__init__()
+        self.mark = mark
+
+    def get(self, path: str, params: dict | None = None) -> list[dict] | dict:
+        self.requests.append(("GET", path, dict(params or {})))
+        if path.startswith("instances/"):
+            return {}
+        return [{"listen_address": "192.0.2.9", "description": "mage-lxd",
+                 "ports": [{"description": self.mark, "target_address": "10.0.0.2"}]}]
+
+
+@pytest.mark.parametrize("mark", HOSTILE_MARKS)
+def test_a_tenants_port_with_a_hostile_mark_is_left_alone_and_no_owner_is_read_for_it(mark):
+    api = MarkedPortApi(mark)
+    networks = {"default": {}, "tenant": managed_networks([{"name": "ovn0", "managed": True}])}
+    found = read_published(api, networks)
+    assert found == []
+    assert read_owners(api, found) == {} and plan_stale_nat(found, {}) == []
+    assert [path for _method, path, _params in api.requests] == ["networks/ovn0/forwards"]
+
+
+def test_an_owners_name_is_one_path_segment_of_the_instance_url():
+    api = MarkedPortApi("unused")
+    rule = PublishedRule("tenant", "box/logs/lxc.log", "tcp-80", "forward")
+    assert read_owners(api, [rule]) == {("tenant", "box/logs/lxc.log"): {}}
+    assert api.requests == [("GET", "instances/box%2Flogs%2Flxc.log", {"project": "tenant"})]
