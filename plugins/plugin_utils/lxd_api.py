@@ -5,6 +5,7 @@ turns every failure into a `RemoteError` naming the remote and the fix.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -325,6 +326,12 @@ class _ErrorMapper:
         if isinstance(exc, ApiError):
             raise RemoteError(where=where, action=self.what, cause=_api_message(exc), status=exc.status,
                               reasons=exc.reasons) from exc
+        if isinstance(exc, json.JSONDecodeError):
+            # A 200 that is not LXD's JSON: a path that names a file (an instance's log), or something
+            # else answering at the url.
+            raise RemoteError(f"{self.what}: the answer is not {self.kind.title}'s JSON ({first_line(exc)}).",
+                              where=where, action=self.what, cause="not JSON",
+                              fix=f"check that the url is {self.kind.title}'s API and the path names an object.") from exc
         return False
 
 

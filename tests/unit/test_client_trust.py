@@ -228,3 +228,24 @@ def test_a_token_goes_only_to_the_server_the_token_names(tmp_path):
         LxdApi(_remote(tmp_path), session=server)
     assert error.value.presented == hashlib.sha256(server.der).hexdigest()
     assert [sent[:2] for sent in server.sent] == [("get", "/")]
+
+
+class _FileAnswer(_Answer):
+    """A 200 that is a file, not LXD's JSON (GET /1.0/instances/box/logs/lxc.log)."""
+
+    def __init__(self) -> None:
+        super().__init__(200, {})
+        self.headers = {"Content-Type": "application/octet-stream"}
+
+    def json(self) -> dict:
+        return json.loads("lxc 20261207 log line")
+
+
+def test_an_answer_that_is_not_json_is_a_remote_error_naming_the_request(tmp_path):
+    server = _Server([TRUSTED])
+    api = LxdApi(_remote(tmp_path), session=server)
+    server.request = lambda *_args, **_kwargs: _FileAnswer()
+    with pytest.raises(RemoteError) as error:
+        api.get("instances/box/logs/lxc.log")
+    assert (error.value.action, error.value.cause) == ("GET /1.0/instances/box/logs/lxc.log", "not JSON")
+    assert "the answer is not LXD's JSON" in str(error.value)
