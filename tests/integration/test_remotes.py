@@ -168,13 +168,25 @@ def test_the_connection_and_the_lookup_take_a_token_on_first_use_too(lab_project
     assert trusted_names()[PREFIX + "env"] == fingerprint(tmp_path / "env" / "client.crt")
 
 
-@pytest.mark.parametrize("which", ["spent", "wrong"])
+def wrong_secret(token: str) -> str:
+    """The same token (this server's fingerprint, name and addresses) with a secret it never made."""
+    data = json.loads(base64.b64decode(token))
+    return base64.b64encode(json.dumps({**data, "secret": "0" * len(data["secret"])}).encode()).decode()
+
+
+@pytest.mark.parametrize("which", ["spent", "wrong", "malformed"])
 def test_a_spent_or_wrong_token_fails_clearly_and_trusts_nothing(trusted_controller, tmp_path, which):
-    token = trusted_controller["token"] if which == "spent" else "bm90IGEgdG9rZW4="
+    token = {"spent": trusted_controller["token"], "wrong": wrong_secret(trusted_controller["token"]),
+             "malformed": "bm90IGEgdG9rZW4="}[which]
     inventory = https_inventory(tmp_path, token, client="other")
     result = ansible("ansible-inventory", "-i", str(inventory), "--list", check=False)
     message = one_line(result)
     assert result.returncode != 0
+    if which == "malformed":
+        # Refused before anything is sent: it is no token at all.
+        assert "option trust_token is not an LXD or Incus trust token" in message
+        assert not (tmp_path / "certs" / "other.crt").exists()
+        return
     assert f"{TITLE} remote 'trem' ({URL}): option trust_token: the server refused the token" in message
     assert f"Fix: on the server run '{CLI} config trust add" in message
     other = tmp_path / "certs" / "other.crt"

@@ -162,7 +162,7 @@ def test_a_file_fetched_as_root_stops_at_command_timeout_naming_the_option(tmp_p
 
 class FiveMiBFile(EndlessFile):
     def iter_content(self, size: int):
-        for _ in range(5):
+        for _chunk in range(5):
             self.sent += 1
             yield b"x" * size
 
