@@ -242,13 +242,17 @@ def test_an_unknown_alias_is_refused_naming_instance_alias_and_server_with_what_
 ])
 def test_a_server_that_cannot_be_read_refuses_every_instance_that_needs_it(error, words):
     fake = FakeServer(LAB_ANSWERS, error=error)
-    resolver = ImageResolver("lxd", X86, fetch=fake)
+    refuses_each_instance(ImageResolver("lxd", X86, fetch=fake), LAB, "debian/12", f"(simplestreams): {words}")
+    assert len(fake.calls) == 1  # the failure is remembered, not retried per instance
+
+
+def refuses_each_instance(resolver, server, alias, reason):
+    """Instances a and b that need `alias` are each refused, each message naming its instance."""
     for name in ("a", "b"):
         where = f"instance '{name}' in project 'p'"
         with pytest.raises(OptionError) as refused:
-            resolver.resolve(LAB, "debian/12", "container", where)
-        assert str(refused.value).startswith(f"{where}: image 'debian/12' on {LAB.url} (simplestreams): {words}")
-    assert len(fake.calls) == 1  # the failure is remembered, not retried per instance
+            resolver.resolve(server, alias, "container", where)
+        assert str(refused.value).startswith(f"{where}: image '{alias}' on {server.url} {reason}")
 
 
 def test_a_failure_of_several_lines_is_named_by_its_first_and_the_message_stays_one_line():
@@ -291,12 +295,7 @@ def test_an_lxd_protocol_alias_is_asked_once_for_the_batch_and_a_failure_too():
         assert resolver.resolve(server, "pub", "container", f"instance '{name}' in project 'p'").fingerprint == "8014a65f"
     assert fake.calls == [f"{base}/aliases/pub"]
     broken = FakeServer({}, error=ConnectionRefusedError(111, "Connection refused"))
-    resolver = ImageResolver("lxd", X86, fetch=broken)
-    for name in ("a", "b"):
-        where = f"instance '{name}' in project 'p'"
-        with pytest.raises(OptionError) as refused:
-            resolver.resolve(server, "pub", "container", where)
-        assert str(refused.value).startswith(f"{where}: image 'pub' on {server.url} (lxd): the server cannot be read")
+    refuses_each_instance(ImageResolver("lxd", X86, fetch=broken), server, "pub", "(lxd): the server cannot be read")
     assert len(broken.calls) == 1
 
 
