@@ -308,10 +308,10 @@ class ImageResolver:
     fetch: Fetch | None = None
     timeout: float = 10.0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _catalogs: dict[ImageServer, Any] = field(default_factory=dict, init=False, repr=False)
     _server_locks: dict[ImageServer, threading.Lock] = field(default_factory=dict, init=False, repr=False)
-    # (server, alias, instance type) -> what the LXD/Incus image API answered for it.
-    _answers: dict[tuple[ImageServer, str, str], Any] = field(default_factory=dict, init=False, repr=False)
+    # What was read once for the batch (_once): (server,) -> a simplestreams catalog, (server, alias,
+    # instance type) -> what an LXD/Incus image API answered for it; a failure is kept as it is.
+    _read: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False)
 
     def resolve(self, server: ImageServer, alias: str, instance_type: str, where: str) -> RemoteImage:
         """The image `alias` names on `server` for an instance of `instance_type`."""
@@ -338,19 +338,7 @@ class ImageResolver:
 
     def _resolve_api(self, server: ImageServer, alias: str, instance_type: str) -> RemoteImage:
         # One look per (server, alias, type) for the batch, shared by its instances, as an index is.
-        key = (server, alias, instance_type)
-        with self._lock:
-            lock = self._server_locks.setdefault(server, threading.Lock())
-        with lock:
-            if key not in self._answers:
-                try:
-                    self._answers[key] = self._look_up_api(server, alias, instance_type)
-                except _ServerError as exc:
-                    self._answers[key] = exc
-            found = self._answers[key]
-        if isinstance(found, _ServerError):
-            raise found
-        return found
+        return self._once(server, (server, alias, instance_type), lambda: self._look_up_api(server, alias, instance_type))
 
     def _look_up_api(self, server: ImageServer, alias: str, instance_type: str) -> RemoteImage:
         base = server.url.rstrip("/") + "/1.0/images"
@@ -370,15 +358,20 @@ class ImageResolver:
         return RemoteImage(alias, target, server)
 
     def _catalog(self, server: ImageServer) -> list[dict[str, Any]]:
+        return self._once(server, (server,), lambda: self._read_streams(server))
+
+    def _once(self, server: ImageServer, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        """What `read` gives for `key`, read once for the batch under `server`'s lock (threads share
+        it). A failure is kept too: every instance of the batch is refused for it, once read."""
         with self._lock:
             lock = self._server_locks.setdefault(server, threading.Lock())
         with lock:
-            if server not in self._catalogs:
+            if key not in self._read:
                 try:
-                    self._catalogs[server] = self._read_streams(server)
+                    self._read[key] = read()
                 except _ServerError as exc:
-                    self._catalogs[server] = exc  # every instance of the batch is refused for it, once read
-            found = self._catalogs[server]
+                    self._read[key] = exc
+            found = self._read[key]
         if isinstance(found, _ServerError):
             raise found
         return found
