@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import OptionError, RemoteError, missing_package
-from .transport import pem_sha256
+from .errors import OptionError, RemoteError, first_line, missing_package
+from .transport import DEFAULT_HTTPS_PORT, pem_sha256
 
 # As the CLIs: shared/cert.go GenerateMemCert in LXD and Incus.
 VALID_DAYS = 3650
@@ -44,7 +44,6 @@ ORGANIZATION = "Linux Containers"
 # mage-lxd's own config directory, under $XDG_CONFIG_HOME or ~/.config: the client pair a token
 # trusts and the server certificates pinned from tokens (servercerts/).
 CONFIG_DIR_NAME = "mage-lxd"
-DEFAULT_HTTPS_PORT = 8443
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # MageLxdError.reasons of the errors below, for callers to decide on.
 NOT_A_TOKEN = "not a trust token"
@@ -230,9 +229,8 @@ def pin_from_token(url: str, expected: str, path: str, timeout: float | None, wh
     try:
         der = fetch_server_certificate(parsed.hostname or "", parsed.port or DEFAULT_HTTPS_PORT, timeout)
     except OSError as exc:  # ssl.SSLError and TimeoutError included
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RemoteError(where=where, action="reading the server's certificate to compare it with the trust_token",
-                          cause=cause, fix="is LXD or Incus running and listening there (core.https_address)? "
+                          cause=first_line(exc), fix="is LXD or Incus running and listening there (core.https_address)? "
                           "Is the url right?") from None
     check_token_fingerprint(expected, der, where, path)
     write_pinned_cert(path, der, where)
