@@ -151,7 +151,7 @@ def answer_prompts(terminal: ClientConnection, dialogue: PasswordDialogue, timeo
             raise BecomeError(f"more than {max_output} bytes on the terminal before become succeeded (max_output); "
                               f"the terminal showed: {dialogue.shown(output[-2000:])}")
         try:
-            message = receive(terminal, max(0.0, deadline - time.monotonic()))
+            message = receive(terminal, _left(deadline))
         except TimeoutError:
             raise BecomeError(f"no become success within {timeout:g}s; the terminal showed: "
                               f"{dialogue.shown(output)}") from None
@@ -177,8 +177,7 @@ def read_terminal(terminal: ClientConnection, seconds: float | None,
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            message = receive(terminal, left)
+            message = receive(terminal, _left(deadline))
             if not message:
                 return b"".join(chunks), True
             size += len(message)
